@@ -1,0 +1,214 @@
+//! Element types and the one in-memory array form calibration samples take (little-endian
+//! bytes, row-major), with the casts we allow when a file's dtype differs from the input's.
+
+use crate::proto::tensor_proto::DataType;
+
+/// Element types calibration data may hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Elem {
+    F16,
+    F32,
+    F64,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    Bool,
+}
+
+impl Elem {
+    pub fn size(self) -> usize {
+        use Elem::*;
+        match self {
+            I8 | U8 | Bool => 1,
+            F16 | I16 | U16 => 2,
+            F32 | I32 | U32 => 4,
+            F64 | I64 | U64 => 8,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        use Elem::*;
+        match self {
+            F16 => "float16",
+            F32 => "float32",
+            F64 => "float64",
+            I8 => "int8",
+            I16 => "int16",
+            I32 => "int32",
+            I64 => "int64",
+            U8 => "uint8",
+            U16 => "uint16",
+            U32 => "uint32",
+            U64 => "uint64",
+            Bool => "bool",
+        }
+    }
+
+    pub fn is_float(self) -> bool {
+        matches!(self, Elem::F16 | Elem::F32 | Elem::F64)
+    }
+
+    /// The element type of an ONNX `TensorProto.DataType`, if calibration supports it.
+    pub fn from_onnx(data_type: i32) -> Option<Elem> {
+        use DataType as D;
+        Some(match D::try_from(data_type).ok()? {
+            D::Float16 => Elem::F16,
+            D::Float => Elem::F32,
+            D::Double => Elem::F64,
+            D::Int8 => Elem::I8,
+            D::Int16 => Elem::I16,
+            D::Int32 => Elem::I32,
+            D::Int64 => Elem::I64,
+            D::Uint8 => Elem::U8,
+            D::Uint16 => Elem::U16,
+            D::Uint32 => Elem::U32,
+            D::Uint64 => Elem::U64,
+            D::Bool => Elem::Bool,
+            _ => return None,
+        })
+    }
+
+    /// Whether data of type `self` may feed an input of type `to`: floats to floats, integers
+    /// to integers (values are range-checked), bool to bool.
+    pub fn casts_to(self, to: Elem) -> bool {
+        self == to || (self.is_float() && to.is_float()) || (self.is_int() && to.is_int())
+    }
+
+    fn is_int(self) -> bool {
+        !self.is_float() && self != Elem::Bool
+    }
+}
+
+/// A dense array: `data` holds `shape.product() * elem.size()` little-endian bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Array {
+    pub elem: Elem,
+    pub shape: Vec<usize>,
+    pub data: Vec<u8>,
+}
+
+/// Shape as `[a,b,c]` for messages; `None` dims print as their symbol.
+pub fn shape_str<T: std::fmt::Display>(dims: &[T]) -> String {
+    let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
+    format!("[{}]", d.join(","))
+}
+
+fn read_f64(elem: Elem, b: &[u8]) -> f64 {
+    match elem {
+        Elem::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f64(),
+        Elem::F32 => f32::from_le_bytes(b.try_into().expect("4 bytes")) as f64,
+        Elem::F64 => f64::from_le_bytes(b.try_into().expect("8 bytes")),
+        _ => unreachable!("float element"),
+    }
+}
+
+fn read_i128(elem: Elem, b: &[u8]) -> i128 {
+    use Elem::*;
+    match elem {
+        I8 => b[0] as i8 as i128,
+        U8 | Bool => b[0] as i128,
+        I16 => i16::from_le_bytes([b[0], b[1]]) as i128,
+        U16 => u16::from_le_bytes([b[0], b[1]]) as i128,
+        I32 => i32::from_le_bytes(b.try_into().expect("4 bytes")) as i128,
+        U32 => u32::from_le_bytes(b.try_into().expect("4 bytes")) as i128,
+        I64 => i64::from_le_bytes(b.try_into().expect("8 bytes")) as i128,
+        U64 => u64::from_le_bytes(b.try_into().expect("8 bytes")) as i128,
+        _ => unreachable!("integer element"),
+    }
+}
+
+fn int_range(elem: Elem) -> (i128, i128) {
+    use Elem::*;
+    match elem {
+        I8 => (i8::MIN as i128, i8::MAX as i128),
+        I16 => (i16::MIN as i128, i16::MAX as i128),
+        I32 => (i32::MIN as i128, i32::MAX as i128),
+        I64 => (i64::MIN as i128, i64::MAX as i128),
+        U8 => (0, u8::MAX as i128),
+        U16 => (0, u16::MAX as i128),
+        U32 => (0, u32::MAX as i128),
+        U64 => (0, u64::MAX as i128),
+        _ => unreachable!("integer element"),
+    }
+}
+
+/// Converts little-endian `bytes` of `from` elements to `to` elements. `casts_to` must hold;
+/// an integer that does not fit `to` is an error.
+pub fn convert(from: Elem, bytes: &[u8], to: Elem) -> Result<Vec<u8>, String> {
+    if from == to {
+        return Ok(bytes.to_vec());
+    }
+    let n = bytes.len() / from.size();
+    let mut out = Vec::with_capacity(n * to.size());
+    for b in bytes.chunks_exact(from.size()) {
+        if to.is_float() {
+            let v = read_f64(from, b);
+            match to {
+                Elem::F16 => out.extend(half::f16::from_f64(v).to_le_bytes()),
+                Elem::F32 => out.extend((v as f32).to_le_bytes()),
+                _ => out.extend(v.to_le_bytes()),
+            }
+        } else {
+            let v = read_i128(from, b);
+            let (lo, hi) = int_range(to);
+            if v < lo || v > hi {
+                return Err(format!("value {v} does not fit {}", to.name()));
+            }
+            out.extend(&v.to_le_bytes()[..to.size()]);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_casts_keep_values() {
+        let src: Vec<u8> = [1.5f64, -2.25]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let out = convert(Elem::F64, &src, Elem::F32).unwrap();
+        assert_eq!(
+            out,
+            [1.5f32, -2.25]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn integer_casts_are_range_checked() {
+        let src: Vec<u8> = [3i64, -4].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let out = convert(Elem::I64, &src, Elem::I32).unwrap();
+        assert_eq!(
+            out,
+            [3i32, -4]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<_>>()
+        );
+        assert!(
+            convert(Elem::I64, &src, Elem::U8)
+                .unwrap_err()
+                .contains("-4")
+        );
+    }
+
+    #[test]
+    fn only_sensible_casts_are_allowed() {
+        assert!(Elem::F64.casts_to(Elem::F32));
+        assert!(Elem::I32.casts_to(Elem::I64));
+        assert!(!Elem::I64.casts_to(Elem::F32));
+        assert!(!Elem::F32.casts_to(Elem::I64));
+        assert!(!Elem::Bool.casts_to(Elem::U8));
+    }
+}

@@ -1,0 +1,383 @@
+//! The only module that knows tract: it types the float model (element types and shapes of every
+//! tensor, for planning) and runs it over the calibration samples, observing every planned
+//! tensor by its ONNX name.
+//!
+//! Observed tensors are selected as model outputs before tract optimises the graph, so fusion
+//! never hides them. Samples run in parallel, one tract state per thread; statistics are merged
+//! at the end (min/max merging is order-independent, so results do not depend on the thread
+//! count).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prost::Message;
+use tract_onnx::prelude::*;
+
+use super::array::{Array, Elem};
+use super::source::{Dataset, InputSpec};
+use super::stats::{MinMax, StatsTable};
+use crate::error::{CalibError, Error, ModelError};
+use crate::proto::{GraphProto, ModelProto};
+
+/// What typing the model found out about one tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorInfo {
+    /// `None` for types calibration does not handle (strings, opaque, ...).
+    pub elem: Option<Elem>,
+    /// Concrete shape, when known for the calibration input shapes.
+    pub shape: Option<Vec<usize>>,
+}
+
+/// The model, ready to hand to tract.
+pub struct Runner {
+    path: PathBuf,
+    dir: Option<String>,
+    proto: tract_onnx::pb::ModelProto,
+}
+
+/// Knobs of a calibration run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    pub threads: usize,
+    pub progress: bool,
+}
+
+fn runtime_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
+    ModelError::Runtime {
+        path: path.to_path_buf(),
+        message: format!("{e:#}"),
+    }
+}
+
+impl Runner {
+    /// Checks that tract implements every op (reporting all that it lacks at once) and converts
+    /// the model to tract's protobuf types.
+    pub fn new(model: &ModelProto, path: &Path) -> Result<Runner, ModelError> {
+        let onnx = tract_onnx::onnx();
+        let mut missing = Vec::new();
+        if let Some(g) = model.graph.as_ref() {
+            unsupported_ops(g, &onnx.op_register.0, &mut missing);
+        }
+        if !missing.is_empty() {
+            return Err(ModelError::UnsupportedOps {
+                path: path.to_path_buf(),
+                nodes: missing,
+            });
+        }
+        // Our types carry every field; tract's older schema ignores what it does not know.
+        let proto = tract_onnx::pb::ModelProto::decode(model.encode_to_vec().as_slice())
+            .map_err(|e| runtime_err(path, e))?;
+        let dir = path.parent().and_then(|d| d.to_str()).map(str::to_string);
+        Ok(Runner {
+            path: path.to_path_buf(),
+            dir,
+            proto,
+        })
+    }
+
+    fn parse(
+        &self,
+        inputs: &[InputSpec],
+        shapes: &[Option<Vec<usize>>],
+    ) -> TractResult<(InferenceModel, HashMap<String, OutletId>)> {
+        let parsed = tract_onnx::onnx().parse(&self.proto, self.dir.as_deref())?;
+        let mut model = parsed.model;
+        let sources = model.input_outlets()?.to_vec();
+        for (spec, shape) in inputs.iter().zip(shapes) {
+            let (Some(shape), Some(outlet)) = (shape, parsed.outlets_by_name.get(&spec.name))
+            else {
+                continue;
+            };
+            let Some(pos) = sources.iter().position(|s| s == outlet) else {
+                continue;
+            };
+            model.set_input_fact(
+                pos,
+                InferenceFact::dt_shape(datum_type(spec.elem), shape.clone()),
+            )?;
+        }
+        Ok((model, parsed.outlets_by_name))
+    }
+
+    /// Element type and shape of every named tensor, with the inputs fixed to `shapes`
+    /// (`None`: leave that input's dims as the model declares them).
+    pub fn analyse(
+        &self,
+        inputs: &[InputSpec],
+        shapes: &[Option<Vec<usize>>],
+    ) -> Result<HashMap<String, TensorInfo>, ModelError> {
+        let run = || -> TractResult<HashMap<String, TensorInfo>> {
+            let (mut model, outlets) = self.parse(inputs, shapes)?;
+            let mut names: Vec<&String> = outlets.keys().collect();
+            names.sort();
+            let selected: Vec<OutletId> = names.iter().map(|n| outlets[*n]).collect();
+            model.select_output_outlets(&selected)?;
+            let typed = model.into_typed()?;
+            let mut out = HashMap::new();
+            for (i, name) in names.iter().enumerate() {
+                let fact = typed.output_fact(i)?;
+                let info = TensorInfo {
+                    elem: elem_of(fact.datum_type),
+                    shape: fact.shape.as_concrete().map(|s| s.to_vec()),
+                };
+                out.insert((*name).clone(), info);
+            }
+            Ok(out)
+        };
+        run().map_err(|e| runtime_err(&self.path, e))
+    }
+
+    /// Runs every sample of `data` and returns min/max statistics of `tensors`.
+    pub fn calibrate(
+        &self,
+        tensors: &[String],
+        inputs: &[InputSpec],
+        shapes: &[Option<Vec<usize>>],
+        data: Dataset,
+        opts: &RunOptions,
+    ) -> Result<StatsTable, Error> {
+        let plan = self.plan(tensors, inputs, shapes)?;
+        let total = data.len();
+        let samples = Mutex::new(data.samples());
+        let stop = AtomicBool::new(false);
+        let bar = progress_bar(total, opts.progress);
+        let threads = opts.threads.clamp(1, total.max(1));
+        let results: Vec<Result<Vec<MinMax>, (usize, Error)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| scope.spawn(|| self.worker(&plan, tensors, &samples, &stop, &bar)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        bar.finish_and_clear();
+        let mut first_err: Option<(usize, Error)> = None;
+        let mut merged = vec![MinMax::default(); tensors.len()];
+        for r in results {
+            match r {
+                Ok(stats) => merged.iter_mut().zip(&stats).for_each(|(m, s)| m.merge(s)),
+                Err((idx, e)) if first_err.as_ref().is_none_or(|(i, _)| idx < *i) => {
+                    first_err = Some((idx, e))
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some((_, e)) = first_err {
+            return Err(e);
+        }
+        let unobserved: Vec<String> = tensors
+            .iter()
+            .zip(&merged)
+            .filter(|(_, m)| !m.is_observed())
+            .map(|(t, _)| format!("`{t}`"))
+            .collect();
+        if !unobserved.is_empty() {
+            return Err(CalibError::Unobserved {
+                tensors: unobserved,
+            }
+            .into());
+        }
+        Ok(StatsTable {
+            samples: total,
+            tensors: tensors.iter().cloned().zip(merged).collect(),
+        })
+    }
+
+    fn plan(
+        &self,
+        tensors: &[String],
+        inputs: &[InputSpec],
+        shapes: &[Option<Vec<usize>>],
+    ) -> Result<Arc<TypedRunnableModel>, Error> {
+        let (mut model, outlets) = self
+            .parse(inputs, shapes)
+            .map_err(|e| runtime_err(&self.path, e))?;
+        let missing: Vec<String> = tensors
+            .iter()
+            .filter(|t| !outlets.contains_key(*t))
+            .map(|t| format!("`{t}`"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(CalibError::Unobserved { tensors: missing }.into());
+        }
+        let selected: Vec<OutletId> = tensors.iter().map(|t| outlets[t]).collect();
+        let build = || -> TractResult<Arc<TypedRunnableModel>> {
+            model.select_output_outlets(&selected)?;
+            model.into_typed()?.into_optimized()?.into_runnable()
+        };
+        build().map_err(|e| runtime_err(&self.path, e).into())
+    }
+
+    fn worker(
+        &self,
+        plan: &Arc<TypedRunnableModel>,
+        tensors: &[String],
+        samples: &Mutex<super::source::Samples>,
+        stop: &AtomicBool,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<Vec<MinMax>, (usize, Error)> {
+        let mut stats = vec![MinMax::default(); tensors.len()];
+        let mut state = plan
+            .spawn()
+            .map_err(|e| (0, runtime_err(&self.path, e).into()))?;
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(stats);
+            }
+            let next = samples.lock().unwrap_or_else(|p| p.into_inner()).next();
+            let sample = match next {
+                None => return Ok(stats),
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    stop.store(true, Ordering::Relaxed);
+                    return Err((usize::MAX, e.into()));
+                }
+            };
+            let fail = |e: Error| {
+                stop.store(true, Ordering::Relaxed);
+                (sample.index, e)
+            };
+            let feed: TVec<TValue> = sample
+                .arrays
+                .iter()
+                .map(to_tensor)
+                .collect::<TractResult<_>>()
+                .map_err(|e| fail(runtime_err(&self.path, e).into()))?;
+            let outputs = state.run(feed).map_err(|e| {
+                fail(
+                    ModelError::Runtime {
+                        path: self.path.clone(),
+                        message: format!(
+                            "on calibration sample {} (from `{}`): {e:#}",
+                            sample.index,
+                            sample.origin.display()
+                        ),
+                    }
+                    .into(),
+                )
+            })?;
+            for ((value, stat), name) in outputs.iter().zip(&mut stats).zip(tensors) {
+                let values = value
+                    .try_as_plain_ram()
+                    .and_then(|v| v.as_slice::<f32>())
+                    .map_err(|e| {
+                        fail(Error::Internal(format!(
+                            "observed tensor `{name}` is not float32: {e}"
+                        )))
+                    })?;
+                stat.update(values).map_err(|what| {
+                    fail(
+                        CalibError::NonFinite {
+                            tensor: name.clone(),
+                            sample: sample.index,
+                            path: sample.origin.clone(),
+                            what,
+                        }
+                        .into(),
+                    )
+                })?;
+            }
+            bar.inc(1);
+        }
+    }
+}
+
+fn unsupported_ops(g: &GraphProto, known: &HashMap<String, impl Sized>, out: &mut Vec<String>) {
+    for (id, node) in g.node.iter().enumerate() {
+        if !known.contains_key(node.op_type()) {
+            out.push(format!(
+                "`{}` ({})",
+                crate::ir::node_label(node, id),
+                node.op_type()
+            ));
+        }
+        for a in &node.attribute {
+            for sub in a.g.iter().chain(&a.graphs) {
+                unsupported_ops(sub, known, out);
+            }
+        }
+    }
+}
+
+fn progress_bar(total: usize, visible: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !visible || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total as u64);
+    let style = indicatif::ProgressStyle::with_template(
+        "calibrating {bar:30} {pos}/{len} samples  {per_sec}  ETA {eta}",
+    )
+    .expect("static template");
+    bar.set_style(style);
+    bar
+}
+
+fn datum_type(elem: Elem) -> DatumType {
+    match elem {
+        Elem::F16 => DatumType::F16,
+        Elem::F32 => DatumType::F32,
+        Elem::F64 => DatumType::F64,
+        Elem::I8 => DatumType::I8,
+        Elem::I16 => DatumType::I16,
+        Elem::I32 => DatumType::I32,
+        Elem::I64 => DatumType::I64,
+        Elem::U8 => DatumType::U8,
+        Elem::U16 => DatumType::U16,
+        Elem::U32 => DatumType::U32,
+        Elem::U64 => DatumType::U64,
+        Elem::Bool => DatumType::Bool,
+    }
+}
+
+fn elem_of(dt: DatumType) -> Option<Elem> {
+    Some(match dt {
+        DatumType::F16 => Elem::F16,
+        DatumType::F32 => Elem::F32,
+        DatumType::F64 => Elem::F64,
+        DatumType::I8 => Elem::I8,
+        DatumType::I16 => Elem::I16,
+        DatumType::I32 => Elem::I32,
+        DatumType::I64 | DatumType::TDim => Elem::I64,
+        DatumType::U8 => Elem::U8,
+        DatumType::U16 => Elem::U16,
+        DatumType::U32 => Elem::U32,
+        DatumType::U64 => Elem::U64,
+        DatumType::Bool => Elem::Bool,
+        _ => return None,
+    })
+}
+
+fn to_tensor(a: &Array) -> TractResult<TValue> {
+    macro_rules! typed {
+        ($t:ty, $n:expr) => {{
+            let v: Vec<$t> = a
+                .data
+                .chunks_exact($n)
+                .map(|c| <$t>::from_le_bytes(c.try_into().expect("chunk size")))
+                .collect();
+            Tensor::from_shape(&a.shape, &v)?
+        }};
+    }
+    let t = match a.elem {
+        Elem::F16 => typed!(half::f16, 2),
+        Elem::F32 => typed!(f32, 4),
+        Elem::F64 => typed!(f64, 8),
+        Elem::I8 => typed!(i8, 1),
+        Elem::I16 => typed!(i16, 2),
+        Elem::I32 => typed!(i32, 4),
+        Elem::I64 => typed!(i64, 8),
+        Elem::U8 => typed!(u8, 1),
+        Elem::U16 => typed!(u16, 2),
+        Elem::U32 => typed!(u32, 4),
+        Elem::U64 => typed!(u64, 8),
+        Elem::Bool => {
+            let v: Vec<bool> = a.data.iter().map(|&b| b != 0).collect();
+            Tensor::from_shape(&a.shape, &v)?
+        }
+    };
+    Ok(t.into_tvalue())
+}

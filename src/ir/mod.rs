@@ -1,0 +1,243 @@
+//! The graph as onnx-quant reasons about it: the ONNX `GraphProto` itself (attributes verbatim,
+//! so nothing is lost) plus an [`Index`] of producers, consumers and initializers by name.
+//!
+//! The IR mirrors ONNX and knows nothing of targets or quantization choices: `policy` decides,
+//! `rewrite` expresses the decision as a [`Patch`], and [`apply`] is the only code that changes a
+//! graph's structure.
+
+mod dump;
+mod opset;
+mod patch;
+mod topo;
+mod verify;
+
+use std::collections::{HashMap, HashSet};
+
+use crate::proto::{
+    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, attribute_proto::AttributeType,
+};
+
+pub use dump::dump;
+pub use opset::{OpsetUpgrade, plan_upgrade};
+pub use patch::{Patch, Placement, apply};
+pub use topo::topo_sort;
+pub use verify::verify;
+
+/// Position of a node in `GraphProto::node`.
+pub type NodeId = usize;
+
+/// Whether `domain` names the default ONNX operator set.
+pub fn is_default_domain(domain: &str) -> bool {
+    domain.is_empty() || domain == "ai.onnx"
+}
+
+/// The model's default-domain opset version, if it imports one.
+pub fn default_opset(model: &ModelProto) -> Option<i64> {
+    model
+        .opset_import
+        .iter()
+        .find(|o| is_default_domain(o.domain()))
+        .map(|o| o.version())
+}
+
+/// Sets the default-domain opset version, adding the import if missing.
+pub fn set_default_opset(model: &mut ModelProto, version: i64) {
+    match model
+        .opset_import
+        .iter_mut()
+        .find(|o| is_default_domain(o.domain()))
+    {
+        Some(o) => o.version = Some(version),
+        None => model.opset_import.push(crate::proto::OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(version),
+        }),
+    }
+}
+
+/// A readable name for a node: its name, or `#id op_type(first output)` when it has none.
+pub fn node_label(node: &NodeProto, id: NodeId) -> String {
+    match node.name() {
+        "" => format!(
+            "#{id} {}({})",
+            node.op_type(),
+            node.output.first().map_or("", |s| s)
+        ),
+        name => name.to_string(),
+    }
+}
+
+/// The attribute `name` of `node`, if present.
+pub fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
+    node.attribute.iter().find(|a| a.name() == name)
+}
+
+/// An integer attribute.
+pub fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
+    attr(node, name)
+        .filter(|a| a.r#type() == AttributeType::Int)
+        .map(|a| a.i())
+}
+
+/// Whether the node carries subgraphs (If, Loop, Scan, ...).
+pub fn has_subgraphs(node: &NodeProto) -> bool {
+    node.attribute
+        .iter()
+        .any(|a| a.g.is_some() || !a.graphs.is_empty())
+}
+
+/// Outer-scope tensors the subgraphs of `node` read (any depth): names used inside that the
+/// subgraphs do not define themselves.
+pub fn captures(node: &NodeProto) -> Vec<String> {
+    fn walk(g: &GraphProto, defined: &mut HashSet<String>, used: &mut Vec<String>) {
+        let own = g
+            .input
+            .iter()
+            .map(|v| v.name())
+            .chain(g.initializer.iter().map(|t| t.name()));
+        defined.extend(own.map(str::to_string));
+        for n in &g.node {
+            used.extend(n.input.iter().filter(|i| !i.is_empty()).cloned());
+            for a in &n.attribute {
+                for sub in a.g.iter().chain(&a.graphs) {
+                    walk(sub, defined, used);
+                }
+            }
+            defined.extend(n.output.iter().cloned());
+        }
+        used.extend(g.output.iter().map(|v| v.name().to_string()));
+    }
+    let (mut defined, mut used) = (HashSet::new(), Vec::new());
+    for a in &node.attribute {
+        for g in a.g.iter().chain(&a.graphs) {
+            walk(g, &mut defined, &mut used);
+        }
+    }
+    let mut seen = HashSet::new();
+    used.retain(|u| !defined.contains(u) && seen.insert(u.clone()));
+    used
+}
+
+/// Name-based lookups over one graph. Borrowed: rebuild it after the graph changes.
+pub struct Index<'g> {
+    pub graph: &'g GraphProto,
+    producer: HashMap<&'g str, (NodeId, usize)>,
+    consumers: HashMap<&'g str, Vec<(NodeId, usize)>>,
+    initializers: HashMap<&'g str, &'g TensorProto>,
+    inputs: HashSet<&'g str>,
+    outputs: HashSet<&'g str>,
+    captured: HashSet<String>,
+}
+
+impl<'g> Index<'g> {
+    pub fn new(graph: &'g GraphProto) -> Self {
+        let mut producer = HashMap::new();
+        let mut consumers: HashMap<&str, Vec<_>> = HashMap::new();
+        for (id, node) in graph.node.iter().enumerate() {
+            for (slot, out) in node
+                .output
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| !o.is_empty())
+            {
+                producer.insert(out.as_str(), (id, slot));
+            }
+            for (slot, inp) in node.input.iter().enumerate().filter(|(_, i)| !i.is_empty()) {
+                consumers.entry(inp.as_str()).or_default().push((id, slot));
+            }
+        }
+        Index {
+            graph,
+            producer,
+            consumers,
+            initializers: graph.initializer.iter().map(|t| (t.name(), t)).collect(),
+            inputs: graph.input.iter().map(|v| v.name()).collect(),
+            outputs: graph.output.iter().map(|v| v.name()).collect(),
+            captured: graph.node.iter().flat_map(captures).collect(),
+        }
+    }
+
+    /// Whether a subgraph of some node reads `tensor` from this graph.
+    pub fn is_captured(&self, tensor: &str) -> bool {
+        self.captured.contains(tensor)
+    }
+
+    pub fn node(&self, id: NodeId) -> &'g NodeProto {
+        &self.graph.node[id]
+    }
+
+    /// The node and output slot producing `tensor`, if a node does.
+    pub fn producer(&self, tensor: &str) -> Option<(NodeId, usize)> {
+        self.producer.get(tensor).copied()
+    }
+
+    /// Every (node, input slot) reading `tensor`, in graph order.
+    pub fn consumers(&self, tensor: &str) -> &[(NodeId, usize)] {
+        self.consumers.get(tensor).map_or(&[], |v| v.as_slice())
+    }
+
+    pub fn initializer(&self, name: &str) -> Option<&'g TensorProto> {
+        self.initializers.get(name).copied()
+    }
+
+    /// Whether `name` is listed in `graph.input` (an initializer listed there can be overridden
+    /// by the caller from IR version 4 on).
+    pub fn is_graph_input(&self, name: &str) -> bool {
+        self.inputs.contains(name)
+    }
+
+    pub fn is_graph_output(&self, name: &str) -> bool {
+        self.outputs.contains(name)
+    }
+
+    /// Graph inputs that are not initializers: what a caller feeds.
+    pub fn fed_inputs(&self) -> impl Iterator<Item = &'g crate::proto::ValueInfoProto> + '_ {
+        self.graph
+            .input
+            .iter()
+            .filter(|v| !self.initializers.contains_key(v.name()))
+    }
+
+    /// Every name used by a tensor or a node of this graph (not of its subgraphs).
+    pub fn names(&self) -> HashSet<String> {
+        let g = self.graph;
+        let tensors = g.node.iter().flat_map(|n| n.input.iter().chain(&n.output));
+        tensors
+            .cloned()
+            .chain(g.node.iter().map(|n| n.name().to_string()))
+            .chain(g.initializer.iter().map(|t| t.name().to_string()))
+            .chain(
+                g.input
+                    .iter()
+                    .chain(&g.output)
+                    .map(|v| v.name().to_string()),
+            )
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+}
+
+/// Hands out names not yet used in a graph.
+pub struct Names {
+    used: HashSet<String>,
+}
+
+impl Names {
+    pub fn new(index: &Index) -> Self {
+        Names {
+            used: index.names(),
+        }
+    }
+
+    /// `base` if free, else `base_1`, `base_2`, ...; the result is reserved.
+    pub fn fresh(&mut self, base: &str) -> String {
+        let mut name = base.to_string();
+        let mut k = 0;
+        while self.used.contains(&name) {
+            k += 1;
+            name = format!("{base}_{k}");
+        }
+        self.used.insert(name.clone());
+        name
+    }
+}

@@ -1,0 +1,189 @@
+//! Bytes ⇄ `ModelProto`: decoding with checks, external data, atomic saving.
+//!
+//! Nothing here interprets the graph. `load` then `save` of an unchanged model loses nothing:
+//! prost keeps every field of the vendored schema, and an inline model is written back
+//! byte-identical.
+
+mod external;
+pub mod tensor;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::error::{ModelError, OutputError};
+use crate::proto::ModelProto;
+
+pub use external::for_each_tensor;
+
+/// IR version of the vendored `proto/onnx.proto`. Newer models may carry fields prost drops.
+pub const SCHEMA_IR_VERSION: i64 = 14;
+
+/// Protobuf messages cannot exceed 2 GiB; models near that size are written with external data.
+const PROTOBUF_LIMIT: usize = (2 << 30) - (64 << 20);
+
+/// A decoded model and what loading it found out.
+#[derive(Debug)]
+pub struct Loaded {
+    pub model: ModelProto,
+    pub path: PathBuf,
+    /// Size of the `.onnx` file itself.
+    pub file_bytes: u64,
+    /// Side files the model's external data was read from (empty for an inline model).
+    pub side_files: Vec<PathBuf>,
+    /// Total size of those side files.
+    pub side_bytes: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Reads and decodes `path`, inlining external data.
+pub fn load(path: &Path) -> Result<Loaded, ModelError> {
+    let read_err = |source| ModelError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(read_err)?;
+    let file_bytes = bytes.len() as u64;
+    let model = decode(path, Bytes::from(bytes))?;
+    let mut loaded = Loaded {
+        model,
+        path: path.to_path_buf(),
+        file_bytes,
+        side_files: Vec::new(),
+        side_bytes: 0,
+        warnings: Vec::new(),
+    };
+    loaded.side_files = external::inline(&mut loaded.model, path)?;
+    loaded.side_bytes = loaded
+        .side_files
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum();
+    if loaded.model.ir_version() > SCHEMA_IR_VERSION {
+        loaded.warnings.push(format!(
+            "model `{}` has IR version {}, newer than the schema onnx-quant reads ({SCHEMA_IR_VERSION}): \
+             fields added since are dropped",
+            path.display(),
+            loaded.model.ir_version()
+        ));
+    }
+    Ok(loaded)
+}
+
+/// Decodes model bytes, refusing what decodes but is not an ONNX model.
+pub fn decode(path: &Path, bytes: Bytes) -> Result<ModelProto, ModelError> {
+    if bytes.is_empty() {
+        return Err(ModelError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let model = ModelProto::decode(bytes).map_err(|source| ModelError::Decode {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let not_onnx = |reason: &str| ModelError::NotOnnx {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    if model.ir_version.is_none() {
+        return Err(not_onnx("it has no ir_version"));
+    }
+    if model.graph.is_none() {
+        return Err(not_onnx("it has no graph"));
+    }
+    Ok(model)
+}
+
+/// How to write a model.
+#[derive(Clone, Debug, Default)]
+pub struct SaveOptions {
+    /// Move tensors of at least `external_threshold` bytes into `<output file name>.data`.
+    pub external: bool,
+    pub external_threshold: usize,
+}
+
+/// What `save` wrote.
+#[derive(Clone, Debug)]
+pub struct Saved {
+    pub path: PathBuf,
+    pub file_bytes: u64,
+    pub data_file: Option<(PathBuf, u64)>,
+}
+
+/// Writes `model` to `path` through temporary files in the same folder, renamed into place only
+/// when complete: a failure never leaves a partial or clobbered file.
+pub fn save(mut model: ModelProto, path: &Path, opts: &SaveOptions) -> Result<Saved, OutputError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(OutputError::DirMissing(dir));
+    }
+    let write_err = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| OutputError::Write { path: p, source }
+    };
+    let externalize = opts.external || model.encoded_len() > PROTOBUF_LIMIT;
+    let mut data_file = None;
+    let mut data_tmp = None;
+    if externalize {
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let location = format!("{name}.data");
+        let data_path = dir.join(&location);
+        let mut tmp = temp_in(&dir).map_err(write_err(&data_path))?;
+        let threshold = if opts.external {
+            opts.external_threshold
+        } else {
+            1024
+        };
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        let n = external::externalize(&mut model, &location, threshold, &mut w)
+            .and_then(|n| w.flush().map(|_| n))
+            .map_err(write_err(&data_path))?;
+        drop(w);
+        data_file = Some((data_path, n));
+        data_tmp = Some(tmp);
+    }
+    if model.encoded_len() > PROTOBUF_LIMIT {
+        return Err(OutputError::TooLarge {
+            path: path.to_path_buf(),
+            reason: "the graph alone exceeds protobuf's 2 GiB limit".into(),
+        });
+    }
+    let bytes = model.encode_to_vec();
+    let mut tmp = temp_in(&dir).map_err(write_err(path))?;
+    tmp.write_all(&bytes)
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(write_err(path))?;
+    if let (Some(dtmp), Some((dpath, _))) = (data_tmp, &data_file) {
+        dtmp.as_file().sync_all().map_err(write_err(dpath))?;
+        dtmp.persist(dpath).map_err(|e| OutputError::Write {
+            path: dpath.clone(),
+            source: e.error,
+        })?;
+    }
+    tmp.persist(path).map_err(|e| OutputError::Write {
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
+    Ok(Saved {
+        path: path.to_path_buf(),
+        file_bytes: bytes.len() as u64,
+        data_file,
+    })
+}
+
+fn temp_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(".onnx-quant-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+}

@@ -1,0 +1,173 @@
+//! What a run did and why: a human summary for stderr and the same data as JSON (`--report`).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::policy::{NodeDecision, Settings};
+use crate::rewrite::WeightReport;
+
+/// A file read or written.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileReport {
+    pub path: PathBuf,
+    pub bytes: u64,
+    /// External-data side files and their total size.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub data_files: Vec<PathBuf>,
+    pub data_bytes: u64,
+}
+
+impl FileReport {
+    pub fn total(&self) -> u64 {
+        self.bytes + self.data_bytes
+    }
+}
+
+/// One calibrated activation.
+#[derive(Clone, Debug, Serialize)]
+pub struct ActivationReport {
+    pub tensor: String,
+    pub min: f32,
+    pub max: f32,
+    pub dtype: &'static str,
+    pub scale: f32,
+    pub zero_point: i32,
+}
+
+/// The calibration run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CalibrationReport {
+    pub source: PathBuf,
+    pub samples: usize,
+    pub skipped_files: usize,
+    pub threads: usize,
+}
+
+/// Everything `onnx-quant` reports about one quantization.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub tool: String,
+    pub input: FileReport,
+    pub output: Option<FileReport>,
+    pub settings: Settings,
+    pub calibration: CalibrationReport,
+    pub opset: Option<i64>,
+    pub nodes: Vec<NodeDecision>,
+    pub activations: Vec<ActivationReport>,
+    pub weights: Vec<WeightReport>,
+    pub notes: Vec<String>,
+    pub warnings: Vec<String>,
+    /// Wall time per stage, in milliseconds, in stage order.
+    pub timings_ms: Vec<(String, f64)>,
+}
+
+fn kb(bytes: u64) -> String {
+    if bytes >= 10 << 20 {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    } else {
+        format!("{:.1} KB", bytes as f64 / 1e3)
+    }
+}
+
+fn counts<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let mut m: BTreeMap<&str, usize> = BTreeMap::new();
+    items.for_each(|k| *m.entry(k).or_default() += 1);
+    m.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Report {
+    /// The multi-line summary printed on stderr.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let out = self.output.as_ref();
+        let _ = writeln!(
+            s,
+            "onnx-quant: {} -> {}",
+            self.input.path.display(),
+            out.map_or("(not written)".into(), |o| o.path.display().to_string())
+        );
+        let quantized: Vec<&NodeDecision> = self.nodes.iter().filter(|n| n.quantized).collect();
+        let _ = writeln!(
+            s,
+            "  quantized {} of {} nodes ({})",
+            quantized.len(),
+            self.nodes.len(),
+            counts(quantized.iter().map(|n| n.op_type.as_str()))
+        );
+        let weighted_float: Vec<&NodeDecision> = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                !n.quantized
+                    && matches!(
+                        n.op_type.as_str(),
+                        "Conv" | "ConvTranspose" | "Gemm" | "MatMul"
+                    )
+            })
+            .collect();
+        for n in &weighted_float {
+            let _ = writeln!(
+                s,
+                "  kept float: `{}` ({}): {}",
+                n.name,
+                n.op_type,
+                n.reason.as_deref().unwrap_or("")
+            );
+        }
+        let others = self
+            .nodes
+            .iter()
+            .filter(|n| !n.quantized && !weighted_float.iter().any(|w| w.name == n.name));
+        let other_counts = counts(others.map(|n| n.op_type.as_str()));
+        if !other_counts.is_empty() {
+            let _ = writeln!(s, "  float (not inputs of weighted ops): {other_counts}");
+        }
+        let a = &self.settings.activation;
+        let _ = writeln!(
+            s,
+            "  activations: {} tensors, {} {}, min/max over {} samples",
+            self.activations.len(),
+            a.qtype.name(),
+            if a.symmetric {
+                "symmetric"
+            } else {
+                "asymmetric"
+            },
+            self.calibration.samples
+        );
+        let per_channel = self.weights.iter().filter(|w| w.axis.is_some()).count();
+        let _ = writeln!(
+            s,
+            "  weights: {} int8 ({} per-channel, {} per-tensor)",
+            self.weights.len(),
+            per_channel,
+            self.weights.len() - per_channel
+        );
+        if let Some(o) = out {
+            let ratio = o.total() as f64 / self.input.total().max(1) as f64;
+            let _ = writeln!(
+                s,
+                "  size: {} -> {} ({:.0}%)",
+                kb(self.input.total()),
+                kb(o.total()),
+                ratio * 100.0
+            );
+        }
+        let times: Vec<String> = self
+            .timings_ms
+            .iter()
+            .map(|(k, v)| format!("{k} {v:.0} ms"))
+            .collect();
+        let _ = writeln!(s, "  time: {}", times.join(", "));
+        for n in &self.notes {
+            let _ = writeln!(s, "  note: {n}");
+        }
+        s
+    }
+}

@@ -1,0 +1,100 @@
+//! Turns a [`QuantPlan`] and its parameters into a QDQ model.
+//!
+//! Each pass reads the current graph and returns an [`ir::Patch`]; [`run`] applies them in
+//! order with [`ir::apply`], which re-sorts and verifies the graph after every pass. Passes never
+//! edit the graph themselves. Rules are directional: a tensor already behind a
+//! DequantizeLinear is never planned again (policy refuses it), so running onnx-quant on its
+//! own output adds nothing.
+
+mod qdq;
+mod weights;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::ir::{self, NodeId};
+use crate::params::{QParams, QType};
+use crate::policy::QuantPlan;
+use crate::proto::ModelProto;
+
+/// Parameters of every planned activation, by tensor name.
+#[derive(Clone, Debug, Default)]
+pub struct ActivationParams {
+    pub qtype: Option<QType>,
+    pub tensors: BTreeMap<String, QParams>,
+}
+
+/// What the weight pass did to one weight.
+#[derive(Clone, Debug, Serialize)]
+pub struct WeightReport {
+    pub name: String,
+    pub dims: Vec<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub axis: Option<usize>,
+    pub scales: usize,
+    /// The float initializer was kept because other (float) nodes still read it.
+    pub float_kept: bool,
+}
+
+/// Summary of a rewrite.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RewriteReport {
+    pub weights: Vec<WeightReport>,
+    pub activations: usize,
+    pub opset: Option<i64>,
+}
+
+/// Where each node of the planned graph now stands.
+struct IdMap(Vec<NodeId>);
+
+impl IdMap {
+    fn get(&self, id: NodeId) -> NodeId {
+        self.0[id]
+    }
+
+    fn then(&mut self, moved: Vec<NodeId>) {
+        for id in &mut self.0 {
+            *id = moved[*id];
+        }
+    }
+}
+
+/// Applies one pass's patch and tracks where the planned nodes moved.
+fn step(
+    name: &str,
+    model: &mut ModelProto,
+    patch: ir::Patch,
+    ids: &mut IdMap,
+) -> Result<(), Error> {
+    if patch.is_empty() {
+        return Ok(());
+    }
+    let moved = ir::apply(model, patch)
+        .map_err(|e| Error::Internal(format!("rewrite pass `{name}` broke the graph: {e}")))?;
+    ids.then(moved);
+    Ok(())
+}
+
+/// Rewrites `model` (the graph `plan` was made from) in place.
+pub fn run(
+    model: &mut ModelProto,
+    plan: &QuantPlan,
+    act: &ActivationParams,
+) -> Result<RewriteReport, Error> {
+    let n = model.graph.as_ref().map_or(0, |g| g.node.len());
+    let mut ids = IdMap((0..n).collect());
+    let mut report = RewriteReport::default();
+    if let Some(up) = &plan.upgrade {
+        report.opset = up.patch.opset;
+        step("opset-upgrade", model, up.patch.clone(), &mut ids)?;
+    }
+    let (patch, weights) = weights::quantize_weights(model, plan, &ids)?;
+    report.weights = weights;
+    step("quantize-weights", model, patch, &mut ids)?;
+    let patch = qdq::insert_qdq(model, plan, act, &ids)?;
+    report.activations = plan.activations.len();
+    step("insert-qdq", model, patch, &mut ids)?;
+    Ok(report)
+}
