@@ -5,6 +5,7 @@
 //! ([`rewrite`]) over the graph representation in [`ir`]. [`pipeline::quantize`] runs the whole
 //! job; `ARCHITECTURE.md` maps the code.
 
+pub mod atomic;
 pub mod calib;
 pub mod error;
 pub mod ir;

@@ -106,7 +106,7 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
     if let Some(path) = &args.report {
         let json =
             serde_json::to_vec_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
-        write_atomic(path, &json)?;
+        onnx_quant::atomic::write(path, &json)?;
     }
     if !args.quiet {
         eprint!("{}", report.summary());
@@ -131,27 +131,4 @@ fn same_file(a: &Path, b: &Path) -> bool {
         (Ok(a), Ok(b)) => a == b,
         _ => a == b,
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    let err = |source| {
-        Error::Output(OutputError::Write {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    if !dir.is_dir() {
-        return Err(OutputError::DirMissing(dir.to_path_buf()).into());
-    }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".onnx-quant-")
-        .tempfile_in(dir)
-        .map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
 }

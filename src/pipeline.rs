@@ -44,10 +44,7 @@ impl Clock {
 /// Refuses an output that would overwrite the input model or one of its data files, and an
 /// output folder that does not exist, before any work is done.
 pub fn check_output(input: &Path, side_files: &[PathBuf], output: &Path) -> Result<(), Error> {
-    let dir = match output.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = crate::atomic::parent_dir(output);
     if !dir.is_dir() {
         return Err(crate::error::OutputError::DirMissing(dir).into());
     }

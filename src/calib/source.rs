@@ -446,7 +446,7 @@ fn fit(shape: &[usize], spec: &InputSpec) -> Result<(Vec<usize>, Option<usize>),
         (vec![], None)
     } else if shape.len() == r {
         let b = spec.dims[0].unwrap_or(1).max(1);
-        if shape[0] % b != 0 {
+        if !shape[0].is_multiple_of(b) {
             return Err(());
         }
         let mut per = shape.to_vec();

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use prost::Message;
 
+use crate::atomic;
 use crate::error::{ModelError, OutputError};
 use crate::proto::ModelProto;
 
@@ -116,20 +117,12 @@ pub struct Saved {
 /// Writes `model` to `path` through temporary files in the same folder, renamed into place only
 /// when complete: a failure never leaves a partial or clobbered file.
 pub fn save(mut model: ModelProto, path: &Path, opts: &SaveOptions) -> Result<Saved, OutputError> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(OutputError::DirMissing(dir));
-    }
     let write_err = |p: &Path| {
         let p = p.to_path_buf();
         move |source| OutputError::Write { path: p, source }
     };
     let externalize = opts.external || model.encoded_len() > PROTOBUF_LIMIT;
-    let mut data_file = None;
-    let mut data_tmp = None;
+    let mut data = None;
     if externalize {
         let name = path
             .file_name()
@@ -137,8 +130,8 @@ pub fn save(mut model: ModelProto, path: &Path, opts: &SaveOptions) -> Result<Sa
             .to_string_lossy()
             .to_string();
         let location = format!("{name}.data");
-        let data_path = dir.join(&location);
-        let mut tmp = temp_in(&dir).map_err(write_err(&data_path))?;
+        let data_path = atomic::parent_dir(path).join(&location);
+        let mut tmp = atomic::temp_for(&data_path)?;
         let threshold = if opts.external {
             opts.external_threshold
         } else {
@@ -149,8 +142,7 @@ pub fn save(mut model: ModelProto, path: &Path, opts: &SaveOptions) -> Result<Sa
             .and_then(|n| w.flush().map(|_| n))
             .map_err(write_err(&data_path))?;
         drop(w);
-        data_file = Some((data_path, n));
-        data_tmp = Some(tmp);
+        data = Some((tmp, data_path, n));
     }
     if model.encoded_len() > PROTOBUF_LIMIT {
         return Err(OutputError::TooLarge {
@@ -159,31 +151,19 @@ pub fn save(mut model: ModelProto, path: &Path, opts: &SaveOptions) -> Result<Sa
         });
     }
     let bytes = model.encode_to_vec();
-    let mut tmp = temp_in(&dir).map_err(write_err(path))?;
-    tmp.write_all(&bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(write_err(path))?;
-    if let (Some(dtmp), Some((dpath, _))) = (data_tmp, &data_file) {
-        dtmp.as_file().sync_all().map_err(write_err(dpath))?;
-        dtmp.persist(dpath).map_err(|e| OutputError::Write {
-            path: dpath.clone(),
-            source: e.error,
-        })?;
-    }
-    tmp.persist(path).map_err(|e| OutputError::Write {
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
+    let mut tmp = atomic::temp_for(path)?;
+    tmp.write_all(&bytes).map_err(write_err(path))?;
+    let data_file = match data {
+        Some((dtmp, dpath, n)) => {
+            atomic::commit(dtmp, &dpath)?;
+            Some((dpath, n))
+        }
+        None => None,
+    };
+    atomic::commit(tmp, path)?;
     Ok(Saved {
         path: path.to_path_buf(),
         file_bytes: bytes.len() as u64,
         data_file,
     })
-}
-
-fn temp_in(dir: &Path) -> std::io::Result<tempfile::NamedTempFile> {
-    tempfile::Builder::new()
-        .prefix(".onnx-quant-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
 }

@@ -86,6 +86,13 @@ fn weight_axis(node: &NodeProto, rank: usize) -> Option<usize> {
     (rank >= 2 && axis < rank).then_some(axis)
 }
 
+/// Where one weight is read, gathered over the graph.
+struct WeightUse {
+    first: NodeId,
+    axes: Vec<Option<usize>>,
+    consumers: Vec<(NodeId, usize)>,
+}
+
 enum Input {
     Activation(String),
     Weight(String, Option<usize>),
@@ -150,8 +157,7 @@ pub fn plan(
     let index = Index::new(graph);
     let mut nodes = Vec::with_capacity(graph.node.len());
     let mut acts: BTreeMap<String, (usize, Vec<(NodeId, usize)>)> = BTreeMap::new();
-    let mut weights: BTreeMap<String, (usize, Vec<Option<usize>>, Vec<(NodeId, usize)>)> =
-        BTreeMap::new();
+    let mut weights: BTreeMap<String, WeightUse> = BTreeMap::new();
     for (id, node) in graph.node.iter().enumerate() {
         let mut decision = NodeDecision {
             id,
@@ -183,9 +189,13 @@ pub fn plan(
                             acts.entry(t).or_insert((id, vec![])).1.push((id, slot))
                         }
                         Input::Weight(w, axis) => {
-                            let e = weights.entry(w).or_insert((id, vec![], vec![]));
-                            e.1.push(axis);
-                            e.2.push((id, slot));
+                            let e = weights.entry(w).or_insert(WeightUse {
+                                first: id,
+                                axes: vec![],
+                                consumers: vec![],
+                            });
+                            e.axes.push(axis);
+                            e.consumers.push((id, slot));
                         }
                     }
                 }
@@ -196,26 +206,35 @@ pub fn plan(
     let mut notes = Vec::new();
     let mut weights: Vec<(usize, WeightSite)> = weights
         .into_iter()
-        .map(|(w, (first, axes, consumers))| {
-            let axis = if settings.per_channel && axes.iter().all(|a| *a == axes[0]) {
-                axes[0]
-            } else {
-                if settings.per_channel && axes[0].is_some() {
-                    notes.push(format!(
-                        "weight `{w}` is per-tensor: its consumers disagree on the channel axis"
-                    ));
-                }
-                None
-            };
-            (
-                first,
-                WeightSite {
-                    initializer: w,
-                    axis,
+        .map(
+            |(
+                w,
+                WeightUse {
+                    first,
+                    axes,
                     consumers,
                 },
-            )
-        })
+            )| {
+                let axis = if settings.per_channel && axes.iter().all(|a| *a == axes[0]) {
+                    axes[0]
+                } else {
+                    if settings.per_channel && axes[0].is_some() {
+                        notes.push(format!(
+                            "weight `{w}` is per-tensor: its consumers disagree on the channel axis"
+                        ));
+                    }
+                    None
+                };
+                (
+                    first,
+                    WeightSite {
+                        initializer: w,
+                        axis,
+                        consumers,
+                    },
+                )
+            },
+        )
         .collect();
     weights.sort_by_key(|(first, w)| (*first, w.initializer.clone()));
     let mut weights: Vec<WeightSite> = weights.into_iter().map(|(_, w)| w).collect();

@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Check a quantized model with the real consumers and print one JSON object.
+
+usage: check.py --quant Q.onnx [--ref FP32.onnx --x X.npy|X.npz [--y Y.npy]] [--ort] [--openvino] [--trt]
+
+  checker   onnx.checker.check_model(Q, full_check=True) (full shape inference)
+  qdq       Q/DQ counts, zero-point element types, non-zero zero-points, per-channel DQs
+  ort       ONNX Runtime CPU: runs Q (and REF) on X; top1 vs Y, argmax agreement, SQNR, cosine
+  openvino  OpenVINO CPU with f32 inference precision: the same metrics (reference: REF in ORT)
+  trt       TensorRT-RTX ONNX parser + CPU-only ahead-of-time engine build for SM89
+
+The Rust interop tests (tests/it/interop.rs) run this and assert on the JSON.
+"""
+import argparse
+import json
+import sys
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+NP = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16, 11: np.float64}
+
+
+def load_x(path, model):
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if path.endswith(".npz"):
+        z = np.load(path)
+        arrays = {i.name: z[i.name] for i in inputs}
+    else:
+        arrays = {inputs[0].name: np.load(path)}
+    rank = {i.name: len(i.type.tensor_type.shape.dim) for i in inputs}
+    # one more axis than the input: a stack of feeds, concatenated along the batch axis
+    return {k: v.reshape(-1, *v.shape[2:]) if v.ndim == rank[k] + 1 else v for k, v in arrays.items()}
+
+
+def batches(model, x):
+    """Feeds: the whole set at once when the batch axis is symbolic, else one batch at a time."""
+    first = model.graph.input[0].type.tensor_type.shape.dim[0]
+    n = len(next(iter(x.values())))
+    if first.HasField("dim_value") and first.dim_value > 0:
+        b = first.dim_value
+        return [{k: v[i:i + b] for k, v in x.items()} for i in range(0, n, b)]
+    return [x]
+
+
+def metrics(out, ref, y):
+    out, ref = out.astype(np.float64), ref.astype(np.float64)
+    r = {
+        "agreement": float((out.reshape(len(out), -1).argmax(1) == ref.reshape(len(ref), -1).argmax(1)).mean()),
+        "sqnr_db": float(10 * np.log10((ref ** 2).sum() / max(((ref - out) ** 2).sum(), 1e-30))),
+        "cosine": float((out * ref).sum() / max(np.linalg.norm(out) * np.linalg.norm(ref), 1e-30)),
+        "max_abs_diff": float(np.abs(out - ref).max()),
+    }
+    if y is not None:
+        r["top1"] = float((out.reshape(len(out), -1).argmax(1) == y).mean())
+        r["ref_top1"] = float((ref.reshape(len(ref), -1).argmax(1) == y).mean())
+    return r
+
+
+def run_ort(path, feeds):
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return np.concatenate([s.run(None, f)[0] for f in feeds])
+
+
+def run_openvino(path, feeds):
+    import openvino as ov
+    c = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return np.concatenate([c(f)[c.output(0)] for f in feeds])
+
+
+def qdq_summary(model):
+    inits = {t.name: t for t in model.graph.initializer}
+    q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    zp_types, nonzero, per_channel = set(), 0, 0
+    for n in q + dq:
+        if len(n.input) > 2 and n.input[2] in inits:
+            z = inits[n.input[2]]
+            zp_types.add(onnx.TensorProto.DataType.Name(z.data_type))
+            nonzero += int(np.any(numpy_helper.to_array(z) != 0))
+        else:
+            zp_types.add("none")
+        if n.input[1] in inits and len(inits[n.input[1]].dims) > 0:
+            per_channel += 1
+    ops = sorted({n.op_type for n in model.graph.node})
+    return {"q": len(q), "dq": len(dq), "zero_point_types": sorted(zp_types), "nonzero_zero_points": nonzero,
+            "per_channel": per_channel, "ops": ops, "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))}
+
+
+def trt_check(path):
+    import tensorrt_rtx as trt
+
+    class Log(trt.ILogger):
+        def __init__(self):
+            super().__init__()
+            self.msgs = []
+
+        def log(self, sev, msg):
+            if sev <= trt.ILogger.Severity.WARNING:
+                self.msgs.append(msg)
+
+    log = Log()
+    builder = trt.Builder(log)
+    net = builder.create_network(0)
+    parser = trt.OnnxParser(net, log)
+    res = {"parsed": bool(parser.parse_from_file(path)), "errors": [], "built": False}
+    for i in range(parser.num_errors):
+        e = parser.get_error(i)
+        res["errors"].append(f"node {e.node_name()} ({e.node_operator()}): {e.desc()}")
+    if res["parsed"]:
+        cfg = builder.create_builder_config()
+        dynamic = [net.get_input(i) for i in range(net.num_inputs) if -1 in tuple(net.get_input(i).shape)]
+        if dynamic:
+            profile = builder.create_optimization_profile()
+            for t in dynamic:
+                shape = tuple(1 if d == -1 else d for d in t.shape)
+                profile.set_shape(t.name, shape, shape, shape)
+            cfg.add_optimization_profile(profile)
+        cfg.num_compute_capabilities = 1
+        cfg.set_compute_capability(trt.ComputeCapability.SM89, 0)
+        plan = builder.build_serialized_network(net, cfg)
+        res["built"] = plan is not None
+    res["log"] = log.msgs[-5:]
+    return res
+
+
+def guarded(fn, *a):
+    try:
+        return fn(*a)
+    except Exception as e:  # reported, and the Rust test fails on it
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quant", required=True)
+    ap.add_argument("--ref")
+    ap.add_argument("--x")
+    ap.add_argument("--y")
+    ap.add_argument("--ort", action="store_true")
+    ap.add_argument("--openvino", action="store_true")
+    ap.add_argument("--trt", action="store_true")
+    a = ap.parse_args()
+    out = {}
+    try:
+        onnx.checker.check_model(a.quant, full_check=True)
+        out["checker"] = "ok"
+    except Exception as e:
+        out["checker"] = f"{type(e).__name__}: {e}"
+    model = onnx.load(a.quant, load_external_data=False)
+    out["qdq"] = qdq_summary(onnx.load(a.quant))
+    if a.ort or a.openvino:
+        x = load_x(a.x, model)
+        feeds = batches(model, x)
+        y = np.load(a.y) if a.y else None
+        ref = run_ort(a.ref, feeds)
+        for name, runner, on in (("ort", run_ort, a.ort), ("openvino", run_openvino, a.openvino)):
+            if on:
+                got = guarded(runner, a.quant, feeds)
+                out[name] = got if isinstance(got, dict) else metrics(got, ref, y)
+    if a.trt:
+        out["trt"] = guarded(trt_check, a.quant)
+    json.dump(out, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,346 @@
+//! Bad input: every case ends with one `error:` line naming the culprit, a documented exit code,
+//! no output file, no leftover temporary file, and the input untouched.
+
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+
+struct Case {
+    model: PathBuf,
+    calib: PathBuf,
+    extra: Vec<String>,
+}
+
+impl Case {
+    fn new(model: PathBuf, calib: PathBuf) -> Case {
+        Case {
+            model,
+            calib,
+            extra: vec![],
+        }
+    }
+}
+
+/// Runs `case` writing to `dir/out.onnx` (or `out` if given) and checks the failure contract.
+fn check(case: Case, out: Option<PathBuf>, want_code: i32, want: &[&str]) -> String {
+    let dir = scratch();
+    let out = out.unwrap_or_else(|| dir.path().join("out.onnx"));
+    let before = std::fs::read(&case.model).ok();
+    let out_before = std::fs::read(&out).ok();
+    let mut args: Vec<std::ffi::OsString> = vec![
+        case.model.clone().into(),
+        out.clone().into(),
+        "--calib".into(),
+        case.calib.clone().into(),
+    ];
+    args.extend(case.extra.iter().map(Into::into));
+    let o = run(&args);
+    let err = stderr(&o);
+    assert_eq!(code(&o), want_code, "stderr: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "exactly one error line expected: {err}");
+    for w in want {
+        assert!(lines[0].contains(w), "`{w}` missing from: {}", lines[0]);
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        std::fs::read(&out).ok(),
+        out_before,
+        "a failed run wrote {}",
+        out.display()
+    );
+    if let Some(parent) = out.parent().filter(|p| p.is_dir()) {
+        assert!(
+            temp_leftovers(parent).is_empty(),
+            "temporary files left in {}",
+            parent.display()
+        );
+    }
+    assert_eq!(
+        std::fs::read(&case.model).ok(),
+        before,
+        "the input model changed"
+    );
+    lines[0].to_string()
+}
+
+fn digits() -> Case {
+    Case::new(fixture(DIGITS), fixture(DIGITS_CALIB))
+}
+
+#[test]
+fn missing_model() {
+    let mut c = digits();
+    c.model = PathBuf::from("no/such/model.onnx");
+    check(
+        c,
+        None,
+        3,
+        &["cannot read model `no/such/model.onnx`", "No such file"],
+    );
+}
+
+#[test]
+fn truncated_model() {
+    let dir = scratch();
+    let path = dir.path().join("cut.onnx");
+    let bytes = std::fs::read(fixture(DIGITS)).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let mut c = digits();
+    c.model = path;
+    check(c, None, 3, &["cut.onnx", "is not a valid ONNX file"]);
+}
+
+#[test]
+fn non_onnx_and_empty_models() {
+    let mut c = digits();
+    c.model = fixture(DIGITS_CALIB); // a .npy file
+    check(c, None, 3, &["calib.npy", "not"]);
+    let dir = scratch();
+    let empty = dir.path().join("empty.onnx");
+    std::fs::write(&empty, b"").unwrap();
+    let mut c = digits();
+    c.model = empty;
+    check(c, None, 3, &["empty.onnx", "is empty"]);
+    let text = dir.path().join("text.onnx");
+    std::fs::write(&text, b"this is not a model\n").unwrap();
+    let mut c = digits();
+    c.model = text;
+    check(c, None, 3, &["text.onnx"]);
+}
+
+#[test]
+fn output_equal_to_input_is_refused() {
+    let dir = scratch();
+    let model = dir.path().join("m.onnx");
+    std::fs::copy(fixture(DIGITS), &model).unwrap();
+    let c = Case::new(model.clone(), fixture(DIGITS_CALIB));
+    check(c, Some(model.clone()), 2, &["is the input model", "m.onnx"]);
+    // the same file through another spelling of its path
+    let other = dir.path().join(".").join("m.onnx");
+    check(
+        Case::new(model, fixture(DIGITS_CALIB)),
+        Some(other),
+        2,
+        &["is the input model"],
+    );
+}
+
+#[test]
+fn output_equal_to_an_external_data_file_is_refused() {
+    let dir = scratch();
+    for f in ["model.onnx", "model.onnx.data"] {
+        std::fs::copy(fixture("models/external").join(f), dir.path().join(f)).unwrap();
+    }
+    let data = dir.path().join("model.onnx.data");
+    let before = std::fs::read(&data).unwrap();
+    let c = Case::new(dir.path().join("model.onnx"), fixture(DIGITS_CALIB));
+    check(
+        c,
+        Some(data.clone()),
+        2,
+        &["a file the input model reads", "model.onnx.data"],
+    );
+    // an output whose side file (`<output>.data`) would be the input's data file
+    std::fs::rename(
+        dir.path().join("model.onnx"),
+        dir.path().join("renamed.onnx"),
+    )
+    .unwrap();
+    let c = Case::new(dir.path().join("renamed.onnx"), fixture(DIGITS_CALIB));
+    check(
+        c,
+        Some(dir.path().join("model.onnx")),
+        2,
+        &["a file the input model reads", "model.onnx.data"],
+    );
+    assert_eq!(std::fs::read(&data).unwrap(), before);
+}
+
+#[test]
+fn missing_output_directory() {
+    let dir = scratch();
+    let out = dir.path().join("missing").join("out.onnx");
+    check(
+        digits(),
+        Some(out),
+        5,
+        &["output directory", "missing` does not exist"],
+    );
+}
+
+#[test]
+fn missing_and_empty_calibration() {
+    let mut c = digits();
+    c.calib = PathBuf::from("no/such/data");
+    check(
+        c,
+        None,
+        4,
+        &["calibration path `no/such/data` does not exist"],
+    );
+    let dir = scratch();
+    std::fs::write(dir.path().join("README.txt"), "no data here").unwrap();
+    let mut c = digits();
+    c.calib = dir.path().to_path_buf();
+    check(c, None, 4, &["holds no .npy, .npz or .pb data"]);
+}
+
+#[test]
+fn mis_shaped_calibration() {
+    let dir = scratch();
+    let bad = dir.path().join("bad.npy");
+    write_npy_f32(&bad, &[4, 1, 9, 9], &[0.0; 4 * 81]);
+    let mut c = digits();
+    c.calib = bad;
+    check(
+        c,
+        None,
+        4,
+        &[
+            "bad.npy",
+            "input `input` expects float32 [?,1,8,8], got float32 [4,1,9,9]",
+        ],
+    );
+}
+
+#[test]
+fn wrong_dtype_calibration() {
+    let dir = scratch();
+    let bad = dir.path().join("ints.npy");
+    write_npy_raw(
+        &bad,
+        "{'descr': '<i8', 'fortran_order': False, 'shape': (2, 1, 8, 8), }",
+        &[0; 2 * 64 * 8],
+    );
+    let mut c = digits();
+    c.calib = bad;
+    check(
+        c,
+        None,
+        4,
+        &[
+            "ints.npy",
+            "input `input` expects float32 [?,1,8,8], got int64 [2,1,8,8]",
+        ],
+    );
+}
+
+#[test]
+fn absurd_npy_header_is_refused_before_allocating() {
+    let dir = scratch();
+    let bad = dir.path().join("huge.npy");
+    write_npy_raw(
+        &bad,
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (4000000000, 1, 8, 8), }",
+        &[0; 256],
+    );
+    let mut c = digits();
+    c.calib = bad;
+    check(
+        c,
+        None,
+        4,
+        &["huge.npy", "header promises", "the file holds 256"],
+    );
+}
+
+#[test]
+fn nan_in_activations_names_tensor_and_sample() {
+    let dir = scratch();
+    let (shape, mut data) = digits_calib();
+    data[3 * 64 + 5] = f32::NAN; // sample 3
+    let path = dir.path().join("nan.npy");
+    write_npy_f32(&path, &shape, &data);
+    let mut c = digits();
+    c.calib = path;
+    c.extra = vec!["--threads".into(), "1".into()];
+    check(
+        c,
+        None,
+        4,
+        &[
+            "tensor `input` holds NaN on calibration sample 3",
+            "nan.npy",
+        ],
+    );
+}
+
+#[test]
+fn multi_input_model_needs_every_input() {
+    let c = Case::new(
+        fixture("models/two_inputs.onnx"),
+        fixture("models/two_inputs/named/image.npy"),
+    );
+    check(c, None, 4, &["does not feed input(s) `extra`"]);
+}
+
+fn edited_digits(dir: &Path, edit: impl FnOnce(&mut onnx_quant::proto::ModelProto)) -> PathBuf {
+    let mut m = load_model(&fixture(DIGITS));
+    edit(&mut m);
+    let path = dir.join("edited.onnx");
+    save_model(&m, &path);
+    path
+}
+
+#[test]
+fn unsupported_ops_are_all_named() {
+    let dir = scratch();
+    let model = edited_digits(dir.path(), |m| {
+        let g = m.graph.as_mut().unwrap();
+        g.node[2].op_type = Some("FancyRelu".into());
+        g.node[4].op_type = Some("FancierRelu".into());
+    });
+    let mut c = digits();
+    c.model = model;
+    check(
+        c,
+        None,
+        3,
+        &[
+            "tract cannot run 2 node(s)",
+            "`/relu1/Relu` (FancyRelu)",
+            "`/relu2/Relu` (FancierRelu)",
+        ],
+    );
+}
+
+#[test]
+fn old_opset_is_refused() {
+    let dir = scratch();
+    let model = edited_digits(dir.path(), |m| m.opset_import[0].version = Some(9));
+    let mut c = digits();
+    c.model = model;
+    check(c, None, 3, &["opset 9", "QuantizeLinear needs opset 10"]);
+}
+
+#[test]
+fn dangling_inputs_are_reported() {
+    let dir = scratch();
+    let model = edited_digits(dir.path(), |m| {
+        m.graph.as_mut().unwrap().node[3].input[0] = "nowhere".into()
+    });
+    let mut c = digits();
+    c.model = model;
+    check(
+        c,
+        None,
+        3,
+        &[
+            "is invalid",
+            "node `/conv2/Conv` reads `nowhere` before it is defined",
+        ],
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let o = run(["--bogus-flag"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    let o = run([fixture(DIGITS).to_str().unwrap(), "/tmp/x.onnx"]);
+    assert_eq!(code(&o), 2, "missing --calib: {}", stderr(&o));
+    assert!(stderr(&o).contains("--calib"));
+    let mut c = digits();
+    c.extra = vec!["--max-samples".into(), "0".into()];
+    check(c, None, 2, &["--max-samples must be at least 1"]);
+}

@@ -1,0 +1,206 @@
+//! The quantized fixtures checked by the real consumers: `onnx.checker` (full), ONNX Runtime,
+//! OpenVINO and the TensorRT-RTX parser with its CPU-only engine build. Needs the Python venv
+//! that `tests/run.sh` creates (feature `interop`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+fn python() -> PathBuf {
+    let p = std::env::var_os("ONNXQ_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    assert!(
+        p.exists(),
+        "no Python at {}: run tests/run.sh, which creates the venv",
+        p.display()
+    );
+    p
+}
+
+/// Runs `tests/interop/check.py` and returns its JSON.
+fn check(quant: &Path, args: &[&str]) -> Value {
+    let o = Command::new(python())
+        .arg(root().join("tests/interop/check.py"))
+        .arg("--quant")
+        .arg(quant)
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        o.status.success(),
+        "check.py failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+fn digits_args() -> Vec<String> {
+    let f = |p: &str| fixture(p).to_string_lossy().into_owned();
+    [
+        "--ref",
+        &f(DIGITS),
+        "--x",
+        &f("digits/eval_x.npy"),
+        "--y",
+        &f("digits/eval_y.npy"),
+        "--ort",
+        "--openvino",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn assert_top1_within_one_point(r: &Value, runtime: &str) {
+    let m = &r[runtime];
+    assert!(m.get("error").is_none(), "{runtime} failed: {m}");
+    let (top1, reference) = (m["top1"].as_f64().unwrap(), m["ref_top1"].as_f64().unwrap());
+    assert!(
+        reference - top1 <= 0.01,
+        "{runtime}: top-1 {top1:.4} vs fp32 {reference:.4}"
+    );
+}
+
+fn assert_runs_close(r: &Value, runtime: &str, min_sqnr_db: f64) {
+    let m = &r[runtime];
+    assert!(m.get("error").is_none(), "{runtime} failed: {m}");
+    assert!(
+        m["sqnr_db"].as_f64().unwrap() >= min_sqnr_db,
+        "{runtime}: {m}"
+    );
+}
+
+fn assert_trt_accepts(r: &Value) {
+    let t = &r["trt"];
+    assert_eq!(t["parsed"], true, "TensorRT parser rejected the model: {t}");
+    assert_eq!(t["built"], true, "TensorRT engine build failed: {t}");
+}
+
+fn assert_checker(r: &Value) {
+    assert_eq!(r["checker"], "ok", "onnx.checker: {}", r["checker"]);
+}
+
+fn quantized(model: &str, calib: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
+    let dir = scratch();
+    let out = dir.path().join("q.onnx");
+    quantize_ok(&fixture(model), &fixture(calib), &out, extra);
+    (dir, out)
+}
+
+#[test]
+fn digits_default_is_accepted_everywhere_and_keeps_accuracy() {
+    let (_d, out) = quantized(DIGITS, DIGITS_CALIB, &[]);
+    let mut args = digits_args();
+    args.push("--trt".into());
+    let r = check(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_checker(&r);
+    assert_top1_within_one_point(&r, "ort");
+    assert_top1_within_one_point(&r, "openvino");
+    assert_trt_accepts(&r);
+    let q = &r["qdq"];
+    assert_eq!(q["zero_point_types"], serde_json::json!(["INT8"]), "{q}");
+    assert_eq!(q["nonzero_zero_points"], 0);
+    assert_eq!(
+        (q["q"].as_u64(), q["dq"].as_u64(), q["per_channel"].as_u64()),
+        (Some(5), Some(10), Some(5))
+    );
+    // the result we report in the docs: 35 dB logits SQNR, no lost prediction
+    assert!(r["ort"]["sqnr_db"].as_f64().unwrap() > 30.0, "{}", r["ort"]);
+}
+
+#[test]
+fn digits_asymmetric_uint8_runs_in_ort_and_openvino() {
+    let (_d, out) = quantized(
+        DIGITS,
+        DIGITS_CALIB,
+        &["--asymmetric", "--activation-type", "uint8"],
+    );
+    let args = digits_args();
+    let r = check(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_checker(&r);
+    assert_top1_within_one_point(&r, "ort");
+    assert_top1_within_one_point(&r, "openvino");
+    assert_eq!(
+        r["qdq"]["zero_point_types"],
+        serde_json::json!(["INT8", "UINT8"])
+    );
+}
+
+#[test]
+fn digits_per_tensor_is_accepted_everywhere() {
+    let (_d, out) = quantized(DIGITS, DIGITS_CALIB, &["--per-tensor"]);
+    let mut args = digits_args();
+    args.push("--trt".into());
+    let r = check(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_checker(&r);
+    assert_top1_within_one_point(&r, "ort");
+    assert_top1_within_one_point(&r, "openvino");
+    assert_trt_accepts(&r);
+    assert_eq!(r["qdq"]["per_channel"], 0);
+}
+
+#[test]
+fn external_data_output_runs() {
+    let (_d, out) = quantized("models/external/model.onnx", DIGITS_CALIB, &[]);
+    let args = digits_args();
+    let r = check(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_checker(&r);
+    assert_top1_within_one_point(&r, "ort");
+    assert_top1_within_one_point(&r, "openvino");
+}
+
+#[test]
+fn two_input_model_is_accepted_everywhere() {
+    let (_d, out) = quantized("models/two_inputs.onnx", "models/two_inputs/calib.npz", &[]);
+    let model = fixture("models/two_inputs.onnx")
+        .to_string_lossy()
+        .into_owned();
+    let x = fixture("models/two_inputs/calib.npz")
+        .to_string_lossy()
+        .into_owned();
+    let r = check(
+        &out,
+        &["--ref", &model, "--x", &x, "--ort", "--openvino", "--trt"],
+    );
+    assert_checker(&r);
+    assert_runs_close(&r, "ort", 25.0);
+    assert_runs_close(&r, "openvino", 25.0);
+    assert_trt_accepts(&r);
+}
+
+#[test]
+fn raised_and_fallback_opsets_are_valid() {
+    let calib = fixture("models/opset11_calib.npy")
+        .to_string_lossy()
+        .into_owned();
+    for (model, opset, per_channel) in [
+        ("models/opset11.onnx", 13, 2),
+        ("models/opset11_softmax1.onnx", 11, 0),
+    ] {
+        let (_d, out) = quantized(model, "models/opset11_calib.npy", &[]);
+        let reference = fixture(model).to_string_lossy().into_owned();
+        let r = check(
+            &out,
+            &[
+                "--ref",
+                &reference,
+                "--x",
+                &calib,
+                "--ort",
+                "--openvino",
+                "--trt",
+            ],
+        );
+        assert_checker(&r);
+        assert_eq!(r["qdq"]["opset"], opset, "{model}");
+        assert_eq!(r["qdq"]["per_channel"], per_channel, "{model}");
+        assert_runs_close(&r, "ort", 25.0);
+        assert_runs_close(&r, "openvino", 25.0);
+        assert_trt_accepts(&r);
+    }
+}

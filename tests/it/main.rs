@@ -1,0 +1,10 @@
+//! Integration tests: they run the real `onnx-quant` binary (and the library's public API) on
+//! the committed fixtures.
+
+mod cli_errors;
+mod onnx_io;
+mod quantize;
+mod support;
+
+#[cfg(feature = "interop")]
+mod interop;

@@ -1,0 +1,439 @@
+//! The quantize job on the committed fixtures: structure of the output, every calibration
+//! layout, determinism, modes, opset handling, the report.
+
+use onnx_quant::proto::{ModelProto, NodeProto, tensor_proto::DataType};
+use prost::Message;
+
+use crate::support::*;
+
+fn nodes<'a>(m: &'a ModelProto, op: &str) -> Vec<&'a NodeProto> {
+    m.graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type() == op)
+        .collect()
+}
+
+fn init<'a>(m: &'a ModelProto, name: &str) -> &'a onnx_quant::proto::TensorProto {
+    m.graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .find(|t| t.name() == name)
+        .unwrap_or_else(|| panic!("no initializer {name}"))
+}
+
+/// Masks float scalars (`= 1.2345e-2`) so golden dumps compare structure, not the last bits of
+/// calibrated ranges (those are checked against ONNX Runtime by the interop tests).
+fn masked_dump(m: &ModelProto) -> String {
+    onnx_quant::ir::dump(m)
+        .lines()
+        .map(
+            |l| match (l.starts_with("init "), l.contains("float32[] = ")) {
+                (true, true) => format!("{}= <f32>", &l[..l.find("= ").unwrap()]),
+                _ => l.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+/// Compares `actual` with `tests/golden/NAME`; `ONNXQ_BLESS=1` rewrites the file instead.
+fn golden(name: &str, actual: &str) {
+    let path = root().join("tests/golden").join(name);
+    if std::env::var_os("ONNXQ_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "{} differs (re-bless with ONNXQ_BLESS=1 after review):\n{}",
+        path.display(),
+        diff(&expected, actual)
+    );
+}
+
+fn diff(a: &str, b: &str) -> String {
+    let (al, bl): (Vec<&str>, Vec<&str>) = (a.lines().collect(), b.lines().collect());
+    let mut out = String::new();
+    for i in 0..al.len().max(bl.len()) {
+        let (x, y) = (
+            al.get(i).copied().unwrap_or(""),
+            bl.get(i).copied().unwrap_or(""),
+        );
+        if x != y {
+            out += &format!("line {}:\n- {x}\n+ {y}\n", i + 1);
+        }
+    }
+    out
+}
+
+#[test]
+fn digits_default_is_int8_zero_point_qdq_on_weighted_inputs() {
+    let dir = scratch();
+    let out = dir.path().join("q.onnx");
+    let before = std::fs::read(fixture(DIGITS)).unwrap();
+    quantize_ok(&fixture(DIGITS), &fixture(DIGITS_CALIB), &out, &[]);
+    assert_eq!(
+        std::fs::read(fixture(DIGITS)).unwrap(),
+        before,
+        "input modified"
+    );
+    let m = load_model(&out);
+    assert!(onnx_quant::ir::verify(&m).is_empty());
+    let dq = nodes(&m, "DequantizeLinear");
+    let q = nodes(&m, "QuantizeLinear");
+    assert_eq!(
+        (q.len(), dq.len()),
+        (5, 10),
+        "5 activation pairs + 5 weights"
+    );
+    for n in q.iter().chain(&dq) {
+        let zp = init(&m, &n.input[2]);
+        assert_eq!(zp.data_type(), DataType::Int8 as i32, "{}", n.name());
+        assert!(
+            zp.raw_data.as_ref().unwrap().iter().all(|&b| b == 0),
+            "non-zero zero-point in {}",
+            n.name()
+        );
+    }
+    let producers: std::collections::HashMap<&str, &str> = m
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n.op_type())))
+        .collect();
+    for op in ["Conv", "Gemm", "MatMul"] {
+        for n in nodes(&m, op) {
+            assert_eq!(
+                producers.get(n.input[0].as_str()),
+                Some(&"DequantizeLinear"),
+                "{}",
+                n.name()
+            );
+            assert_eq!(
+                producers.get(n.input[1].as_str()),
+                Some(&"DequantizeLinear"),
+                "{}",
+                n.name()
+            );
+        }
+    }
+    // no Q/DQ on weighted-op outputs, biases stay float
+    for op in ["Conv", "Gemm"] {
+        for n in nodes(&m, op) {
+            assert!(
+                !q.iter().any(|qn| qn.input[0] == n.output[0]),
+                "{} output quantized",
+                n.name()
+            );
+            assert_eq!(init(&m, &n.input[2]).data_type(), DataType::Float as i32);
+        }
+    }
+    assert!(
+        std::fs::metadata(&out).unwrap().len() * 3 < before.len() as u64,
+        "weights should shrink the file about 4x"
+    );
+    golden("digits_default.txt", &masked_dump(&m));
+}
+
+#[test]
+fn every_calibration_layout_gives_the_same_model() {
+    let dir = scratch();
+    let model = fixture("models/two_inputs.onnx");
+    let mut outputs = Vec::new();
+    for (i, layout) in ["calib.npz", "calib_z.npz", "named", "per_sample"]
+        .iter()
+        .enumerate()
+    {
+        let out = dir.path().join(format!("q{i}.onnx"));
+        quantize_ok(
+            &model,
+            &fixture("models/two_inputs").join(layout),
+            &out,
+            &[],
+        );
+        outputs.push((layout, std::fs::read(&out).unwrap()));
+    }
+    for (layout, bytes) in &outputs[1..] {
+        assert!(bytes == &outputs[0].1, "{layout} differs from calib.npz");
+    }
+    // ONNX test_data_set_0..2 hold the first three samples
+    let a = dir.path().join("pb.onnx");
+    let b = dir.path().join("npz3.onnx");
+    quantize_ok(&model, &fixture("models/two_inputs/test_data"), &a, &[]);
+    quantize_ok(
+        &model,
+        &fixture("models/two_inputs/calib.npz"),
+        &b,
+        &["--max-samples", "3"],
+    );
+    assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+}
+
+#[test]
+fn single_input_layouts_give_the_same_model() {
+    let dir = scratch();
+    let (_, data) = digits_calib();
+    let n = 16;
+    let stacked = dir.path().join("stacked.npy");
+    write_npy_f32(&stacked, &[n, 1, 8, 8], &data[..n * 64]);
+    let per_feed = dir.path().join("per_feed.npy"); // one more axis than the input
+    write_npy_f32(&per_feed, &[n, 1, 1, 8, 8], &data[..n * 64]);
+    let npy_dir = dir.path().join("npy_dir");
+    let pb_dir = dir.path().join("pb_dir");
+    std::fs::create_dir_all(&npy_dir).unwrap();
+    std::fs::create_dir_all(&pb_dir).unwrap();
+    for k in 0..n {
+        let sample = &data[k * 64..(k + 1) * 64];
+        // alternate files with and without the batch axis
+        let shape: &[usize] = if k % 2 == 0 {
+            &[1, 1, 8, 8]
+        } else {
+            &[1, 8, 8]
+        };
+        write_npy_f32(&npy_dir.join(format!("s{k}.npy")), shape, sample);
+        let t = onnx_quant::onnx::tensor::f32_tensor("whatever", &[1, 1, 8, 8], sample);
+        std::fs::write(pb_dir.join(format!("s{k}.pb")), t.encode_to_vec()).unwrap();
+    }
+    let mut outs = Vec::new();
+    for calib in [&stacked, &per_feed, &npy_dir, &pb_dir] {
+        let out = dir.path().join(format!(
+            "{}.onnx",
+            calib.file_stem().unwrap().to_string_lossy()
+        ));
+        quantize_ok(&fixture(DIGITS), calib, &out, &[]);
+        outs.push(std::fs::read(out).unwrap());
+    }
+    assert!(outs.iter().all(|o| o == &outs[0]), "layouts disagree");
+    let whole = dir.path().join("whole.onnx");
+    quantize_ok(
+        &fixture(DIGITS),
+        &fixture(DIGITS_CALIB),
+        &whole,
+        &["--max-samples", "16"],
+    );
+    assert_eq!(std::fs::read(whole).unwrap(), outs[0]);
+}
+
+#[test]
+fn output_is_deterministic_whatever_the_thread_count() {
+    let dir = scratch();
+    let runs: Vec<Vec<u8>> = [("1", "a"), ("2", "b"), ("2", "c"), ("3", "d")]
+        .iter()
+        .map(|(threads, name)| {
+            let out = dir.path().join(format!("{name}.onnx"));
+            quantize_ok(
+                &fixture(DIGITS),
+                &fixture(DIGITS_CALIB),
+                &out,
+                &["--threads", threads],
+            );
+            std::fs::read(out).unwrap()
+        })
+        .collect();
+    assert!(runs.iter().all(|r| r == &runs[0]));
+}
+
+#[test]
+fn quantizing_a_quantized_model_changes_nothing() {
+    let dir = scratch();
+    let once = dir.path().join("once.onnx");
+    let twice = dir.path().join("twice.onnx");
+    quantize_ok(&fixture(DIGITS), &fixture(DIGITS_CALIB), &once, &[]);
+    let report = dir.path().join("r.json");
+    quantize_ok(
+        &once,
+        &fixture(DIGITS_CALIB),
+        &twice,
+        &["--report", report.to_str().unwrap()],
+    );
+    assert_eq!(
+        std::fs::read(&once).unwrap(),
+        std::fs::read(&twice).unwrap()
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    let conv = r["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "/conv1/Conv")
+        .unwrap();
+    assert_eq!(conv["quantized"], false);
+    assert!(
+        conv["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already quantized")
+    );
+}
+
+#[test]
+fn per_tensor_and_asymmetric_uint8_modes() {
+    let dir = scratch();
+    let out = dir.path().join("q.onnx");
+    quantize_ok(
+        &fixture(DIGITS),
+        &fixture(DIGITS_CALIB),
+        &out,
+        &["--per-tensor", "--asymmetric", "--activation-type", "uint8"],
+    );
+    let m = load_model(&out);
+    for n in nodes(&m, "DequantizeLinear") {
+        assert!(
+            init(&m, &n.input[1]).dims.is_empty(),
+            "per-tensor scale expected on {}",
+            n.name()
+        );
+        assert!(!n.attribute.iter().any(|a| a.name() == "axis"));
+    }
+    let zps: Vec<&onnx_quant::proto::TensorProto> = nodes(&m, "QuantizeLinear")
+        .iter()
+        .map(|n| init(&m, &n.input[2]))
+        .collect();
+    assert!(zps.iter().all(|z| z.data_type() == DataType::Uint8 as i32));
+    // the network input is centred: its asymmetric zero-point is not 0
+    assert!(zps.iter().any(|z| z.raw_data.as_ref().unwrap()[0] != 0));
+}
+
+#[test]
+fn old_opset_is_raised_for_per_channel_weights() {
+    let dir = scratch();
+    let out = dir.path().join("q.onnx");
+    quantize_ok(
+        &fixture("models/opset11.onnx"),
+        &fixture("models/opset11_calib.npy"),
+        &out,
+        &[],
+    );
+    let m = load_model(&out);
+    assert_eq!(m.opset_import[0].version(), 13);
+    assert!(m.ir_version() >= 7);
+    for op in ["Squeeze", "Unsqueeze"] {
+        let n = nodes(&m, op)[0];
+        assert_eq!(n.input.len(), 2, "{op} axes became an input");
+        assert!(n.attribute.is_empty());
+    }
+    assert!(
+        nodes(&m, "DequantizeLinear")
+            .iter()
+            .any(|n| n.attribute.iter().any(|a| a.name() == "axis"))
+    );
+
+    let out = dir.path().join("s.onnx");
+    let report = dir.path().join("r.json");
+    quantize_ok(
+        &fixture("models/opset11_softmax1.onnx"),
+        &fixture("models/opset11_calib.npy"),
+        &out,
+        &["--report", report.to_str().unwrap()],
+    );
+    let m = load_model(&out);
+    assert_eq!(
+        m.opset_import[0].version(),
+        11,
+        "Softmax(axis=1) blocks the upgrade"
+    );
+    assert!(
+        nodes(&m, "DequantizeLinear")
+            .iter()
+            .all(|n| n.attribute.is_empty())
+    );
+    let r = std::fs::read_to_string(report).unwrap();
+    assert!(
+        r.contains("weights are per-tensor") && r.contains("softmax"),
+        "{r}"
+    );
+}
+
+#[test]
+fn report_explains_every_node() {
+    let dir = scratch();
+    let out = dir.path().join("q.onnx");
+    let report = dir.path().join("r.json");
+    let o = run([
+        fixture(DIGITS).to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--calib",
+        fixture(DIGITS_CALIB).to_str().unwrap(),
+        "--max-samples",
+        "10",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let summary = stderr(&o);
+    for want in [
+        "quantized 5 of 14 nodes",
+        "Conv 3",
+        "over 10 samples",
+        "weights: 5 int8 (5 per-channel",
+        "size:",
+        "time: load",
+    ] {
+        assert!(summary.contains(want), "`{want}` missing from:\n{summary}");
+    }
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    assert_eq!(r["calibration"]["samples"], 10);
+    let nodes = r["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 14);
+    assert!(
+        nodes
+            .iter()
+            .all(|n| n["quantized"] == true || n["reason"].as_str().is_some_and(|s| !s.is_empty()))
+    );
+    let acts = r["activations"].as_array().unwrap();
+    assert_eq!(acts.len(), 5);
+    for a in acts {
+        let (min, max, scale) = (
+            a["min"].as_f64().unwrap(),
+            a["max"].as_f64().unwrap(),
+            a["scale"].as_f64().unwrap(),
+        );
+        assert!(min <= max);
+        assert!(
+            (scale - min.abs().max(max.abs()) / 127.0).abs() <= scale * 1e-6,
+            "{a}"
+        );
+    }
+    assert!(r["output"]["bytes"].as_u64().unwrap() < r["input"]["bytes"].as_u64().unwrap());
+}
+
+#[test]
+fn external_data_model_is_written_with_external_data() {
+    let dir = scratch();
+    let out = dir.path().join("q.onnx");
+    quantize_ok(
+        &fixture("models/external/model.onnx"),
+        &fixture(DIGITS_CALIB),
+        &out,
+        &[],
+    );
+    assert!(dir.path().join("q.onnx.data").exists());
+    let reloaded = onnx_quant::onnx::load(&out).unwrap();
+    let inline = dir.path().join("inline.onnx");
+    quantize_ok(&fixture(DIGITS), &fixture(DIGITS_CALIB), &inline, &[]);
+    let inline = onnx_quant::onnx::load(&inline).unwrap();
+    assert_eq!(
+        reloaded.model.graph, inline.model.graph,
+        "same model as from the inline fixture"
+    );
+}
+
+#[test]
+fn inspect_prints_the_graph() {
+    let o = run(["inspect", fixture(DIGITS).to_str().unwrap()]);
+    assert_eq!(code(&o), 0);
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.starts_with("model ir_version=8 opset=ai.onnx:17\n"));
+    assert!(text.contains("node /conv1/Conv: Conv(input, conv1.weight, conv1.bias) -> conv1_out"));
+    let missing = run(["inspect", "nope.onnx"]);
+    assert_eq!(code(&missing), 3);
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: creates (or reuses) the Python venv the interop tests need, then runs every
+# test, interop included. Idempotent; CI runs it through .ci/run.
+#
+#   bash tests/run.sh            # all tests
+#   bash tests/run.sh NAME       # extra arguments go to `cargo test` (a test-name filter, ...)
+#
+# Environment: ONNXQ_VENV (default: <repo>/.venv), PYTHON (default: python3).
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${ONNXQ_VENV:-$ROOT/.venv}
+PY=${PYTHON:-python3}
+REQ=$ROOT/tests/requirements.txt
+STAMP=$VENV/.onnx-quant-requirements
+
+if [ -x "$VENV/bin/python" ] && [ -f "$STAMP" ] && cmp -s "$REQ" "$STAMP"; then
+  echo "[tests] venv up to date: $VENV"
+else
+  echo "[tests] installing the interop venv: $VENV"
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$REQ"
+  "$VENV/bin/python" -c "import onnx, onnxruntime, openvino, tensorrt_rtx; print('[tests] onnx', onnx.__version__, 'onnxruntime', onnxruntime.__version__, 'openvino', openvino.__version__, 'tensorrt-rtx', tensorrt_rtx.__version__)"
+  cp "$REQ" "$STAMP"
+fi
+
+cd "$ROOT"
+export ONNXQ_PYTHON=$VENV/bin/python
+cargo test --features interop "$@"
