@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::ir::{self, NodeId};
 use crate::params::{QParams, QType};
 use crate::policy::QuantPlan;
-use crate::proto::ModelProto;
+use crate::proto::{AttributeProto, ModelProto, NodeProto, attribute_proto::AttributeType};
 
 /// Parameters of every planned activation, by tensor name.
 #[derive(Clone, Debug, Default)]
@@ -57,6 +57,55 @@ impl IdMap {
     fn then(&mut self, moved: Vec<NodeId>) {
         for id in &mut self.0 {
             *id = moved[*id];
+        }
+    }
+}
+
+/// The tensor names one quantized tensor `base` needs.
+struct QdqNames {
+    scale: String,
+    zero_point: String,
+    quantized: String,
+    dequantized: String,
+}
+
+impl QdqNames {
+    fn new(names: &mut ir::Names, base: &str) -> Self {
+        QdqNames {
+            scale: names.fresh(&format!("{base}_scale")),
+            zero_point: names.fresh(&format!("{base}_zero_point")),
+            quantized: names.fresh(&format!("{base}_quantized")),
+            dequantized: names.fresh(&format!("{base}_dequantized")),
+        }
+    }
+
+    /// A `QuantizeLinear` (x → quantized) or `DequantizeLinear` (quantized → dequantized)
+    /// node using these scale and zero-point, named `<base>_<op>`.
+    fn node(&self, names: &mut ir::Names, base: &str, op: &str, axis: Option<usize>) -> NodeProto {
+        let (input, output) = match op {
+            "QuantizeLinear" => (base, &self.quantized),
+            _ => (self.quantized.as_str(), &self.dequantized),
+        };
+        let attribute = axis
+            .map(|a| AttributeProto {
+                name: Some("axis".into()),
+                r#type: Some(AttributeType::Int as i32),
+                i: Some(a as i64),
+                ..Default::default()
+            })
+            .into_iter()
+            .collect();
+        NodeProto {
+            name: Some(names.fresh(&format!("{base}_{op}"))),
+            op_type: Some(op.into()),
+            input: vec![
+                input.to_string(),
+                self.scale.clone(),
+                self.zero_point.clone(),
+            ],
+            output: vec![output.clone()],
+            attribute,
+            ..Default::default()
         }
     }
 }

@@ -7,9 +7,9 @@ use crate::ir::{Index, Names, Patch, Placement};
 use crate::onnx::tensor::{f32_data, f32_tensor, i8_tensor};
 use crate::params::quantize_weight;
 use crate::policy::QuantPlan;
-use crate::proto::{AttributeProto, ModelProto, NodeProto, attribute_proto::AttributeType};
+use crate::proto::ModelProto;
 
-use super::{IdMap, WeightReport};
+use super::{IdMap, QdqNames, WeightReport};
 
 pub(super) fn quantize_weights(
     model: &ModelProto,
@@ -35,37 +35,19 @@ pub(super) fn quantize_weights(
         } else {
             vec![]
         };
-        let qname = names.fresh(&format!("{w}_quantized"));
-        let sname = names.fresh(&format!("{w}_scale"));
-        let zname = names.fresh(&format!("{w}_zero_point"));
-        let out = names.fresh(&format!("{w}_dequantized"));
+        let n = QdqNames::new(&mut names, w);
         patch
             .add_initializers
-            .push(i8_tensor(&qname, &dims, &q.values));
+            .push(i8_tensor(&n.quantized, &dims, &q.values));
         patch
             .add_initializers
-            .push(f32_tensor(&sname, &param_dims, &q.scales));
-        patch
-            .add_initializers
-            .push(i8_tensor(&zname, &param_dims, &vec![0; q.scales.len()]));
-        let attribute = site
-            .axis
-            .map(|a| AttributeProto {
-                name: Some("axis".into()),
-                r#type: Some(AttributeType::Int as i32),
-                i: Some(a as i64),
-                ..Default::default()
-            })
-            .into_iter()
-            .collect();
-        let dq = NodeProto {
-            name: Some(names.fresh(&format!("{w}_DequantizeLinear"))),
-            op_type: Some("DequantizeLinear".into()),
-            input: vec![qname, sname, zname],
-            output: vec![out.clone()],
-            attribute,
-            ..Default::default()
-        };
+            .push(f32_tensor(&n.scale, &param_dims, &q.scales));
+        patch.add_initializers.push(i8_tensor(
+            &n.zero_point,
+            &param_dims,
+            &vec![0; q.scales.len()],
+        ));
+        let dq = n.node(&mut names, w, "DequantizeLinear", site.axis);
         let consumers: Vec<(usize, usize)> = site
             .consumers
             .iter()
@@ -77,9 +59,11 @@ pub(super) fn quantize_weights(
             .min()
             .expect("a weight site has consumers");
         patch.nodes.push((Placement::Before(first), dq));
-        patch
-            .rewire
-            .extend(consumers.iter().map(|&(id, slot)| (id, slot, out.clone())));
+        patch.rewire.extend(
+            consumers
+                .iter()
+                .map(|&(id, slot)| (id, slot, n.dequantized.clone())),
+        );
         let others = index.consumers(w).iter().any(|c| !consumers.contains(c));
         let float_kept = others || index.is_graph_output(w) || index.is_captured(w);
         if !float_kept {

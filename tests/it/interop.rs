@@ -39,21 +39,23 @@ fn check(quant: &Path, args: &[&str]) -> Value {
         .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)))
 }
 
-fn digits_args() -> Vec<String> {
+/// Checks a quantized digits model on the evaluation set: checker, and top-1 within one point
+/// of fp32 in ONNX Runtime and OpenVINO (plus the TensorRT build when `trt`).
+fn check_digits(quant: &Path, trt: bool) -> Value {
     let f = |p: &str| fixture(p).to_string_lossy().into_owned();
-    [
-        "--ref",
-        &f(DIGITS),
-        "--x",
-        &f("digits/eval_x.npy"),
-        "--y",
-        &f("digits/eval_y.npy"),
-        "--ort",
-        "--openvino",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    let (model, x, y) = (f(DIGITS), f("digits/eval_x.npy"), f("digits/eval_y.npy"));
+    let mut args = vec!["--ref", &model, "--x", &x, "--y", &y, "--ort", "--openvino"];
+    if trt {
+        args.push("--trt");
+    }
+    let r = check(quant, &args);
+    assert_checker(&r);
+    assert_top1_within_one_point(&r, "ort");
+    assert_top1_within_one_point(&r, "openvino");
+    if trt {
+        assert_trt_accepts(&r);
+    }
+    r
 }
 
 fn assert_top1_within_one_point(r: &Value, runtime: &str) {
@@ -95,13 +97,7 @@ fn quantized(model: &str, calib: &str, extra: &[&str]) -> (tempfile::TempDir, Pa
 #[test]
 fn digits_default_is_accepted_everywhere_and_keeps_accuracy() {
     let (_d, out) = quantized(DIGITS, DIGITS_CALIB, &[]);
-    let mut args = digits_args();
-    args.push("--trt".into());
-    let r = check(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_checker(&r);
-    assert_top1_within_one_point(&r, "ort");
-    assert_top1_within_one_point(&r, "openvino");
-    assert_trt_accepts(&r);
+    let r = check_digits(&out, true);
     let q = &r["qdq"];
     assert_eq!(q["zero_point_types"], serde_json::json!(["INT8"]), "{q}");
     assert_eq!(q["nonzero_zero_points"], 0);
@@ -120,11 +116,7 @@ fn digits_asymmetric_uint8_runs_in_ort_and_openvino() {
         DIGITS_CALIB,
         &["--asymmetric", "--activation-type", "uint8"],
     );
-    let args = digits_args();
-    let r = check(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_checker(&r);
-    assert_top1_within_one_point(&r, "ort");
-    assert_top1_within_one_point(&r, "openvino");
+    let r = check_digits(&out, false);
     assert_eq!(
         r["qdq"]["zero_point_types"],
         serde_json::json!(["INT8", "UINT8"])
@@ -134,24 +126,14 @@ fn digits_asymmetric_uint8_runs_in_ort_and_openvino() {
 #[test]
 fn digits_per_tensor_is_accepted_everywhere() {
     let (_d, out) = quantized(DIGITS, DIGITS_CALIB, &["--per-tensor"]);
-    let mut args = digits_args();
-    args.push("--trt".into());
-    let r = check(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_checker(&r);
-    assert_top1_within_one_point(&r, "ort");
-    assert_top1_within_one_point(&r, "openvino");
-    assert_trt_accepts(&r);
+    let r = check_digits(&out, true);
     assert_eq!(r["qdq"]["per_channel"], 0);
 }
 
 #[test]
 fn external_data_output_runs() {
     let (_d, out) = quantized("models/external/model.onnx", DIGITS_CALIB, &[]);
-    let args = digits_args();
-    let r = check(&out, &args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_checker(&r);
-    assert_top1_within_one_point(&r, "ort");
-    assert_top1_within_one_point(&r, "openvino");
+    check_digits(&out, false);
 }
 
 #[test]
