@@ -16,27 +16,52 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Calibrate a float model and write its int8 QDQ version (the default command).
+    /// Calibrate a float model (or read statistics) and write its int8 QDQ version (default).
     Quantize(QuantizeArgs),
+    /// Run calibration only and write the statistics to a file, for later or merged use.
+    Calibrate(CalibrateArgs),
+    /// Merge statistics files measured on disjoint calibration shards of one model.
+    MergeStats(MergeStatsArgs),
+    /// Run the float model over calibration data and report the time: the plain-inference
+    /// baseline of calibration.
+    Run(RunArgs),
     /// Print a model's graph as text: inputs, outputs, initializers, nodes.
     Inspect(InspectArgs),
 }
 
 /// Subcommand names: any other first argument means `quantize`.
-pub const SUBCOMMANDS: [&str; 2] = ["quantize", "inspect"];
+pub const SUBCOMMANDS: [&str; 5] = ["quantize", "calibrate", "merge-stats", "run", "inspect"];
 
+/// Calibration data and how to run it.
 #[derive(Debug, Args)]
-pub struct QuantizeArgs {
-    /// Float ONNX model to quantize.
-    pub input: PathBuf,
-    /// Where to write the quantized model (never the input; written atomically).
-    pub output: PathBuf,
-    /// Calibration data: a .npy/.npz/.pb file or a directory of them (see the user guide).
-    #[arg(long, value_name = "PATH")]
-    pub calib: PathBuf,
+pub struct DataArgs {
     /// Use at most N calibration samples.
     #[arg(long, value_name = "N")]
     pub max_samples: Option<usize>,
+    /// Calibration threads (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Print nothing but errors and warnings.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// How activation ranges are chosen and quantized.
+#[derive(Debug, Args)]
+pub struct RangeArgs {
+    /// How activation ranges are chosen from the calibration statistics [default: mse; with a
+    /// TensorRT calibration cache as `--stats`: minmax, the cache's own ranges].
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub method: Option<MethodArg>,
+    /// Percentile of |x| kept by `--method percentile` (of x on each side when asymmetric).
+    #[arg(long, default_value_t = 99.99, value_name = "P")]
+    pub percentile: f64,
+    /// Histogram bins per side of zero (percentile, entropy, mse).
+    #[arg(long, default_value_t = 4096, value_name = "N")]
+    pub bins: usize,
+    /// With `--method minmax`: the mean of per-sample minima and maxima instead of the extremes.
+    #[arg(long)]
+    pub moving_average: bool,
     /// Asymmetric activation ranges (non-zero zero-points; TensorRT rejects them).
     #[arg(long)]
     pub asymmetric: bool,
@@ -46,15 +71,84 @@ pub struct QuantizeArgs {
     /// One scale per weight instead of one per output channel.
     #[arg(long)]
     pub per_tensor: bool,
-    /// Calibration threads (default: the number of CPUs).
-    #[arg(long, value_name = "N")]
-    pub threads: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct QuantizeArgs {
+    /// Float ONNX model to quantize.
+    pub input: PathBuf,
+    /// Where to write the quantized model (never the input; written atomically).
+    pub output: PathBuf,
+    /// Calibration data: a .npy/.npz/.pb file or a directory of them (see the user guide).
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "stats",
+        conflicts_with = "stats"
+    )]
+    pub calib: Option<PathBuf>,
+    /// Ranges from a statistics file (`onnx-quant calibrate`) or a TensorRT calibration cache,
+    /// instead of running the model.
+    #[arg(long, value_name = "FILE")]
+    pub stats: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub ranges: RangeArgs,
+    /// Also write the chosen ranges as a TensorRT calibration cache.
+    #[arg(long, value_name = "FILE")]
+    pub trt_cache: Option<PathBuf>,
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
-    /// Print nothing but errors and warnings.
-    #[arg(short, long)]
-    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Float ONNX model.
+    pub input: PathBuf,
+    /// Calibration data (as for `quantize`).
+    #[arg(long, value_name = "PATH")]
+    pub calib: PathBuf,
+    /// Where to write the statistics (JSON).
+    #[arg(long, value_name = "FILE")]
+    pub stats: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub ranges: RangeArgs,
+    /// Also write the ranges `--method` chooses as a TensorRT calibration cache.
+    #[arg(long, value_name = "FILE")]
+    pub trt_cache: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeStatsArgs {
+    /// Statistics files of one model, measured on disjoint samples.
+    #[arg(required = true, num_args = 2..)]
+    pub inputs: Vec<PathBuf>,
+    /// Where to write the merged statistics.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Float ONNX model.
+    pub model: PathBuf,
+    /// Calibration data (as for `quantize`).
+    #[arg(long, value_name = "PATH")]
+    pub calib: PathBuf,
+    #[command(flatten)]
+    pub data: DataArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    Minmax,
+    Percentile,
+    Entropy,
+    Mse,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

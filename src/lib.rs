@@ -16,5 +16,6 @@ pub mod policy;
 pub mod proto;
 pub mod report;
 pub mod rewrite;
+pub mod stats;
 
 pub use error::{Error, ExitCode};

@@ -1,27 +1,70 @@
-//! The quantize job, stage by stage: load → plan → calibrate → parameters → rewrite → save.
+//! The jobs, stage by stage: `quantize` (load → plan → statistics → ranges → rewrite → save),
+//! `calibrate` (load → plan → statistics → stats file) and `run` (plain inference timing).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::calib::{self, Dataset, Elem, InputSpec, RunOptions, Runner};
-use crate::error::{Error, ModelError, UsageError};
-use crate::onnx::{self, SaveOptions};
-use crate::params::activation_params;
-use crate::policy::{self, Settings};
-use crate::proto::{ModelProto, tensor_shape_proto::dimension::Value as Dim, type_proto};
+use serde::Serialize;
+
+use crate::calib::{Dataset, Elem, InputSpec, Observe, RunOptions, Runner, TensorInfo};
+use crate::error::{CalibError, Error, ModelError, UsageError};
+use crate::onnx::{self, Loaded, SaveOptions};
+use crate::params::{Method, activation_params, select_range};
+use crate::policy::{self, QuantPlan, Settings};
+use crate::proto::{tensor_shape_proto::dimension::Value as Dim, type_proto};
 use crate::report::{ActivationReport, CalibrationReport, FileReport, Report};
 use crate::rewrite::{self, ActivationParams};
+use crate::stats::{self, MinMax, StatsFile, StatsTable, TensorStats};
+
+/// Calibration data to run.
+#[derive(Clone, Debug)]
+pub struct DataSource {
+    pub path: PathBuf,
+    pub max_samples: Option<usize>,
+    pub threads: usize,
+    pub progress: bool,
+}
+
+/// Where activation statistics come from.
+#[derive(Clone, Debug)]
+pub enum StatsSource {
+    /// Run the model over calibration data.
+    Calibrate(DataSource),
+    /// A statistics file from `onnx-quant calibrate`, or a TensorRT calibration cache.
+    File(PathBuf),
+}
+
+/// How ranges are chosen from the statistics.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct RangeSettings {
+    #[serde(flatten)]
+    pub method: Method,
+    /// Histogram bins per side of zero.
+    pub bins: usize,
+}
 
 /// Everything the quantize job needs.
 #[derive(Clone, Debug)]
 pub struct QuantizeJob {
     pub input: PathBuf,
     pub output: PathBuf,
-    pub calib: PathBuf,
-    pub max_samples: Option<usize>,
+    pub stats: StatsSource,
     pub settings: Settings,
-    pub threads: usize,
-    pub progress: bool,
+    pub ranges: RangeSettings,
+    /// Also write the chosen ranges as a TensorRT calibration cache.
+    pub trt_cache: Option<PathBuf>,
+}
+
+/// Everything the calibrate job needs.
+#[derive(Clone, Debug)]
+pub struct CalibrateJob {
+    pub input: PathBuf,
+    pub data: DataSource,
+    pub settings: Settings,
+    pub ranges: RangeSettings,
+    pub stats_out: PathBuf,
+    pub trt_cache: Option<PathBuf>,
 }
 
 /// Tensors at least this large go to the side file when the output uses external data.
@@ -33,6 +76,13 @@ struct Clock {
 }
 
 impl Clock {
+    fn new() -> Self {
+        Clock {
+            start: Instant::now(),
+            stages: Vec::new(),
+        }
+    }
+
     fn lap(&mut self, stage: &str) {
         let now = Instant::now();
         self.stages
@@ -76,7 +126,10 @@ pub fn check_output(input: &Path, side_files: &[PathBuf], output: &Path) -> Resu
 }
 
 /// The model inputs a caller feeds, as calibration sees them.
-pub fn input_specs(model: &ModelProto, path: &Path) -> Result<Vec<InputSpec>, ModelError> {
+pub fn input_specs(
+    model: &crate::proto::ModelProto,
+    path: &Path,
+) -> Result<Vec<InputSpec>, ModelError> {
     let graph = model.graph.as_ref().expect("loaded models have a graph");
     let index = crate::ir::Index::new(graph);
     let unsupported = |what: String| ModelError::Unsupported {
@@ -119,88 +172,289 @@ pub fn input_specs(model: &ModelProto, path: &Path) -> Result<Vec<InputSpec>, Mo
         .collect()
 }
 
-/// Runs the whole job. Warnings go to `warn` as soon as they are known (and into the report).
-pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error> {
-    let mut clock = Clock {
-        start: Instant::now(),
-        stages: Vec::new(),
-    };
-    check_output(&job.input, &[], &job.output)?;
-    let loaded = onnx::load(&job.input)?;
-    check_output(&job.input, &loaded.side_files, &job.output)?;
-    loaded.warnings.iter().for_each(|w| warn(w));
-    let mut model = loaded.model;
-    let problems = crate::ir::verify(&model);
+/// A loaded, checked model with its inputs.
+struct Model {
+    loaded: Loaded,
+    inputs: Vec<InputSpec>,
+}
+
+fn open_model(path: &Path) -> Result<Model, Error> {
+    let loaded = onnx::load(path)?;
+    let problems = crate::ir::verify(&loaded.model);
     if !problems.is_empty() {
         return Err(ModelError::Invalid {
-            path: job.input.clone(),
+            path: path.to_path_buf(),
             problems,
         }
         .into());
     }
-    let opset = crate::ir::default_opset(&model).unwrap_or(0);
+    let opset = crate::ir::default_opset(&loaded.model).unwrap_or(0);
     if opset < 10 {
         return Err(ModelError::OpsetTooOld {
-            path: job.input.clone(),
+            path: path.to_path_buf(),
             opset,
         }
         .into());
     }
-    let inputs = input_specs(&model, &job.input)?;
-    clock.lap("load");
+    let inputs = input_specs(&loaded.model, path)?;
+    Ok(Model { loaded, inputs })
+}
 
-    let data = Dataset::open(&job.calib, &inputs, job.max_samples)?;
-    let shapes = data.fixed_shapes();
-    let runner = Runner::new(&model, &job.input)?;
-    let types = runner.analyse(&inputs, &shapes)?;
-    let plan = policy::plan(&model, &types, &job.settings);
-    clock.lap("plan");
+/// The plan, and what is needed to calibrate it.
+struct Planned {
+    runner: Runner,
+    plan: QuantPlan,
+    data: Option<(Dataset, Vec<Option<Vec<usize>>>)>,
+}
 
+fn plan_model(
+    model: &Model,
+    data: Option<&DataSource>,
+    settings: &Settings,
+) -> Result<Planned, Error> {
+    let data = match data {
+        Some(d) => {
+            let set = Dataset::open(&d.path, &model.inputs, d.max_samples)?;
+            let shapes = set.fixed_shapes();
+            Some((set, shapes))
+        }
+        None => None,
+    };
+    let runner = Runner::new(&model.loaded.model, &model.loaded.path)?;
+    let declared: Vec<Option<Vec<usize>>> = vec![None; model.inputs.len()];
+    let shapes = data.as_ref().map_or(&declared, |(_, s)| s);
+    let types: std::collections::HashMap<String, TensorInfo> =
+        runner.analyse(&model.inputs, shapes)?;
+    let plan = policy::plan(&model.loaded.model, &types, settings);
+    Ok(Planned { runner, plan, data })
+}
+
+/// What a calibration run measured, and about it.
+struct Measured {
+    stats: StatsTable,
+    report: CalibrationReport,
+}
+
+fn calibrate(
+    runner: &Runner,
+    plan: &QuantPlan,
+    inputs: &[InputSpec],
+    data: (Dataset, Vec<Option<Vec<usize>>>),
+    src: &DataSource,
+    observe: Observe,
+) -> Result<Measured, Error> {
+    let (data, shapes) = data;
     let samples = data.len();
     let skipped_files = data.skipped_files;
-    let threads = job.threads.max(1);
+    let threads = src.threads.max(1);
     let stats = if plan.activations.is_empty() {
-        calib::StatsTable::default()
+        StatsTable {
+            samples,
+            tensors: BTreeMap::new(),
+        }
     } else {
         let opts = RunOptions {
             threads,
-            progress: job.progress,
+            progress: src.progress,
         };
-        runner.calibrate(&plan.observed(), &inputs, &shapes, data, &opts)?
+        runner.calibrate(&plan.observed(), inputs, &shapes, data, &opts, observe)?
     };
-    drop(runner);
-    clock.lap("calibrate");
+    Ok(Measured {
+        stats,
+        report: CalibrationReport {
+            source: src.path.clone(),
+            samples,
+            skipped_files,
+            threads,
+        },
+    })
+}
 
-    let scheme = job.settings.activation;
+/// SHA-256 of a file, in hex.
+pub fn file_sha256(path: &Path) -> Result<String, ModelError> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// Loads statistics from a stats file or a TensorRT calibration cache.
+fn load_stats(path: &Path, model: &Path, warn: &dyn Fn(&str)) -> Result<StatsTable, Error> {
+    if !path.exists() {
+        return Err(CalibError::NotFound(path.to_path_buf()).into());
+    }
+    if stats::is_trt_cache(path) {
+        let amax = stats::read_trt_cache(path)?;
+        let tensors = amax
+            .into_iter()
+            .map(|(name, a)| {
+                let minmax = MinMax {
+                    min: -a,
+                    max: a,
+                    count: 1,
+                };
+                (
+                    name,
+                    TensorStats {
+                        minmax,
+                        averaged: None,
+                        histogram: None,
+                    },
+                )
+            })
+            .collect();
+        return Ok(StatsTable {
+            samples: 0,
+            tensors,
+        });
+    }
+    let file = stats::load(path)?;
+    if file.model_sha256 != file_sha256(model)? {
+        warn(&format!(
+            "statistics `{}` were measured on a model file with another SHA-256 than `{}`",
+            path.display(),
+            model.display()
+        ));
+    }
+    Ok(StatsTable {
+        samples: file.samples,
+        tensors: file.tensors,
+    })
+}
+
+/// Range, parameters and report line of every planned activation.
+fn activation_params_of(
+    plan: &QuantPlan,
+    stats: &StatsTable,
+    settings: &Settings,
+    ranges: RangeSettings,
+    source: &Path,
+) -> Result<(ActivationParams, Vec<ActivationReport>), Error> {
+    let missing: Vec<String> = plan
+        .activations
+        .iter()
+        .filter(|a| !stats.tensors.contains_key(&a.tensor))
+        .map(|a| format!("`{}`", a.tensor))
+        .collect();
+    if !missing.is_empty() {
+        return Err(CalibError::BadFile {
+            path: source.to_path_buf(),
+            reason: format!(
+                "holds no statistics for planned tensor(s) {}",
+                missing.join(", ")
+            ),
+        }
+        .into());
+    }
+    let scheme = settings.activation;
     let mut act = ActivationParams {
         qtype: Some(scheme.qtype),
         ..Default::default()
     };
-    let mut activations = Vec::new();
+    let mut reports = Vec::new();
     for site in &plan.activations {
-        let mm = stats
-            .tensors
-            .get(&site.tensor)
-            .ok_or_else(|| Error::Internal(format!("no statistics for `{}`", site.tensor)))?;
-        let p = activation_params(mm.min, mm.max, scheme);
+        let s = &stats.tensors[&site.tensor];
+        let (lo, hi) =
+            select_range(s, ranges.method, scheme).map_err(|reason| CalibError::BadFile {
+                path: source.to_path_buf(),
+                reason: format!("tensor `{}`: {reason}", site.tensor),
+            })?;
+        let p = activation_params(lo, hi, scheme);
         act.tensors.insert(site.tensor.clone(), p);
-        activations.push(ActivationReport {
+        reports.push(ActivationReport {
             tensor: site.tensor.clone(),
-            min: mm.min,
-            max: mm.max,
+            min: s.minmax.min,
+            max: s.minmax.max,
+            range: [lo, hi],
             dtype: scheme.qtype.name(),
             scale: p.scale,
             zero_point: p.zero_point,
         });
     }
-    let rewritten = rewrite::run(&mut model, &plan, &act)?;
+    Ok((act, reports))
+}
+
+/// Absolute maximum of each chosen range, for a TensorRT calibration cache.
+fn amax_table(reports: &[ActivationReport]) -> BTreeMap<String, f32> {
+    reports
+        .iter()
+        .map(|r| (r.tensor.clone(), r.range[0].abs().max(r.range[1].abs())))
+        .collect()
+}
+
+fn observe_for(ranges: RangeSettings) -> Observe {
+    Observe {
+        histogram_bins: ranges.method.needs_histogram().then_some(ranges.bins),
+        averaged: matches!(ranges.method, Method::MinMax { averaged: true }),
+    }
+}
+
+/// Runs the quantize job. Warnings go to `warn` as soon as they are known (and into the report).
+pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error> {
+    let mut clock = Clock::new();
+    check_output(&job.input, &[], &job.output)?;
+    let model = open_model(&job.input)?;
+    check_output(&job.input, &model.loaded.side_files, &job.output)?;
+    model.loaded.warnings.iter().for_each(|w| warn(w));
+    clock.lap("load");
+
+    let data = match &job.stats {
+        StatsSource::Calibrate(d) => Some(d),
+        StatsSource::File(_) => None,
+    };
+    let Planned { runner, plan, data } = plan_model(&model, data, &job.settings)?;
+    clock.lap("plan");
+
+    let (stats, calibration, source) = match (&job.stats, data) {
+        (StatsSource::Calibrate(d), Some(data)) => {
+            let m = calibrate(
+                &runner,
+                &plan,
+                &model.inputs,
+                data,
+                d,
+                observe_for(job.ranges),
+            )?;
+            (m.stats, m.report, d.path.clone())
+        }
+        (_, _) => {
+            let path = match &job.stats {
+                StatsSource::File(p) => p,
+                StatsSource::Calibrate(d) => &d.path,
+            };
+            let stats = load_stats(path, &job.input, warn)?;
+            let report = CalibrationReport {
+                source: path.clone(),
+                samples: stats.samples,
+                skipped_files: 0,
+                threads: 0,
+            };
+            (stats, report, path.clone())
+        }
+    };
+    drop(runner);
+    clock.lap("calibrate");
+
+    let (act, activations) =
+        activation_params_of(&plan, &stats, &job.settings, job.ranges, &source)?;
+    let Model { loaded, .. } = model;
+    let mut graph_model = loaded.model;
+    let rewritten = rewrite::run(&mut graph_model, &plan, &act)?;
     clock.lap("rewrite");
 
+    if let Some(cache) = &job.trt_cache {
+        stats::write_trt_cache(cache, &amax_table(&activations))?;
+    }
     let save = SaveOptions {
         external: !loaded.side_files.is_empty(),
         external_threshold: EXTERNAL_THRESHOLD,
     };
-    let saved = onnx::save(model, &job.output, &save)?;
+    let saved = onnx::save(graph_model, &job.output, &save)?;
     clock.lap("save");
 
     let (data_files, data_bytes) = saved.data_file.map_or((vec![], 0), |(p, n)| (vec![p], n));
@@ -219,12 +473,8 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             data_bytes,
         }),
         settings: job.settings.clone(),
-        calibration: CalibrationReport {
-            source: job.calib.clone(),
-            samples,
-            skipped_files,
-            threads,
-        },
+        ranges: job.ranges,
+        calibration,
         opset: rewritten.opset,
         nodes: plan.nodes,
         activations,
@@ -233,4 +483,70 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         warnings: loaded.warnings,
         timings_ms: clock.stages,
     })
+}
+
+/// What `calibrate` wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct CalibrateReport {
+    pub stats: PathBuf,
+    pub tensors: usize,
+    pub calibration: CalibrationReport,
+    pub timings_ms: Vec<(String, f64)>,
+}
+
+/// Runs the model over calibration data and writes every statistic (min/max, per-sample
+/// extremes, histograms) of the planned tensors, so any method can use the file later.
+pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<CalibrateReport, Error> {
+    let mut clock = Clock::new();
+    check_output(&job.input, &[], &job.stats_out)?;
+    let model = open_model(&job.input)?;
+    check_output(&job.input, &model.loaded.side_files, &job.stats_out)?;
+    model.loaded.warnings.iter().for_each(|w| warn(w));
+    let sha = file_sha256(&job.input)?;
+    clock.lap("load");
+    let Planned { runner, plan, data } = plan_model(&model, Some(&job.data), &job.settings)?;
+    clock.lap("plan");
+    let data = data.expect("planned with data");
+    let m = calibrate(
+        &runner,
+        &plan,
+        &model.inputs,
+        data,
+        &job.data,
+        Observe::all(job.ranges.bins),
+    )?;
+    clock.lap("calibrate");
+    if let Some(cache) = &job.trt_cache {
+        let (_, reports) =
+            activation_params_of(&plan, &m.stats, &job.settings, job.ranges, &job.data.path)?;
+        stats::write_trt_cache(cache, &amax_table(&reports))?;
+    }
+    let tensors = m.stats.tensors.len();
+    stats::save(
+        &job.stats_out,
+        &StatsFile::new(sha, m.stats.samples, m.stats.tensors),
+    )?;
+    clock.lap("save");
+    Ok(CalibrateReport {
+        stats: job.stats_out.clone(),
+        tensors,
+        calibration: m.report,
+        timings_ms: clock.stages,
+    })
+}
+
+/// Runs the float model as it is over calibration data (no observation): the baseline the
+/// calibration overhead is measured against. Returns (samples, seconds of inference).
+pub fn run_job(input: &Path, data: &DataSource) -> Result<(usize, f64), Error> {
+    let model = open_model(input)?;
+    let set = Dataset::open(&data.path, &model.inputs, data.max_samples)?;
+    let shapes = set.fixed_shapes();
+    let runner = Runner::new(&model.loaded.model, input)?;
+    let opts = RunOptions {
+        threads: data.threads.max(1),
+        progress: data.progress,
+    };
+    let start = Instant::now();
+    let n = runner.infer(&model.inputs, &shapes, set, &opts)?;
+    Ok((n, start.elapsed().as_secs_f64()))
 }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::pipeline::RangeSettings;
 use crate::policy::{NodeDecision, Settings};
 use crate::rewrite::WeightReport;
 
@@ -30,8 +31,11 @@ impl FileReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct ActivationReport {
     pub tensor: String,
+    /// Observed extremes.
     pub min: f32,
     pub max: f32,
+    /// The range the method chose (what the scale covers).
+    pub range: [f32; 2],
     pub dtype: &'static str,
     pub scale: f32,
     pub zero_point: i32,
@@ -53,6 +57,7 @@ pub struct Report {
     pub input: FileReport,
     pub output: Option<FileReport>,
     pub settings: Settings,
+    pub ranges: RangeSettings,
     pub calibration: CalibrationReport,
     pub opset: Option<i64>,
     pub nodes: Vec<NodeDecision>,
@@ -131,7 +136,7 @@ impl Report {
         let a = &self.settings.activation;
         let _ = writeln!(
             s,
-            "  activations: {} tensors, {} {}, min/max over {} samples",
+            "  activations: {} tensors, {} {}, {} over {} samples",
             self.activations.len(),
             a.qtype.name(),
             if a.symmetric {
@@ -139,6 +144,7 @@ impl Report {
             } else {
                 "asymmetric"
             },
+            self.ranges.method.name(),
             self.calibration.samples
         );
         let per_channel = self.weights.iter().filter(|w| w.axis.is_some()).count();

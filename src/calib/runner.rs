@@ -16,10 +16,12 @@ use prost::Message;
 use tract_onnx::prelude::*;
 
 use super::array::{Array, Elem};
+use super::observer::{Observe, Observer};
+use super::source::Sample;
 use super::source::{Dataset, InputSpec};
-use super::stats::{MinMax, StatsTable};
 use crate::error::{CalibError, Error, ModelError};
 use crate::proto::{GraphProto, ModelProto};
+use crate::stats::{StatsTable, TensorStats};
 
 /// What typing the model found out about one tensor.
 #[derive(Clone, Debug, PartialEq)]
@@ -33,8 +35,10 @@ pub struct TensorInfo {
 /// The model, ready to hand to tract.
 pub struct Runner {
     path: PathBuf,
-    dir: Option<String>,
-    proto: tract_onnx::pb::ModelProto,
+    /// The parsed model and the outlet of every ONNX tensor name; cloned for each use (its
+    /// tensors are shared, so a clone is cheap).
+    parsed: InferenceModel,
+    outlets: HashMap<String, OutletId>,
 }
 
 /// Knobs of a calibration run.
@@ -69,11 +73,14 @@ impl Runner {
         // Our types carry every field; tract's older schema ignores what it does not know.
         let proto = tract_onnx::pb::ModelProto::decode(model.encode_to_vec().as_slice())
             .map_err(|e| runtime_err(path, e))?;
-        let dir = path.parent().and_then(|d| d.to_str()).map(str::to_string);
+        let dir = path.parent().and_then(|d| d.to_str());
+        let parsed = tract_onnx::onnx()
+            .parse(&proto, dir)
+            .map_err(|e| runtime_err(path, e))?;
         Ok(Runner {
             path: path.to_path_buf(),
-            dir,
-            proto,
+            parsed: parsed.model,
+            outlets: parsed.outlets_by_name,
         })
     }
 
@@ -82,12 +89,10 @@ impl Runner {
         inputs: &[InputSpec],
         shapes: &[Option<Vec<usize>>],
     ) -> TractResult<(InferenceModel, HashMap<String, OutletId>)> {
-        let parsed = tract_onnx::onnx().parse(&self.proto, self.dir.as_deref())?;
-        let mut model = parsed.model;
+        let mut model = self.parsed.clone();
         let sources = model.input_outlets()?.to_vec();
         for (spec, shape) in inputs.iter().zip(shapes) {
-            let (Some(shape), Some(outlet)) = (shape, parsed.outlets_by_name.get(&spec.name))
-            else {
+            let (Some(shape), Some(outlet)) = (shape, self.outlets.get(&spec.name)) else {
                 continue;
             };
             let Some(pos) = sources.iter().position(|s| s == outlet) else {
@@ -98,7 +103,7 @@ impl Runner {
                 InferenceFact::dt_shape(datum_type(spec.elem), shape.clone()),
             )?;
         }
-        Ok((model, parsed.outlets_by_name))
+        Ok((model, self.outlets.clone()))
     }
 
     /// Element type and shape of every named tensor, with the inputs fixed to `shapes`
@@ -129,7 +134,7 @@ impl Runner {
         run().map_err(|e| runtime_err(&self.path, e))
     }
 
-    /// Runs every sample of `data` and returns min/max statistics of `tensors`.
+    /// Runs every sample of `data` and returns the statistics `observe` asks for, of `tensors`.
     pub fn calibrate(
         &self,
         tensors: &[String],
@@ -137,41 +142,26 @@ impl Runner {
         shapes: &[Option<Vec<usize>>],
         data: Dataset,
         opts: &RunOptions,
+        observe: Observe,
     ) -> Result<StatsTable, Error> {
-        let plan = self.plan(tensors, inputs, shapes)?;
+        let plan = self.plan(Some(tensors), inputs, shapes)?;
         let total = data.len();
-        let samples = Mutex::new(data.samples());
-        let stop = AtomicBool::new(false);
-        let bar = progress_bar(total, opts.progress);
-        let threads = opts.threads.clamp(1, total.max(1));
-        let results: Vec<Result<Vec<MinMax>, (usize, Error)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| scope.spawn(|| self.worker(&plan, tensors, &samples, &stop, &bar)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        bar.finish_and_clear();
-        let mut first_err: Option<(usize, Error)> = None;
-        let mut merged = vec![MinMax::default(); tensors.len()];
-        for r in results {
-            match r {
-                Ok(stats) => merged.iter_mut().zip(&stats).for_each(|(m, s)| m.merge(s)),
-                Err((idx, e)) if first_err.as_ref().is_none_or(|(i, _)| idx < *i) => {
-                    first_err = Some((idx, e))
-                }
-                Err(_) => {}
+        let make = || CalibSink {
+            tensors,
+            observers: tensors.iter().map(|_| Observer::new(observe)).collect(),
+        };
+        let sinks = self.drive(&plan, data, opts, make)?;
+        let mut merged: Vec<Observer> = tensors.iter().map(|_| Observer::new(observe)).collect();
+        for sink in sinks {
+            for (m, o) in merged.iter_mut().zip(sink.observers) {
+                m.merge(o);
             }
         }
-        if let Some((_, e)) = first_err {
-            return Err(e);
-        }
+        let stats: Vec<TensorStats> = merged.into_iter().map(Observer::finish).collect();
         let unobserved: Vec<String> = tensors
             .iter()
-            .zip(&merged)
-            .filter(|(_, m)| !m.is_observed())
+            .zip(&stats)
+            .filter(|(_, s)| !s.minmax.is_observed())
             .map(|(t, _)| format!("`{t}`"))
             .collect();
         if !unobserved.is_empty() {
@@ -182,54 +172,113 @@ impl Runner {
         }
         Ok(StatsTable {
             samples: total,
-            tensors: tensors.iter().cloned().zip(merged).collect(),
+            tensors: tensors.iter().cloned().zip(stats).collect(),
         })
     }
 
+    /// Runs the model as it is (its own outputs, nothing observed) over `data`: the baseline
+    /// calibration is compared with. Returns the number of samples run.
+    pub fn infer(
+        &self,
+        inputs: &[InputSpec],
+        shapes: &[Option<Vec<usize>>],
+        data: Dataset,
+        opts: &RunOptions,
+    ) -> Result<usize, Error> {
+        let plan = self.plan(None, inputs, shapes)?;
+        let sinks = self.drive(&plan, data, opts, || CountSink(0))?;
+        Ok(sinks.iter().map(|s| s.0).sum())
+    }
+
+    /// A runnable plan computing `tensors` (or the model's own outputs).
     fn plan(
         &self,
-        tensors: &[String],
+        tensors: Option<&[String]>,
         inputs: &[InputSpec],
         shapes: &[Option<Vec<usize>>],
     ) -> Result<Arc<TypedRunnableModel>, Error> {
         let (mut model, outlets) = self
             .parse(inputs, shapes)
             .map_err(|e| runtime_err(&self.path, e))?;
-        let missing: Vec<String> = tensors
-            .iter()
-            .filter(|t| !outlets.contains_key(*t))
-            .map(|t| format!("`{t}`"))
-            .collect();
-        if !missing.is_empty() {
-            return Err(CalibError::Unobserved { tensors: missing }.into());
+        if let Some(tensors) = tensors {
+            let missing: Vec<String> = tensors
+                .iter()
+                .filter(|t| !outlets.contains_key(*t))
+                .map(|t| format!("`{t}`"))
+                .collect();
+            if !missing.is_empty() {
+                return Err(CalibError::Unobserved { tensors: missing }.into());
+            }
+            let selected: Vec<OutletId> = tensors.iter().map(|t| outlets[t]).collect();
+            model
+                .select_output_outlets(&selected)
+                .map_err(|e| runtime_err(&self.path, e))?;
         }
-        let selected: Vec<OutletId> = tensors.iter().map(|t| outlets[t]).collect();
         let build = || -> TractResult<Arc<TypedRunnableModel>> {
-            model.select_output_outlets(&selected)?;
             model.into_typed()?.into_optimized()?.into_runnable()
         };
         build().map_err(|e| runtime_err(&self.path, e).into())
     }
 
-    fn worker(
+    /// Runs every sample through `plan` on `opts.threads` threads, each feeding its own sink.
+    /// On failure, the error of the earliest failing sample is returned.
+    fn drive<S: Sink>(
         &self,
         plan: &Arc<TypedRunnableModel>,
-        tensors: &[String],
+        data: Dataset,
+        opts: &RunOptions,
+        make: impl Fn() -> S + Sync,
+    ) -> Result<Vec<S>, Error> {
+        let total = data.len();
+        let samples = Mutex::new(data.samples());
+        let stop = AtomicBool::new(false);
+        let bar = progress_bar(total, opts.progress);
+        let threads = opts.threads.clamp(1, total.max(1));
+        let results: Vec<Result<S, (usize, Error)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| scope.spawn(|| self.worker(plan, make(), &samples, &stop, &bar)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        bar.finish_and_clear();
+        let mut sinks = Vec::new();
+        let mut first_err: Option<(usize, Error)> = None;
+        for r in results {
+            match r {
+                Ok(s) => sinks.push(s),
+                Err((idx, e)) if first_err.as_ref().is_none_or(|(i, _)| idx < *i) => {
+                    first_err = Some((idx, e))
+                }
+                Err(_) => {}
+            }
+        }
+        match first_err {
+            Some((_, e)) => Err(e),
+            None => Ok(sinks),
+        }
+    }
+
+    fn worker<S: Sink>(
+        &self,
+        plan: &Arc<TypedRunnableModel>,
+        mut sink: S,
         samples: &Mutex<super::source::Samples>,
         stop: &AtomicBool,
         bar: &indicatif::ProgressBar,
-    ) -> Result<Vec<MinMax>, (usize, Error)> {
-        let mut stats = vec![MinMax::default(); tensors.len()];
+    ) -> Result<S, (usize, Error)> {
         let mut state = plan
             .spawn()
             .map_err(|e| (0, runtime_err(&self.path, e).into()))?;
         loop {
             if stop.load(Ordering::Relaxed) {
-                return Ok(stats);
+                return Ok(sink);
             }
             let next = samples.lock().unwrap_or_else(|p| p.into_inner()).next();
             let sample = match next {
-                None => return Ok(stats),
+                None => return Ok(sink),
                 Some(Ok(s)) => s,
                 Some(Err(e)) => {
                     stop.store(true, Ordering::Relaxed);
@@ -259,29 +308,51 @@ impl Runner {
                     .into(),
                 )
             })?;
-            for ((value, stat), name) in outputs.iter().zip(&mut stats).zip(tensors) {
-                let values = value
-                    .try_as_plain_ram()
-                    .and_then(|v| v.as_slice::<f32>())
-                    .map_err(|e| {
-                        fail(Error::Internal(format!(
-                            "observed tensor `{name}` is not float32: {e}"
-                        )))
-                    })?;
-                stat.update(values).map_err(|what| {
-                    fail(
-                        CalibError::NonFinite {
-                            tensor: name.clone(),
-                            sample: sample.index,
-                            path: sample.origin.clone(),
-                            what,
-                        }
-                        .into(),
-                    )
-                })?;
-            }
+            sink.consume(&sample, &outputs).map_err(fail)?;
             bar.inc(1);
         }
+    }
+}
+
+/// What a calibration thread does with the outputs of one sample.
+trait Sink: Send {
+    fn consume(&mut self, sample: &Sample, outputs: &[TValue]) -> Result<(), Error>;
+}
+
+/// Counts samples (plain inference).
+struct CountSink(usize);
+
+impl Sink for CountSink {
+    fn consume(&mut self, _: &Sample, _: &[TValue]) -> Result<(), Error> {
+        self.0 += 1;
+        Ok(())
+    }
+}
+
+/// Feeds every observed output to its tensor's observer.
+struct CalibSink<'a> {
+    tensors: &'a [String],
+    observers: Vec<Observer>,
+}
+
+impl Sink for CalibSink<'_> {
+    fn consume(&mut self, sample: &Sample, outputs: &[TValue]) -> Result<(), Error> {
+        for ((value, obs), name) in outputs.iter().zip(&mut self.observers).zip(self.tensors) {
+            let values = value
+                .try_as_plain_ram()
+                .and_then(|v| v.as_slice::<f32>())
+                .map_err(|e| {
+                    Error::Internal(format!("observed tensor `{name}` is not float32: {e}"))
+                })?;
+            obs.update(sample.index, values)
+                .map_err(|what| CalibError::NonFinite {
+                    tensor: name.clone(),
+                    sample: sample.index,
+                    path: sample.origin.clone(),
+                    what,
+                })?;
+        }
+        Ok(())
     }
 }
 

@@ -11,6 +11,10 @@
 
 use serde::Serialize;
 
+pub mod range;
+
+pub use range::{Method, select_range};
+
 /// The integer types onnx-quant writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -121,31 +125,43 @@ pub struct QuantizedWeight {
     pub axis: Option<usize>,
 }
 
+/// Round half to even for |x| < 2^22, without relying on the CPU's rounding instruction
+/// (absent from the x86-64 baseline): adding and removing 1.5·2^23 leaves the integer that
+/// IEEE round-to-nearest-even picks. Vectorises, unlike a call to `rintf`.
+fn round_even_small(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    (x + MAGIC) - MAGIC
+}
+
 /// Quantizes `data` (row-major, shape `dims`) symmetrically to [-127, 127], per channel along
 /// `axis` when given (`axis < dims.len()`), else per tensor.
 pub fn quantize_weight(data: &[f32], dims: &[usize], axis: Option<usize>) -> QuantizedWeight {
     let (channels, inner) = match axis {
         Some(a) => (dims[a], dims[a + 1..].iter().product::<usize>()),
-        None => (1, data.len().max(1)),
+        None => (1, data.len()),
     };
-    let channel = |i: usize| {
-        if channels == 1 {
-            0
-        } else {
-            (i / inner) % channels
+    // Row-major: the data is `outer` repetitions of `channels` runs of `inner` values.
+    let runs = |f: &mut dyn FnMut(usize, &[f32])| {
+        if inner == 0 || channels == 0 {
+            return;
+        }
+        for (r, run) in data.chunks(inner).enumerate() {
+            f(r % channels, run);
         }
     };
-    let mut amax = vec![0f32; channels];
-    for (i, &x) in data.iter().enumerate() {
-        let c = channel(i);
-        amax[c] = amax[c].max(x.abs());
-    }
+    let mut amax = vec![0f32; channels.max(1)];
+    runs(&mut |c, run| amax[c] = run.iter().fold(amax[c], |m, x| m.max(x.abs())));
     let params: Vec<QParams> = amax.iter().map(|&a| weight_params(a)).collect();
-    let values = data
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| quantize(x, params[channel(i)], (-127, 127)) as i8)
-        .collect();
+    let mut values = Vec::with_capacity(data.len());
+    runs(&mut |c, run| {
+        let scale = params[c].scale;
+        // |x / scale| <= 127 (plus rounding) for every x of the channel, well inside the range
+        // of `round_even_small`; values of an all-zero channel are 0 (scale 1).
+        values.extend(
+            run.iter()
+                .map(|&x| round_even_small(x / scale).clamp(-127.0, 127.0) as i8),
+        );
+    });
     QuantizedWeight {
         values,
         scales: params.iter().map(|p| p.scale).collect(),
@@ -193,6 +209,17 @@ mod tests {
         let p = activation_params(0.5, 3.0, A8); // widened to include 0
         assert!((p.scale - 3.0 / 255.0).abs() < 1e-9);
         assert_eq!(p.zero_point, -128);
+    }
+
+    #[test]
+    fn fast_rounding_matches_round_ties_even() {
+        for i in -40_000..40_000 {
+            let x = i as f32 * 0.0625 + 0.003 * (i % 7) as f32;
+            assert_eq!(round_even_small(x), x.round_ties_even(), "{x}");
+        }
+        for x in [0.5f32, 1.5, 2.5, -0.5, -1.5, 126.5, -127.5, 4_194_303.5] {
+            assert_eq!(round_even_small(x), x.round_ties_even(), "{x}");
+        }
     }
 
     #[test]

@@ -392,14 +392,13 @@ fn report_explains_every_node() {
     let acts = r["activations"].as_array().unwrap();
     assert_eq!(acts.len(), 5);
     for a in acts {
-        let (min, max, scale) = (
-            a["min"].as_f64().unwrap(),
-            a["max"].as_f64().unwrap(),
-            a["scale"].as_f64().unwrap(),
-        );
-        assert!(min <= max);
+        let f = |v: &serde_json::Value| v.as_f64().unwrap();
+        let (min, max, scale) = (f(&a["min"]), f(&a["max"]), f(&a["scale"]));
+        let (lo, hi) = (f(&a["range"][0]), f(&a["range"][1]));
+        // the chosen range lies inside the observed one, and the scale covers it
+        assert!(min <= lo && lo <= hi && hi <= max, "{a}");
         assert!(
-            (scale - min.abs().max(max.abs()) / 127.0).abs() <= scale * 1e-6,
+            (scale - lo.abs().max(hi.abs()) / 127.0).abs() <= scale * 1e-6,
             "{a}"
         );
     }

@@ -1,7 +1,4 @@
-//! Streaming activation statistics: per tensor, the running min and max over every element of
-//! every sample. Constant memory per tensor; merging two tables gives the table of the union.
-
-use std::collections::BTreeMap;
+//! The running minimum and maximum of a tensor over every element of every sample.
 
 use serde::{Deserialize, Serialize};
 
@@ -28,7 +25,13 @@ impl MinMax {
     /// Folds `values` in. A NaN or infinite value is refused (`Err` says which) and leaves
     /// the statistics unchanged.
     pub fn update(&mut self, values: &[f32]) -> Result<(), &'static str> {
-        let (mut lo, mut hi) = (self.min, self.max);
+        self.merge(&MinMax::of(values)?);
+        Ok(())
+    }
+
+    /// The range of `values` alone, refusing NaN and infinities.
+    pub fn of(values: &[f32]) -> Result<MinMax, &'static str> {
+        let (mut lo, mut hi) = (f32::INFINITY, f32::NEG_INFINITY);
         let mut finite = true;
         for &v in values {
             finite &= v.is_finite();
@@ -42,9 +45,20 @@ impl MinMax {
                 "infinity"
             });
         }
-        (self.min, self.max) = (lo, hi);
-        self.count += values.len() as u64;
-        Ok(())
+        Ok(MinMax {
+            min: lo,
+            max: hi,
+            count: values.len() as u64,
+        })
+    }
+
+    /// Largest absolute value (0 when nothing was observed).
+    pub fn amax(&self) -> f32 {
+        if self.is_observed() {
+            self.min.abs().max(self.max.abs())
+        } else {
+            0.0
+        }
     }
 
     pub fn merge(&mut self, other: &MinMax) {
@@ -56,22 +70,6 @@ impl MinMax {
     /// Whether any element was observed.
     pub fn is_observed(&self) -> bool {
         self.count > 0
-    }
-}
-
-/// Statistics of every observed tensor, by ONNX tensor name.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct StatsTable {
-    pub samples: usize,
-    pub tensors: BTreeMap<String, MinMax>,
-}
-
-impl StatsTable {
-    pub fn merge(&mut self, other: &StatsTable) {
-        self.samples += other.samples;
-        for (name, mm) in &other.tensors {
-            self.tensors.entry(name.clone()).or_default().merge(mm);
-        }
     }
 }
 

@@ -1,0 +1,84 @@
+//! What one calibration thread keeps about one tensor, and how threads' views combine.
+
+use crate::stats::{Averaged, Histogram, MinMax, TensorStats};
+
+/// Which statistics to collect (min/max always).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Observe {
+    /// Histograms with this many bins per side.
+    pub histogram_bins: Option<usize>,
+    /// Per-sample extremes, for averaged min/max.
+    pub averaged: bool,
+}
+
+impl Observe {
+    /// Everything: what `onnx-quant calibrate` records so any method can use the file later.
+    pub fn all(bins: usize) -> Self {
+        Observe {
+            histogram_bins: Some(bins),
+            averaged: true,
+        }
+    }
+}
+
+/// One thread's statistics of one tensor.
+pub struct Observer {
+    minmax: MinMax,
+    histogram: Option<Histogram>,
+    /// (sample index, min, max) per sample, when averaging: summed in sample order at the end,
+    /// so the result does not depend on which thread saw which sample.
+    extremes: Option<Vec<(usize, f32, f32)>>,
+}
+
+impl Observer {
+    pub fn new(o: Observe) -> Self {
+        Observer {
+            minmax: MinMax::default(),
+            histogram: o.histogram_bins.map(Histogram::new),
+            extremes: o.averaged.then(Vec::new),
+        }
+    }
+
+    /// Folds in the values of sample `sample`. Non-finite values are refused (`Err` names them).
+    pub fn update(&mut self, sample: usize, values: &[f32]) -> Result<(), &'static str> {
+        let batch = MinMax::of(values)?;
+        self.minmax.merge(&batch);
+        if let Some(h) = &mut self.histogram {
+            h.add_with_amax(values, batch.amax());
+        }
+        if let Some(x) = &mut self.extremes
+            && batch.is_observed()
+        {
+            x.push((sample, batch.min, batch.max));
+        }
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: Observer) {
+        self.minmax.merge(&other.minmax);
+        if let (Some(a), Some(b)) = (&mut self.histogram, &other.histogram) {
+            a.merge(b)
+                .expect("observers of one run share their bin count");
+        }
+        if let (Some(a), Some(b)) = (&mut self.extremes, other.extremes) {
+            a.extend(b);
+        }
+    }
+
+    pub fn finish(self) -> TensorStats {
+        let averaged = self.extremes.map(|mut x| {
+            x.sort_by_key(|e| e.0);
+            x.iter().fold(Averaged::default(), |mut a, &(_, lo, hi)| {
+                a.min_sum += f64::from(lo);
+                a.max_sum += f64::from(hi);
+                a.batches += 1;
+                a
+            })
+        });
+        TensorStats {
+            minmax: self.minmax,
+            averaged,
+            histogram: self.histogram,
+        }
+    }
+}
