@@ -220,7 +220,8 @@ fn plan_model(
         }
         None => None,
     };
-    let runner = Runner::new(&model.loaded.model, &model.loaded.path)?;
+    let (calib_model, _) = rewrite::fold_batchnorm(&model.loaded.model)?;
+    let runner = Runner::new(&calib_model, &model.loaded.path)?;
     let declared: Vec<Option<Vec<usize>>> = vec![None; model.inputs.len()];
     let shapes = data.as_ref().map_or(&declared, |(_, s)| s);
     let types: std::collections::HashMap<String, TensorInfo> =
@@ -541,7 +542,8 @@ pub fn run_job(input: &Path, data: &DataSource) -> Result<(usize, f64), Error> {
     let model = open_model(input)?;
     let set = Dataset::open(&data.path, &model.inputs, data.max_samples)?;
     let shapes = set.fixed_shapes();
-    let runner = Runner::new(&model.loaded.model, input)?;
+    let (calib_model, _) = rewrite::fold_batchnorm(&model.loaded.model)?;
+    let runner = Runner::new(&calib_model, input)?;
     let opts = RunOptions {
         threads: data.threads.max(1),
         progress: data.progress,

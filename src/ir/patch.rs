@@ -24,6 +24,8 @@ pub struct Patch {
     pub nodes: Vec<(Placement, NodeProto)>,
     /// Nodes replaced in place (same position), e.g. by an opset conversion.
     pub replace: Vec<(NodeId, NodeProto)>,
+    /// Nodes deleted (their outputs must be produced by another node of the patch).
+    pub remove: Vec<NodeId>,
     /// Input `slot` of node `id` now reads `tensor`.
     pub rewire: Vec<(NodeId, usize, String)>,
     pub add_initializers: Vec<TensorProto>,
@@ -39,6 +41,7 @@ impl Patch {
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
             && self.replace.is_empty()
+            && self.remove.is_empty()
             && self.rewire.is_empty()
             && self.add_initializers.is_empty()
             && self.remove_initializers.is_empty()
@@ -50,6 +53,7 @@ impl Patch {
 /// Applies `patch` to the model's main graph, sorts it and verifies it. Returns where each
 /// node of the graph before the patch now stands (new nodes shift ids). On error the message
 /// names the broken invariant; the model must then be considered corrupt (callers stop).
+/// Removed nodes map to `usize::MAX`.
 pub fn apply(model: &mut ModelProto, patch: Patch) -> Result<Vec<NodeId>, String> {
     let graph = model.graph.as_mut().ok_or("model has no graph")?;
     let n = graph.node.len();
@@ -87,18 +91,22 @@ pub fn apply(model: &mut ModelProto, patch: Patch) -> Result<Vec<NodeId>, String
         keyed.push((key, node));
     }
     let added = keyed.len();
+    let removed_nodes: HashSet<NodeId> = patch.remove.into_iter().collect();
+    let kept: Vec<NodeId> = (0..n).filter(|i| !removed_nodes.contains(i)).collect();
+    let mut old_nodes: Vec<Option<NodeProto>> = std::mem::take(&mut graph.node)
+        .into_iter()
+        .map(Some)
+        .collect();
     keyed.extend(
-        std::mem::take(&mut graph.node)
-            .into_iter()
-            .enumerate()
-            .map(|(i, nd)| ((2 * i + 1, 0), nd)),
+        kept.iter()
+            .map(|&i| ((2 * i + 1, 0), old_nodes[i].take().expect("each node once"))),
     );
     let (sorted, order) = super::topo_sort(keyed)?;
     graph.node = sorted;
-    let mut moved = vec![0; n];
+    let mut moved = vec![usize::MAX; n];
     for (new, &old) in order.iter().enumerate() {
         if old >= added {
-            moved[old - added] = new;
+            moved[kept[old - added]] = new;
         }
     }
 

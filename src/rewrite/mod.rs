@@ -6,8 +6,11 @@
 //! DequantizeLinear is never planned again (policy refuses it), so running onnx-quant on its
 //! own output adds nothing.
 
+mod fold_bn;
 mod qdq;
 mod weights;
+
+pub use fold_bn::fold_batchnorm;
 
 use std::collections::BTreeMap;
 
@@ -55,7 +58,7 @@ impl IdMap {
     }
 
     fn then(&mut self, moved: Vec<NodeId>) {
-        for id in &mut self.0 {
+        for id in self.0.iter_mut().filter(|id| **id != usize::MAX) {
             *id = moved[*id];
         }
     }

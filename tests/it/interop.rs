@@ -186,3 +186,47 @@ fn raised_and_fallback_opsets_are_valid() {
         assert_trt_accepts(&r);
     }
 }
+
+#[test]
+fn every_calibration_method_keeps_digits_accuracy() {
+    for method in ["minmax", "percentile", "entropy", "mse"] {
+        for extra in [&[][..], &["--asymmetric", "--activation-type", "uint8"]] {
+            let mut args = vec!["--method", method];
+            args.extend_from_slice(extra);
+            let (_d, out) = quantized(DIGITS, DIGITS_CALIB, &args);
+            let r = check_digits(&out, false);
+            assert!(
+                r["ort"]["sqnr_db"].as_f64().unwrap() > 25.0,
+                "{method} {extra:?}: {}",
+                r["ort"]
+            );
+        }
+    }
+}
+
+#[test]
+fn batchnorm_folding_for_calibration_preserves_the_function() {
+    let loaded = onnx_quant::onnx::load(&fixture(DIGITS)).unwrap();
+    let (folded, count) = onnx_quant::rewrite::fold_batchnorm(&loaded.model).unwrap();
+    assert_eq!(count, 1);
+    let g = folded.graph.as_ref().unwrap();
+    assert!(!g.node.iter().any(|n| n.op_type() == "BatchNormalization"));
+    assert!(
+        !g.initializer.iter().any(|t| t.name().starts_with("bn1.")),
+        "unused BN parameters dropped"
+    );
+    let dir = scratch();
+    let path = dir.path().join("folded.onnx");
+    onnx_quant::onnx::save(folded, &path, &Default::default()).unwrap();
+    let f = |p: &str| fixture(p).to_string_lossy().into_owned();
+    let r = check(
+        &path,
+        &["--ref", &f(DIGITS), "--x", &f("digits/eval_x.npy"), "--ort"],
+    );
+    assert_checker(&r);
+    assert!(
+        r["ort"]["sqnr_db"].as_f64().unwrap() > 100.0,
+        "{}",
+        r["ort"]
+    );
+}

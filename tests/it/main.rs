@@ -4,6 +4,7 @@
 mod cli_errors;
 mod onnx_io;
 mod quantize;
+mod stats;
 mod support;
 
 #[cfg(feature = "interop")]
