@@ -27,10 +27,19 @@ pub enum Command {
     Run(RunArgs),
     /// Print a model's graph as text: inputs, outputs, initializers, nodes.
     Inspect(InspectArgs),
+    /// Print the resolved settings (preset and flags) and where each one comes from.
+    ShowConfig(ShowConfigArgs),
 }
 
 /// Subcommand names: any other first argument means `quantize`.
-pub const SUBCOMMANDS: [&str; 5] = ["quantize", "calibrate", "merge-stats", "run", "inspect"];
+pub const SUBCOMMANDS: [&str; 6] = [
+    "quantize",
+    "calibrate",
+    "merge-stats",
+    "run",
+    "inspect",
+    "show-config",
+];
 
 /// Calibration data and how to run it.
 #[derive(Debug, Args)]
@@ -46,28 +55,32 @@ pub struct DataArgs {
     pub quiet: bool,
 }
 
-/// How activation ranges are chosen and quantized.
+/// The target and the settings that override its preset.
 #[derive(Debug, Args)]
 pub struct RangeArgs {
-    /// How activation ranges are chosen from the calibration statistics [default: mse; with a
+    /// Runtime the model is quantized for: sets the placement and defaults (see `show-config`).
+    #[arg(long, value_enum, value_name = "TARGET")]
+    pub target: Option<TargetArg>,
+    /// How activation ranges are chosen from the calibration statistics [preset: mse; with a
     /// TensorRT calibration cache as `--stats`: minmax, the cache's own ranges].
     #[arg(long, value_enum, value_name = "METHOD")]
     pub method: Option<MethodArg>,
-    /// Percentile of |x| kept by `--method percentile` (of x on each side when asymmetric).
-    #[arg(long, default_value_t = 99.99, value_name = "P")]
-    pub percentile: f64,
-    /// Histogram bins per side of zero (percentile, entropy, mse).
-    #[arg(long, default_value_t = 4096, value_name = "N")]
-    pub bins: usize,
+    /// Percentile of |x| kept by `--method percentile` (of x on each side when asymmetric)
+    /// [preset: 99.99].
+    #[arg(long, value_name = "P")]
+    pub percentile: Option<f64>,
+    /// Histogram bins per side of zero (percentile, entropy, mse) [preset: 4096].
+    #[arg(long, value_name = "N")]
+    pub bins: Option<usize>,
     /// With `--method minmax`: the mean of per-sample minima and maxima instead of the extremes.
     #[arg(long)]
     pub moving_average: bool,
     /// Asymmetric activation ranges (non-zero zero-points; TensorRT rejects them).
     #[arg(long)]
     pub asymmetric: bool,
-    /// Integer type of activations (uint8 is rejected by TensorRT).
-    #[arg(long, value_enum, default_value_t = ActivationType::Int8, value_name = "TYPE")]
-    pub activation_type: ActivationType,
+    /// Integer type of activations (uint8 is rejected by TensorRT) [preset: int8].
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub activation_type: Option<ActivationType>,
     /// One scale per weight instead of one per output channel.
     #[arg(long)]
     pub per_tensor: bool,
@@ -141,6 +154,19 @@ pub struct RunArgs {
     pub calib: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowConfigArgs {
+    #[command(flatten)]
+    pub ranges: RangeArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TargetArg {
+    Tensorrt,
+    Openvino,
+    Ort,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

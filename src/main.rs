@@ -7,19 +7,18 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use onnx_quant::config::{self, Layer, Resolved, schema::Value};
 use onnx_quant::error::{Error, OutputError, UsageError};
-use onnx_quant::params::{ActivationScheme, Method, QType};
+use onnx_quant::params::Method;
 use onnx_quant::pipeline::{
-    CalibrateJob, DataSource, QuantizeJob, RangeSettings, StatsSource, calibrate_job, quantize,
-    run_job,
+    CalibrateJob, DataSource, QuantizeJob, StatsSource, calibrate_job, quantize, run_job,
 };
-use onnx_quant::policy::Settings;
 use onnx_quant::stats;
 
 use cli::{
-    ActivationType, CalibrateArgs, Cli, Command, DataArgs, InspectArgs, MergeStatsArgs, MethodArg,
-    QuantizeArgs, RangeArgs, RunArgs,
+    CalibrateArgs, Cli, Command, DataArgs, InspectArgs, MergeStatsArgs, QuantizeArgs, RangeArgs,
+    RunArgs,
 };
 
 fn main() -> ExitCode {
@@ -30,11 +29,12 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(if e.use_stderr() {
+            let code = if e.use_stderr() {
                 onnx_quant::ExitCode::Usage as u8
             } else {
                 0
-            });
+            };
+            return ExitCode::from(code);
         }
     };
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cli))) {
@@ -64,6 +64,10 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::MergeStats(args) => run_merge_stats(args),
         Command::Run(args) => run_run(args),
         Command::Inspect(args) => run_inspect(args),
+        Command::ShowConfig(args) => {
+            print!("{}", resolve_config(&args.ranges, false)?.render());
+            Ok(())
+        }
     }
 }
 
@@ -88,53 +92,66 @@ fn data_source(path: PathBuf, args: &DataArgs) -> Result<DataSource, Error> {
     })
 }
 
-/// Resolves range flags; `default` is the method used when `--method` is absent.
-fn settings(args: &RangeArgs, default: MethodArg) -> Result<(Settings, RangeSettings), Error> {
-    let chosen = args.method.unwrap_or(default);
-    let qtype = match args.activation_type {
-        ActivationType::Int8 => QType::Int8,
-        ActivationType::Uint8 => QType::Uint8,
+fn name_of(v: impl ValueEnum) -> String {
+    v.to_possible_value()
+        .expect("no skipped variants")
+        .get_name()
+        .to_string()
+}
+
+/// The layer of settings the command line sets; `cache_source` when `--stats` is a TensorRT
+/// cache (its ranges are final: the method defaults to minmax).
+fn flag_layer(args: &RangeArgs, cache_source: bool) -> Result<Layer, Error> {
+    let mut cli = Layer::new("command line");
+    if let Some(t) = args.target {
+        cli.set("target", Value::Word(name_of(t)));
+    }
+    match (args.method, cache_source) {
+        (Some(m), _) => cli.set("activations.method", Value::Word(name_of(m))),
+        (None, true) => cli.set("activations.method", Value::Word("minmax".into())),
+        (None, false) => {}
+    }
+    if let Some(p) = args.percentile {
+        if !(p > 0.0 && p <= 100.0) {
+            return Err(usage(format!("--percentile must be in (0, 100], got {p}")));
+        }
+        cli.set("activations.percentile", Value::Float(p));
+    }
+    if let Some(b) = args.bins {
+        if !(16..=1 << 20).contains(&b) {
+            return Err(usage(format!(
+                "--bins must be between 16 and 1048576, got {b}"
+            )));
+        }
+        cli.set("activations.bins", Value::Int(b as i64));
+    }
+    if args.moving_average {
+        cli.set("activations.moving_average", Value::Bool(true));
+    }
+    if args.asymmetric {
+        cli.set("activations.symmetric", Value::Bool(false));
+    }
+    if let Some(t) = args.activation_type {
+        cli.set("activations.dtype", Value::Word(name_of(t)));
+    }
+    if args.per_tensor {
+        cli.set("weights.per_channel", Value::Bool(false));
+    }
+    Ok(cli)
+}
+
+/// Resolves the target's preset under the command-line flags.
+fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Resolved, Error> {
+    let cli = flag_layer(args, cache_source)?;
+    let target = match cli.values.get("target") {
+        Some(Value::Word(t)) => t.clone(),
+        _ => "tensorrt".to_string(),
     };
-    if !(args.percentile > 0.0 && args.percentile <= 100.0) {
-        return Err(usage(format!(
-            "--percentile must be in (0, 100], got {}",
-            args.percentile
-        )));
-    }
-    if !(16..=1 << 20).contains(&args.bins) {
-        return Err(usage(format!(
-            "--bins must be between 16 and 1048576, got {}",
-            args.bins
-        )));
-    }
-    if args.moving_average && chosen != MethodArg::Minmax {
+    let resolved = config::resolve(&[config::preset(&target), cli]);
+    if args.moving_average && !matches!(resolved.config().method, Method::MinMax { .. }) {
         return Err(usage("--moving-average goes with --method minmax"));
     }
-    let method = match chosen {
-        MethodArg::Minmax => Method::MinMax {
-            averaged: args.moving_average,
-        },
-        MethodArg::Percentile => Method::Percentile {
-            percentile: args.percentile,
-        },
-        MethodArg::Entropy => Method::Entropy,
-        MethodArg::Mse => Method::Mse,
-    };
-    let activation = ActivationScheme {
-        qtype,
-        symmetric: !args.asymmetric,
-    };
-    let settings = Settings {
-        activation,
-        per_channel: !args.per_tensor,
-    };
-    Ok((
-        settings,
-        RangeSettings {
-            method,
-            bins: args.bins,
-        },
-    ))
+    Ok(resolved)
 }
 
 /// Refuses an extra output (report, cache) that is a model, or whose folder is missing.
@@ -159,12 +176,7 @@ fn warn(w: &str) {
 
 fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
     let from_cache = args.stats.as_deref().is_some_and(stats::is_trt_cache);
-    let default = if from_cache {
-        MethodArg::Minmax
-    } else {
-        MethodArg::Mse
-    };
-    let (settings, ranges) = settings(&args.ranges, default)?;
+    let config = resolve_config(&args.ranges, from_cache)?.config();
     let models = [args.input.as_path(), args.output.as_path()];
     check_side_output(args.report.as_deref(), "--report", &models)?;
     check_side_output(args.trt_cache.as_deref(), "--trt-cache", &models)?;
@@ -177,8 +189,7 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         input: args.input,
         output: args.output,
         stats,
-        settings,
-        ranges,
+        config,
         trt_cache: args.trt_cache,
     };
     let report = quantize(&job, &warn)?;
@@ -194,14 +205,13 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
 }
 
 fn run_calibrate(args: CalibrateArgs) -> Result<(), Error> {
-    let (settings, ranges) = settings(&args.ranges, MethodArg::Mse)?;
+    let config = resolve_config(&args.ranges, false)?.config();
     let models = [args.input.as_path(), args.stats.as_path()];
     check_side_output(args.trt_cache.as_deref(), "--trt-cache", &models)?;
     let job = CalibrateJob {
         data: data_source(args.calib, &args.data)?,
         input: args.input,
-        settings,
-        ranges,
+        config,
         stats_out: args.stats,
         trt_cache: args.trt_cache,
     };
@@ -258,10 +268,7 @@ fn run_run(args: RunArgs) -> Result<(), Error> {
 
 fn run_inspect(args: InspectArgs) -> Result<(), Error> {
     let loaded = onnx_quant::onnx::load(&args.model)?;
-    loaded
-        .warnings
-        .iter()
-        .for_each(|w| eprintln!("warning: {w}"));
+    loaded.warnings.iter().for_each(|w| warn(w));
     let text = onnx_quant::ir::dump(&loaded.model);
     // A closed pipe (`| head`) is not an error.
     let _ = std::io::stdout().lock().write_all(text.as_bytes());

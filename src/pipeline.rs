@@ -8,10 +8,11 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::calib::{Dataset, Elem, InputSpec, Observe, RunOptions, Runner, TensorInfo};
+use crate::config::Config;
 use crate::error::{CalibError, Error, ModelError, UsageError};
 use crate::onnx::{self, Loaded, SaveOptions};
-use crate::params::{Method, activation_params, select_range};
-use crate::policy::{self, QuantPlan, Settings};
+use crate::params::{ActivationScheme, Method, QType, activation_params, select_range};
+use crate::policy::{self, QuantPlan};
 use crate::proto::{tensor_shape_proto::dimension::Value as Dim, type_proto};
 use crate::report::{ActivationReport, CalibrationReport, FileReport, Report};
 use crate::rewrite::{self, ActivationParams};
@@ -35,23 +36,13 @@ pub enum StatsSource {
     File(PathBuf),
 }
 
-/// How ranges are chosen from the statistics.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-pub struct RangeSettings {
-    #[serde(flatten)]
-    pub method: Method,
-    /// Histogram bins per side of zero.
-    pub bins: usize,
-}
-
 /// Everything the quantize job needs.
 #[derive(Clone, Debug)]
 pub struct QuantizeJob {
     pub input: PathBuf,
     pub output: PathBuf,
     pub stats: StatsSource,
-    pub settings: Settings,
-    pub ranges: RangeSettings,
+    pub config: Config,
     /// Also write the chosen ranges as a TensorRT calibration cache.
     pub trt_cache: Option<PathBuf>,
 }
@@ -61,8 +52,7 @@ pub struct QuantizeJob {
 pub struct CalibrateJob {
     pub input: PathBuf,
     pub data: DataSource,
-    pub settings: Settings,
-    pub ranges: RangeSettings,
+    pub config: Config,
     pub stats_out: PathBuf,
     pub trt_cache: Option<PathBuf>,
 }
@@ -200,18 +190,49 @@ fn open_model(path: &Path) -> Result<Model, Error> {
     Ok(Model { loaded, inputs })
 }
 
-/// The plan, and what is needed to calibrate it.
+/// The plan, the model it is made for, and what is needed to calibrate it.
 struct Planned {
     runner: Runner,
     plan: QuantPlan,
+    /// The model to rewrite: the input, with the folds the preset asks for.
+    written: crate::proto::ModelProto,
     data: Option<(Dataset, Vec<Option<Vec<usize>>>)>,
 }
 
-fn plan_model(
-    model: &Model,
-    data: Option<&DataSource>,
-    settings: &Settings,
-) -> Result<Planned, Error> {
+/// The model the quantized one is made from: the input, with BatchNormalization folded into
+/// Convs and Relus folded into complete node units where the preset says so.
+fn model_to_write(
+    model: &crate::proto::ModelProto,
+    config: &Config,
+    notes: &mut Vec<String>,
+) -> Result<crate::proto::ModelProto, Error> {
+    let p = &config.placement;
+    let mut m = if p.fold_batchnorm {
+        let (m, n) = rewrite::fold_batchnorm(model)?;
+        if n > 0 {
+            notes.push(format!(
+                "{n} BatchNormalization node(s) folded into the Conv before them"
+            ));
+        }
+        m
+    } else {
+        model.clone()
+    };
+    if p.fold_relu && !config.activation.symmetric {
+        let (folded, relus) = rewrite::fold_relu(&m, &p.output_ops)?;
+        if !relus.is_empty() {
+            notes.push(format!(
+                "{} Relu node(s) folded into the quantized output before them (asymmetric ranges clamp at 0 exactly): {}",
+                relus.len(),
+                relus.join(", ")
+            ));
+        }
+        m = folded;
+    }
+    Ok(m)
+}
+
+fn plan_model(model: &Model, data: Option<&DataSource>, config: &Config) -> Result<Planned, Error> {
     let data = match data {
         Some(d) => {
             let set = Dataset::open(&d.path, &model.inputs, d.max_samples)?;
@@ -226,8 +247,17 @@ fn plan_model(
     let shapes = data.as_ref().map_or(&declared, |(_, s)| s);
     let types: std::collections::HashMap<String, TensorInfo> =
         runner.analyse(&model.inputs, shapes)?;
-    let plan = policy::plan(&model.loaded.model, &types, settings);
-    Ok(Planned { runner, plan, data })
+    let mut notes = Vec::new();
+    let written = model_to_write(&model.loaded.model, config, &mut notes)?;
+    let mut plan = policy::plan(&written, &types, config);
+    notes.append(&mut plan.notes);
+    plan.notes = notes;
+    Ok(Planned {
+        runner,
+        plan,
+        written,
+        data,
+    })
 }
 
 /// What a calibration run measured, and about it.
@@ -332,14 +362,13 @@ fn load_stats(path: &Path, model: &Path, warn: &dyn Fn(&str)) -> Result<StatsTab
 fn activation_params_of(
     plan: &QuantPlan,
     stats: &StatsTable,
-    settings: &Settings,
-    ranges: RangeSettings,
+    config: &Config,
     source: &Path,
 ) -> Result<(ActivationParams, Vec<ActivationReport>), Error> {
     let missing: Vec<String> = plan
         .activations
         .iter()
-        .filter(|a| !stats.tensors.contains_key(&a.tensor))
+        .filter(|a| a.fixed_range.is_none() && !stats.tensors.contains_key(&a.tensor))
         .map(|a| format!("`{}`", a.tensor))
         .collect();
     if !missing.is_empty() {
@@ -352,27 +381,55 @@ fn activation_params_of(
         }
         .into());
     }
-    let scheme = settings.activation;
-    let mut act = ActivationParams {
-        qtype: Some(scheme.qtype),
-        ..Default::default()
-    };
-    let mut reports = Vec::new();
+    let scheme = config.activation;
+    // each site's own range: fixed by its producer, or chosen from its statistics
+    let mut ranges: Vec<(f32, f32)> = Vec::with_capacity(plan.activations.len());
     for site in &plan.activations {
-        let s = &stats.tensors[&site.tensor];
-        let (lo, hi) =
-            select_range(s, ranges.method, scheme).map_err(|reason| CalibError::BadFile {
-                path: source.to_path_buf(),
-                reason: format!("tensor `{}`: {reason}", site.tensor),
-            })?;
-        let p = activation_params(lo, hi, scheme);
-        act.tensors.insert(site.tensor.clone(), p);
+        let r = match site.fixed_range {
+            Some(r) => r,
+            None => select_range(&stats.tensors[&site.tensor], config.method, scheme).map_err(
+                |reason| CalibError::BadFile {
+                    path: source.to_path_buf(),
+                    reason: format!("tensor `{}`: {reason}", site.tensor),
+                },
+            )?,
+        };
+        ranges.push(r);
+    }
+    // tensors sharing a scale cover the union of their ranges
+    let mut union: BTreeMap<usize, (f32, f32)> = BTreeMap::new();
+    for (site, r) in plan.activations.iter().zip(&ranges) {
+        if let Some(g) = site.group {
+            let u = union.entry(g).or_insert(*r);
+            *u = (u.0.min(r.0), u.1.max(r.1));
+        }
+    }
+    let mut act = ActivationParams::default();
+    let mut reports = Vec::new();
+    for (site, own) in plan.activations.iter().zip(ranges) {
+        let (lo, hi) = site.group.map_or(own, |g| union[&g]);
+        let unsigned = config.unsigned_when_nonnegative && lo >= 0.0;
+        let site_scheme = if unsigned {
+            ActivationScheme {
+                qtype: QType::Uint8,
+                symmetric: false,
+            }
+        } else {
+            scheme
+        };
+        let p = activation_params(lo, hi, site_scheme);
+        act.tensors
+            .insert(site.tensor.clone(), (site_scheme.qtype, p));
+        let (min, max) = stats
+            .tensors
+            .get(&site.tensor)
+            .map_or((lo, hi), |s| (s.minmax.min, s.minmax.max));
         reports.push(ActivationReport {
             tensor: site.tensor.clone(),
-            min: s.minmax.min,
-            max: s.minmax.max,
+            min,
+            max,
             range: [lo, hi],
-            dtype: scheme.qtype.name(),
+            dtype: site_scheme.qtype.name(),
             scale: p.scale,
             zero_point: p.zero_point,
         });
@@ -388,10 +445,10 @@ fn amax_table(reports: &[ActivationReport]) -> BTreeMap<String, f32> {
         .collect()
 }
 
-fn observe_for(ranges: RangeSettings) -> Observe {
+fn observe_for(config: &Config) -> Observe {
     Observe {
-        histogram_bins: ranges.method.needs_histogram().then_some(ranges.bins),
-        averaged: matches!(ranges.method, Method::MinMax { averaged: true }),
+        histogram_bins: config.method.needs_histogram().then_some(config.bins),
+        averaged: matches!(config.method, Method::MinMax { averaged: true }),
     }
 }
 
@@ -408,7 +465,12 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         StatsSource::Calibrate(d) => Some(d),
         StatsSource::File(_) => None,
     };
-    let Planned { runner, plan, data } = plan_model(&model, data, &job.settings)?;
+    let Planned {
+        runner,
+        plan,
+        written,
+        data,
+    } = plan_model(&model, data, &job.config)?;
     clock.lap("plan");
 
     let (stats, calibration, source) = match (&job.stats, data) {
@@ -419,7 +481,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
                 &model.inputs,
                 data,
                 d,
-                observe_for(job.ranges),
+                observe_for(&job.config),
             )?;
             (m.stats, m.report, d.path.clone())
         }
@@ -441,10 +503,9 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     drop(runner);
     clock.lap("calibrate");
 
-    let (act, activations) =
-        activation_params_of(&plan, &stats, &job.settings, job.ranges, &source)?;
+    let (act, activations) = activation_params_of(&plan, &stats, &job.config, &source)?;
     let Model { loaded, .. } = model;
-    let mut graph_model = loaded.model;
+    let mut graph_model = written;
     let rewritten = rewrite::run(&mut graph_model, &plan, &act)?;
     clock.lap("rewrite");
 
@@ -473,8 +534,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             data_files,
             data_bytes,
         }),
-        settings: job.settings.clone(),
-        ranges: job.ranges,
+        config: job.config.clone(),
         calibration,
         opset: rewritten.opset,
         nodes: plan.nodes,
@@ -505,7 +565,9 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
     model.loaded.warnings.iter().for_each(|w| warn(w));
     let sha = file_sha256(&job.input)?;
     clock.lap("load");
-    let Planned { runner, plan, data } = plan_model(&model, Some(&job.data), &job.settings)?;
+    let Planned {
+        runner, plan, data, ..
+    } = plan_model(&model, Some(&job.data), &job.config)?;
     clock.lap("plan");
     let data = data.expect("planned with data");
     let m = calibrate(
@@ -514,12 +576,11 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
         &model.inputs,
         data,
         &job.data,
-        Observe::all(job.ranges.bins),
+        Observe::all(job.config.bins),
     )?;
     clock.lap("calibrate");
     if let Some(cache) = &job.trt_cache {
-        let (_, reports) =
-            activation_params_of(&plan, &m.stats, &job.settings, job.ranges, &job.data.path)?;
+        let (_, reports) = activation_params_of(&plan, &m.stats, &job.config, &job.data.path)?;
         stats::write_trt_cache(cache, &amax_table(&reports))?;
     }
     let tensors = m.stats.tensors.len();

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use crate::pipeline::RangeSettings;
-use crate::policy::{NodeDecision, Settings};
+use crate::config::Config;
+use crate::policy::NodeDecision;
 use crate::rewrite::WeightReport;
 
 /// A file read or written.
@@ -56,8 +56,7 @@ pub struct Report {
     pub tool: String,
     pub input: FileReport,
     pub output: Option<FileReport>,
-    pub settings: Settings,
-    pub ranges: RangeSettings,
+    pub config: Config,
     pub calibration: CalibrationReport,
     pub opset: Option<i64>,
     pub nodes: Vec<NodeDecision>,
@@ -125,15 +124,21 @@ impl Report {
                 n.reason.as_deref().unwrap_or("")
             );
         }
-        let others = self
+        let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for n in self
             .nodes
             .iter()
-            .filter(|n| !n.quantized && !weighted_float.iter().any(|w| w.name == n.name));
-        let other_counts = counts(others.map(|n| n.op_type.as_str()));
-        if !other_counts.is_empty() {
-            let _ = writeln!(s, "  float (not inputs of weighted ops): {other_counts}");
+            .filter(|n| !n.quantized && !weighted_float.iter().any(|w| w.name == n.name))
+        {
+            by_reason
+                .entry(n.reason.as_deref().unwrap_or(""))
+                .or_default()
+                .push(&n.op_type);
         }
-        let a = &self.settings.activation;
+        for (reason, ops) in by_reason {
+            let _ = writeln!(s, "  float ({reason}): {}", counts(ops.into_iter()));
+        }
+        let a = &self.config.activation;
         let _ = writeln!(
             s,
             "  activations: {} tensors, {} {}, {} over {} samples",
@@ -144,7 +149,7 @@ impl Report {
             } else {
                 "asymmetric"
             },
-            self.ranges.method.name(),
+            self.config.method.name(),
             self.calibration.samples
         );
         let per_channel = self.weights.iter().filter(|w| w.axis.is_some()).count();

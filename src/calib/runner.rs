@@ -28,8 +28,8 @@ use crate::stats::{StatsTable, TensorStats};
 pub struct TensorInfo {
     /// `None` for types calibration does not handle (strings, opaque, ...).
     pub elem: Option<Elem>,
-    /// Concrete shape, when known for the calibration input shapes.
-    pub shape: Option<Vec<usize>>,
+    /// Each dimension, `None` where it is symbolic (e.g. a batch the data does not fix).
+    pub shape: Vec<Option<usize>>,
 }
 
 /// The model, ready to hand to tract.
@@ -125,7 +125,11 @@ impl Runner {
                 let fact = typed.output_fact(i)?;
                 let info = TensorInfo {
                     elem: elem_of(fact.datum_type),
-                    shape: fact.shape.as_concrete().map(|s| s.to_vec()),
+                    shape: fact
+                        .shape
+                        .iter()
+                        .map(|d| d.to_i64().ok().and_then(|v| usize::try_from(v).ok()))
+                        .collect(),
                 };
                 out.insert((*name).clone(), info);
             }

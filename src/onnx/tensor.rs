@@ -88,6 +88,12 @@ pub fn u8_tensor(name: &str, dims: &[usize], values: &[u8]) -> TensorProto {
     with_raw(name, dims, DataType::Uint8, values.to_vec())
 }
 
+/// An int32 initializer (quantized biases).
+pub fn i32_tensor(name: &str, dims: &[usize], values: &[i32]) -> TensorProto {
+    let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    with_raw(name, dims, DataType::Int32, raw)
+}
+
 /// An int64 initializer (used for axes moved from attributes to inputs).
 pub fn i64_tensor(name: &str, dims: &[usize], values: &[i64]) -> TensorProto {
     let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -134,8 +134,14 @@ fn round_even_small(x: f32) -> f32 {
 }
 
 /// Quantizes `data` (row-major, shape `dims`) symmetrically to [-127, 127], per channel along
-/// `axis` when given (`axis < dims.len()`), else per tensor.
-pub fn quantize_weight(data: &[f32], dims: &[usize], axis: Option<usize>) -> QuantizedWeight {
+/// `axis` when given (`axis < dims.len()`), else per tensor. `floors` (empty, one value, or
+/// one per channel) are the smallest scales allowed, e.g. so that an int32 bias fits.
+pub fn quantize_weight(
+    data: &[f32],
+    dims: &[usize],
+    axis: Option<usize>,
+    floors: &[f32],
+) -> QuantizedWeight {
     let (channels, inner) = match axis {
         Some(a) => (dims[a], dims[a + 1..].iter().product::<usize>()),
         None => (1, data.len()),
@@ -151,7 +157,18 @@ pub fn quantize_weight(data: &[f32], dims: &[usize], axis: Option<usize>) -> Qua
     };
     let mut amax = vec![0f32; channels.max(1)];
     runs(&mut |c, run| amax[c] = run.iter().fold(amax[c], |m, x| m.max(x.abs())));
-    let params: Vec<QParams> = amax.iter().map(|&a| weight_params(a)).collect();
+    let floor = |c: usize| floors.get(c).or(floors.first()).copied().unwrap_or(0.0);
+    let params: Vec<QParams> = amax
+        .iter()
+        .enumerate()
+        .map(|(c, &a)| {
+            let p = weight_params(a);
+            QParams {
+                scale: p.scale.max(floor(c)),
+                ..p
+            }
+        })
+        .collect();
     let mut values = Vec::with_capacity(data.len());
     runs(&mut |c, run| {
         let scale = params[c].scale;
@@ -249,13 +266,18 @@ mod tests {
     #[test]
     fn per_channel_weights_use_their_own_amax() {
         // dims [2, 3], axis 0: rows have amax 1 and 100
-        let w = quantize_weight(&[1.0, -0.5, 0.0, 100.0, 50.0, -100.0], &[2, 3], Some(0));
+        let w = quantize_weight(
+            &[1.0, -0.5, 0.0, 100.0, 50.0, -100.0],
+            &[2, 3],
+            Some(0),
+            &[],
+        );
         assert_eq!(w.values, vec![127, -64, 0, 127, 64, -127]);
         assert_eq!(w.scales.len(), 2);
         // axis 1 of [2, 3]: columns
-        let w = quantize_weight(&[1.0, 2.0, 4.0, -1.0, -2.0, -4.0], &[2, 3], Some(1));
+        let w = quantize_weight(&[1.0, 2.0, 4.0, -1.0, -2.0, -4.0], &[2, 3], Some(1), &[]);
         assert_eq!(w.values, vec![127, 127, 127, -127, -127, -127]);
-        let t = quantize_weight(&[1.0, 2.0, 4.0, -1.0, -2.0, -4.0], &[2, 3], None);
+        let t = quantize_weight(&[1.0, 2.0, 4.0, -1.0, -2.0, -4.0], &[2, 3], None, &[]);
         assert_eq!(t.scales, vec![4.0 / 127.0]);
         assert_eq!(t.values, vec![32, 64, 127, -32, -64, -127]);
     }
@@ -286,7 +308,7 @@ mod tests {
             data in prop::collection::vec(-50f32..50.0, 1..64), per_channel in any::<bool>()
         ) {
             let dims = [data.len()];
-            let w = quantize_weight(&data, &dims, per_channel.then_some(0));
+            let w = quantize_weight(&data, &dims, per_channel.then_some(0), &[]);
             for (i, (&x, &q)) in data.iter().zip(&w.values).enumerate() {
                 prop_assert!((-127..=127).contains(&q));
                 let s = w.scales[if per_channel { i } else { 0 }];

@@ -7,10 +7,12 @@
 //! own output adds nothing.
 
 mod fold_bn;
+mod fold_relu;
 mod qdq;
 mod weights;
 
 pub use fold_bn::fold_batchnorm;
+pub use fold_relu::fold_relu;
 
 use std::collections::BTreeMap;
 
@@ -22,11 +24,10 @@ use crate::params::{QParams, QType};
 use crate::policy::QuantPlan;
 use crate::proto::{AttributeProto, ModelProto, NodeProto, attribute_proto::AttributeType};
 
-/// Parameters of every planned activation, by tensor name.
+/// Integer type and parameters of every planned activation, by tensor name.
 #[derive(Clone, Debug, Default)]
 pub struct ActivationParams {
-    pub qtype: Option<QType>,
-    pub tensors: BTreeMap<String, QParams>,
+    pub tensors: BTreeMap<String, (QType, QParams)>,
 }
 
 /// What the weight pass did to one weight.
@@ -46,6 +47,7 @@ pub struct WeightReport {
 pub struct RewriteReport {
     pub weights: Vec<WeightReport>,
     pub activations: usize,
+    pub int32_biases: usize,
     pub opset: Option<i64>,
 }
 
@@ -142,8 +144,9 @@ pub fn run(
         report.opset = up.patch.opset;
         step("opset-upgrade", model, up.patch.clone(), &mut ids)?;
     }
-    let (patch, weights) = weights::quantize_weights(model, plan, &ids)?;
+    let (patch, weights) = weights::quantize_weights(model, plan, act, &ids)?;
     report.weights = weights;
+    report.int32_biases = plan.biases.len();
     step("quantize-weights", model, patch, &mut ids)?;
     let patch = qdq::insert_qdq(model, plan, act, &ids)?;
     report.activations = plan.activations.len();

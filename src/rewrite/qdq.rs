@@ -1,10 +1,13 @@
 //! Pass `insert-qdq`: a QuantizeLinear → DequantizeLinear pair on every planned activation,
-//! read by the planned consumers only (other readers keep the float tensor).
+//! read by the planned consumers (or, for the output of a complete node unit, by every reader);
+//! other readers keep the float tensor. A planned constant (an operand of a complete unit) is
+//! stored quantized instead and read through a DequantizeLinear, like a weight: OpenVINO's
+//! low-precision passes reject a QuantizeLinear on a constant.
 
 use crate::error::Error;
 use crate::ir::{Index, Names, Patch, Placement};
-use crate::onnx::tensor::{f32_tensor, i8_tensor, u8_tensor};
-use crate::params::QType;
+use crate::onnx::tensor::{f32_data, f32_tensor, i8_tensor, u8_tensor};
+use crate::params::{QParams, QType, quantize};
 use crate::policy::QuantPlan;
 use crate::proto::ModelProto;
 
@@ -17,11 +20,12 @@ pub(super) fn insert_qdq(
     ids: &IdMap,
 ) -> Result<Patch, Error> {
     let graph = model.graph.as_ref().expect("loaded models have a graph");
-    let mut names = Names::new(&Index::new(graph));
+    let index = Index::new(graph);
+    let mut names = Names::new(&index);
     let mut patch = Patch::default();
     for site in &plan.activations {
         let t = site.tensor.as_str();
-        let p = act
+        let &(qtype, p) = act
             .tensors
             .get(t)
             .ok_or_else(|| Error::Internal(format!("no parameters for planned tensor `{t}`")))?;
@@ -29,21 +33,89 @@ pub(super) fn insert_qdq(
         patch
             .add_initializers
             .push(f32_tensor(&n.scale, &[], &[p.scale]));
-        patch
-            .add_initializers
-            .push(match act.qtype.unwrap_or(QType::Int8) {
-                QType::Int8 => i8_tensor(&n.zero_point, &[], &[p.zero_point as i8]),
-                QType::Uint8 => u8_tensor(&n.zero_point, &[], &[p.zero_point as u8]),
-            });
-        let q = n.node(&mut names, t, "QuantizeLinear", None);
+        patch.add_initializers.push(match qtype {
+            QType::Int8 => i8_tensor(&n.zero_point, &[], &[p.zero_point as i8]),
+            QType::Uint8 => u8_tensor(&n.zero_point, &[], &[p.zero_point as u8]),
+        });
         let dq = n.node(&mut names, t, "DequantizeLinear", None);
+        if let Some(init) = index.initializer(t) {
+            let data =
+                f32_data(init).map_err(|e| Error::Internal(format!("constant `{t}` {e}")))?;
+            let dims: Vec<usize> = init.dims.iter().map(|&d| d as usize).collect();
+            patch
+                .add_initializers
+                .push(quantized_tensor(&n.quantized, &dims, &data, qtype, p));
+            let readers = site.consumers.iter().map(|&(id, slot)| (ids.get(id), slot));
+            let first = readers
+                .clone()
+                .map(|r| r.0)
+                .min()
+                .expect("a site has readers");
+            patch.nodes.push((Placement::Before(first), dq));
+            let mine: Vec<(usize, usize)> = readers.collect();
+            if index.consumers(t).iter().all(|c| mine.contains(c))
+                && !index.is_graph_output(t)
+                && !index.is_captured(t)
+            {
+                patch.remove_initializers.push(t.to_string());
+            }
+            patch.rewire.extend(
+                mine.into_iter()
+                    .map(|(id, slot)| (id, slot, n.dequantized.clone())),
+            );
+            continue;
+        }
+        let q = n.node(&mut names, t, "QuantizeLinear", None);
         patch.nodes.push((Placement::After(t.into()), q));
         patch.nodes.push((Placement::After(t.into()), dq));
-        patch.rewire.extend(
-            site.consumers
+        let mut readers: Vec<(usize, usize)> = site
+            .consumers
+            .iter()
+            .map(|&(id, slot)| (ids.get(id), slot))
+            .collect();
+        if site.all_consumers {
+            let more: Vec<(usize, usize)> = index
+                .consumers(t)
                 .iter()
-                .map(|&(id, slot)| (ids.get(id), slot, n.dequantized.clone())),
+                .copied()
+                .filter(|r| !readers.contains(r))
+                .collect();
+            readers.extend(more);
+        }
+        patch.rewire.extend(
+            readers
+                .into_iter()
+                .map(|(id, slot)| (id, slot, n.dequantized.clone())),
         );
     }
     Ok(patch)
+}
+
+/// `data` quantized to `qtype` with `p`, as an initializer.
+fn quantized_tensor(
+    name: &str,
+    dims: &[usize],
+    data: &[f32],
+    qtype: QType,
+    p: QParams,
+) -> crate::proto::TensorProto {
+    let range = qtype.range();
+    match qtype {
+        QType::Int8 => i8_tensor(
+            name,
+            dims,
+            &data
+                .iter()
+                .map(|&x| quantize(x, p, range) as i8)
+                .collect::<Vec<_>>(),
+        ),
+        QType::Uint8 => u8_tensor(
+            name,
+            dims,
+            &data
+                .iter()
+                .map(|&x| quantize(x, p, range) as u8)
+                .collect::<Vec<_>>(),
+        ),
+    }
 }

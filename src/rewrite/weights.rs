@@ -1,19 +1,59 @@
 //! Pass `quantize-weights`: every planned weight becomes an int8 initializer read through a
-//! DequantizeLinear (per channel when the plan gives an axis). The float initializer is removed
-//! unless something else still reads it.
+//! DequantizeLinear (per channel when the plan gives an axis); the float initializer is removed
+//! unless something else still reads it. Planned biases become int32 with scale `s_x · s_w`
+//! (per channel with the weight); a weight channel whose bias would overflow int32 gets a
+//! larger scale first.
+
+use std::collections::HashMap;
 
 use crate::error::Error;
 use crate::ir::{Index, Names, Patch, Placement};
-use crate::onnx::tensor::{f32_data, f32_tensor, i8_tensor};
+use crate::onnx::tensor::{f32_data, f32_tensor, i8_tensor, i32_tensor};
 use crate::params::quantize_weight;
-use crate::policy::QuantPlan;
+use crate::policy::{BiasSite, QuantPlan};
 use crate::proto::ModelProto;
 
-use super::{IdMap, QdqNames, WeightReport};
+use super::{ActivationParams, IdMap, QdqNames, WeightReport};
+
+fn internal(e: impl std::fmt::Display) -> Error {
+    Error::Internal(e.to_string())
+}
+
+/// Smallest weight scale per channel that keeps each planned bias inside int32.
+fn bias_floors(
+    index: &Index,
+    plan: &QuantPlan,
+    act: &ActivationParams,
+) -> Result<HashMap<String, Vec<f32>>, Error> {
+    let mut floors: HashMap<String, Vec<f32>> = HashMap::new();
+    for b in &plan.biases {
+        let bias = f32_data(
+            index
+                .initializer(&b.bias)
+                .ok_or_else(|| internal(format!("bias `{}` vanished", b.bias)))?,
+        )
+        .map_err(internal)?;
+        let s_x = act
+            .tensors
+            .get(&b.activation)
+            .ok_or_else(|| internal(format!("no parameters for `{}`", b.activation)))?
+            .1
+            .scale;
+        let f = floors
+            .entry(b.weight.clone())
+            .or_insert_with(|| vec![0.0; bias.len()]);
+        for (floor, &v) in f.iter_mut().zip(&bias) {
+            *floor =
+                floor.max((f64::from(v.abs()) / (f64::from(s_x) * f64::from(i32::MAX - 1))) as f32);
+        }
+    }
+    Ok(floors)
+}
 
 pub(super) fn quantize_weights(
     model: &ModelProto,
     plan: &QuantPlan,
+    act: &ActivationParams,
     ids: &IdMap,
 ) -> Result<(Patch, Vec<WeightReport>), Error> {
     let graph = model.graph.as_ref().expect("loaded models have a graph");
@@ -21,15 +61,18 @@ pub(super) fn quantize_weights(
     let mut names = Names::new(&index);
     let mut patch = Patch::default();
     let mut reports = Vec::new();
+    let floors = bias_floors(&index, plan, act)?;
+    let mut scales: HashMap<String, Vec<f32>> = HashMap::new();
     for site in &plan.weights {
         let w = site.initializer.as_str();
-        let init = index.initializer(w).ok_or_else(|| {
-            Error::Internal(format!("planned weight `{w}` is not an initializer"))
-        })?;
+        let init = index
+            .initializer(w)
+            .ok_or_else(|| internal(format!("planned weight `{w}` is not an initializer")))?;
         // `ir::verify` checked the payload size of every initializer before planning.
-        let data = f32_data(init).map_err(|e| Error::Internal(format!("weight `{w}` {e}")))?;
+        let data = f32_data(init).map_err(|e| internal(format!("weight `{w}` {e}")))?;
         let dims: Vec<usize> = init.dims.iter().map(|&d| d as usize).collect();
-        let q = quantize_weight(&data, &dims, site.axis);
+        let floor = floors.get(w).map_or(&[][..], |f| f.as_slice());
+        let q = quantize_weight(&data, &dims, site.axis, floor);
         let param_dims: Vec<usize> = if site.axis.is_some() {
             vec![q.scales.len()]
         } else {
@@ -76,6 +119,80 @@ pub(super) fn quantize_weights(
             scales: q.scales.len(),
             float_kept,
         });
+        scales.insert(w.to_string(), q.scales);
+    }
+    for b in &plan.biases {
+        quantize_bias(&index, &mut names, b, act, &scales, ids, &mut patch)?;
     }
     Ok((patch, reports))
+}
+
+fn quantize_bias(
+    index: &Index,
+    names: &mut Names,
+    b: &BiasSite,
+    act: &ActivationParams,
+    scales: &HashMap<String, Vec<f32>>,
+    ids: &IdMap,
+    patch: &mut Patch,
+) -> Result<(), Error> {
+    let bias = f32_data(
+        index
+            .initializer(&b.bias)
+            .ok_or_else(|| internal(format!("bias `{}` vanished", b.bias)))?,
+    )
+    .map_err(internal)?;
+    let s_x = act.tensors[&b.activation].1.scale;
+    let s_w = scales.get(&b.weight).ok_or_else(|| {
+        internal(format!(
+            "weight `{}` of bias `{}` was not quantized",
+            b.weight, b.bias
+        ))
+    })?;
+    if s_w.len() != 1 && s_w.len() != bias.len() {
+        return Err(internal(format!(
+            "bias `{}` has {} values for {} weight scales",
+            b.bias,
+            bias.len(),
+            s_w.len()
+        )));
+    }
+    // The scale runtimes derive (s_x · s_w in float32), and the bias quantized with it.
+    let bias_scales: Vec<f32> = s_w.iter().map(|&s| s_x * s).collect();
+    let values: Vec<i32> = bias
+        .iter()
+        .enumerate()
+        .map(|(c, &v)| {
+            let s = bias_scales[if bias_scales.len() == 1 { 0 } else { c }];
+            (f64::from(v) / f64::from(s))
+                .round_ties_even()
+                .clamp(f64::from(i32::MIN + 1), f64::from(i32::MAX - 1)) as i32
+        })
+        .collect();
+    let per_channel = bias_scales.len() > 1;
+    let param_dims: Vec<usize> = if per_channel {
+        vec![bias_scales.len()]
+    } else {
+        vec![]
+    };
+    let n = QdqNames::new(names, &b.bias);
+    patch
+        .add_initializers
+        .push(i32_tensor(&n.quantized, &[bias.len()], &values));
+    patch
+        .add_initializers
+        .push(f32_tensor(&n.scale, &param_dims, &bias_scales));
+    patch.add_initializers.push(i32_tensor(
+        &n.zero_point,
+        &param_dims,
+        &vec![0; bias_scales.len()],
+    ));
+    let node = ids.get(b.node);
+    patch.nodes.push((
+        Placement::Before(node),
+        n.node(names, &b.bias, "DequantizeLinear", per_channel.then_some(0)),
+    ));
+    patch.rewire.push((node, 2, n.dequantized.clone()));
+    patch.remove_initializers.push(b.bias.clone());
+    Ok(())
 }

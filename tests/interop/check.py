@@ -8,6 +8,8 @@ usage: check.py --quant Q.onnx [--ref FP32.onnx --x X.npy|X.npz [--y Y.npy]] [--
   ort       ONNX Runtime CPU: runs Q (and REF) on X; top1 vs Y, argmax agreement, SQNR, cosine
   openvino  OpenVINO CPU with f32 inference precision: the same metrics (reference: REF in ORT)
   trt       TensorRT-RTX ONNX parser + CPU-only ahead-of-time engine build for SM89
+  ort_fused the op counts of the model ONNX Runtime runs after its graph optimisations
+            (QLinearConv, QLinearMatMul, ... replace complete Q/DQ node units)
 
 The Rust interop tests (tests/it/interop.rs) run this and assert on the JSON.
 """
@@ -128,6 +130,24 @@ def trt_check(path):
     return res
 
 
+def ort_fused(path):
+    import os
+    import tempfile
+
+    import onnxruntime as ort
+    with tempfile.TemporaryDirectory() as d:
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        so.optimized_model_filepath = os.path.join(d, "optimized.onnx")
+        ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        m = onnx.load(so.optimized_model_filepath)
+    counts = {}
+    for n in m.graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts
+
+
 def guarded(fn, *a):
     try:
         return fn(*a)
@@ -144,6 +164,7 @@ def main():
     ap.add_argument("--ort", action="store_true")
     ap.add_argument("--openvino", action="store_true")
     ap.add_argument("--trt", action="store_true")
+    ap.add_argument("--ort-fused", action="store_true")
     a = ap.parse_args()
     out = {}
     try:
@@ -164,6 +185,8 @@ def main():
                 out[name] = got if isinstance(got, dict) else metrics(got, ref, y)
     if a.trt:
         out["trt"] = guarded(trt_check, a.quant)
+    if a.ort_fused:
+        out["ort_fused"] = guarded(ort_fused, a.quant)
     json.dump(out, sys.stdout)
     print()
 

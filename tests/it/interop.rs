@@ -103,7 +103,7 @@ fn digits_default_is_accepted_everywhere_and_keeps_accuracy() {
     assert_eq!(q["nonzero_zero_points"], 0);
     assert_eq!(
         (q["q"].as_u64(), q["dq"].as_u64(), q["per_channel"].as_u64()),
-        (Some(5), Some(10), Some(5))
+        (Some(5), Some(9), Some(4))
     );
     // the result we report in the docs: 35 dB logits SQNR, no lost prediction
     assert!(r["ort"]["sqnr_db"].as_f64().unwrap() > 30.0, "{}", r["ort"]);
@@ -160,8 +160,9 @@ fn raised_and_fallback_opsets_are_valid() {
     let calib = fixture("models/opset11_calib.npy")
         .to_string_lossy()
         .into_owned();
+    // the 4 -> 5 Gemm is below TensorRT's min_matmul_dim: only the conv weight is per channel
     for (model, opset, per_channel) in [
-        ("models/opset11.onnx", 13, 2),
+        ("models/opset11.onnx", 13, 1),
         ("models/opset11_softmax1.onnx", 11, 0),
     ] {
         let (_d, out) = quantized(model, "models/opset11_calib.npy", &[]);

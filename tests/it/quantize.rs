@@ -88,10 +88,12 @@ fn digits_default_is_int8_zero_point_qdq_on_weighted_inputs() {
     assert!(onnx_quant::ir::verify(&m).is_empty());
     let dq = nodes(&m, "DequantizeLinear");
     let q = nodes(&m, "QuantizeLinear");
+    // conv inputs, the MaxPool input (int8 pooling next to a quantized conv), the MatMul input;
+    // the last Gemm (N = 10) stays float under the preset's min_matmul_dim of 16
     assert_eq!(
         (q.len(), dq.len()),
-        (5, 10),
-        "5 activation pairs + 5 weights"
+        (5, 9),
+        "5 activation pairs + 4 weights"
     );
     for n in q.iter().chain(&dq) {
         let zp = init(&m, &n.input[2]);
@@ -110,7 +112,18 @@ fn digits_default_is_int8_zero_point_qdq_on_weighted_inputs() {
         .iter()
         .flat_map(|n| n.output.iter().map(move |o| (o.as_str(), n.op_type())))
         .collect();
-    for op in ["Conv", "Gemm", "MatMul"] {
+    let gemm = nodes(&m, "Gemm")[0];
+    assert_eq!(
+        producers.get(gemm.input[0].as_str()),
+        Some(&"Relu"),
+        "small Gemm stays float"
+    );
+    let pool = nodes(&m, "MaxPool")[0];
+    assert_eq!(
+        producers.get(pool.input[0].as_str()),
+        Some(&"DequantizeLinear")
+    );
+    for op in ["Conv", "MatMul"] {
         for n in nodes(&m, op) {
             assert_eq!(
                 producers.get(n.input[0].as_str()),
@@ -372,9 +385,11 @@ fn report_explains_every_node() {
     let summary = stderr(&o);
     for want in [
         "quantized 5 of 14 nodes",
+        "MaxPool 1",
+        "kept float: `/fc2/Gemm` (Gemm): K = 64, N = 10: below min_matmul_dim 16",
         "Conv 3",
         "over 10 samples",
-        "weights: 5 int8 (5 per-channel",
+        "weights: 4 int8 (4 per-channel",
         "size:",
         "time: load",
     ] {

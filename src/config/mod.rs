@@ -1,0 +1,323 @@
+//! Settings: target presets (embedded, commented YAML), command-line flags, and their resolution
+//! into one [`Config`]. Precedence is implemented once, here: layers are applied in order
+//! (preset, then command line) and the last one that sets a key wins; every resolved value
+//! remembers the layer it came from (`onnx-quant show-config` prints both).
+
+pub mod schema;
+pub mod yaml;
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::params::{ActivationScheme, Method, QType};
+use schema::{KEYS, Problem, Value};
+
+/// Values for some keys, from one source.
+#[derive(Clone, Debug, Default)]
+pub struct Layer {
+    /// Where the values come from, as shown to users ("preset tensorrt", "command line", ...).
+    pub name: String,
+    pub values: BTreeMap<&'static str, Value>,
+}
+
+impl Layer {
+    pub fn new(name: impl Into<String>) -> Self {
+        Layer {
+            name: name.into(),
+            values: BTreeMap::new(),
+        }
+    }
+
+    /// Sets `path` (a key of the schema) to `value`.
+    pub fn set(&mut self, path: &'static str, value: Value) {
+        debug_assert!(schema::key(path).is_some(), "unknown key {path}");
+        self.values.insert(path, value);
+    }
+}
+
+const PRESETS: &[(&str, &str)] = &[
+    ("tensorrt", include_str!("presets/tensorrt.yaml")),
+    ("openvino", include_str!("presets/openvino.yaml")),
+    ("ort", include_str!("presets/ort.yaml")),
+];
+
+/// The embedded YAML of a target's preset.
+pub fn preset_text(target: &str) -> Option<&'static str> {
+    PRESETS
+        .iter()
+        .find(|(t, _)| *t == target)
+        .map(|(_, text)| *text)
+}
+
+/// Decodes YAML settings text into a layer, or every problem found.
+pub fn decode_layer(
+    name: &str,
+    text: &str,
+    extra: &[&str],
+) -> Result<(Layer, yaml::Node), Vec<Problem>> {
+    let node = yaml::parse(text).map_err(|(pos, message)| {
+        vec![Problem {
+            pos,
+            path: String::new(),
+            message,
+        }]
+    })?;
+    let (mut found, mut problems) = (BTreeMap::new(), Vec::new());
+    schema::decode_settings(&node, "", extra, &mut found, &mut problems);
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let values = found.into_iter().map(|(k, (v, _))| (k, v)).collect();
+    Ok((
+        Layer {
+            name: name.to_string(),
+            values,
+        },
+        node,
+    ))
+}
+
+/// The preset layer of `target` (one of [`schema::TARGETS`]).
+pub fn preset(target: &str) -> Layer {
+    let text = preset_text(target).unwrap_or_else(|| panic!("no preset for target {target}"));
+    match decode_layer(&format!("preset {target}"), text, &[]) {
+        Ok((layer, _)) => layer,
+        Err(p) => panic!("preset {target} is invalid: {p:?}"),
+    }
+}
+
+/// Every key with its value and the layer that set it.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub values: BTreeMap<&'static str, (Value, String)>,
+}
+
+/// Applies `layers` in order. The first must set every key (a preset does).
+pub fn resolve(layers: &[Layer]) -> Resolved {
+    let mut values = BTreeMap::new();
+    for layer in layers {
+        for (k, v) in &layer.values {
+            values.insert(*k, (v.clone(), layer.name.clone()));
+        }
+    }
+    Resolved { values }
+}
+
+impl Resolved {
+    fn get(&self, path: &str) -> &Value {
+        &self
+            .values
+            .get(path)
+            .unwrap_or_else(|| panic!("presets set every key; {path} is missing"))
+            .0
+    }
+
+    fn bool(&self, path: &str) -> bool {
+        matches!(self.get(path), Value::Bool(true))
+    }
+
+    fn word(&self, path: &str) -> &str {
+        match self.get(path) {
+            Value::Word(w) => w,
+            v => panic!("{path} is {v:?}"),
+        }
+    }
+
+    fn ops(&self, path: &str) -> Vec<String> {
+        match self.get(path) {
+            Value::Ops(o) => o.clone(),
+            v => panic!("{path} is {v:?}"),
+        }
+    }
+
+    fn number(&self, path: &str) -> f64 {
+        match self.get(path) {
+            Value::Float(f) => *f,
+            Value::Int(i) => *i as f64,
+            v => panic!("{path} is {v:?}"),
+        }
+    }
+
+    /// The settings as YAML, each value followed by the layer that set it.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        let mut section = "";
+        for k in KEYS {
+            let (head, leaf) = k.path.split_once('.').map_or(("", k.path), |(h, l)| (h, l));
+            if head != section && !head.is_empty() {
+                let _ = writeln!(s, "{head}:");
+            }
+            section = head;
+            let indent = if head.is_empty() { "" } else { "  " };
+            if let Some((v, source)) = self.values.get(k.path) {
+                let _ = writeln!(s, "{indent}{leaf}: {v}  # {source}");
+            }
+        }
+        s
+    }
+
+    /// The typed configuration.
+    pub fn config(&self) -> Config {
+        let method = match self.word("activations.method") {
+            "minmax" => Method::MinMax {
+                averaged: self.bool("activations.moving_average"),
+            },
+            "percentile" => Method::Percentile {
+                percentile: self.number("activations.percentile"),
+            },
+            "entropy" => Method::Entropy,
+            _ => Method::Mse,
+        };
+        let qtype = if self.word("activations.dtype") == "uint8" {
+            QType::Uint8
+        } else {
+            QType::Int8
+        };
+        let fixed_ranges = match self.get("placement.fixed_ranges") {
+            Value::Ranges(r) => r
+                .iter()
+                .map(|(k, [lo, hi])| (k.clone(), (*lo as f32, *hi as f32)))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        Config {
+            target: self.word("target").to_string(),
+            activation: ActivationScheme {
+                qtype,
+                symmetric: self.bool("activations.symmetric"),
+            },
+            unsigned_when_nonnegative: self.bool("activations.unsigned_when_nonnegative"),
+            method,
+            bins: self.number("activations.bins") as usize,
+            per_channel: self.bool("weights.per_channel"),
+            bias_int32: self.word("bias") == "int32",
+            placement: Placement {
+                weighted_ops: self.ops("placement.weighted_ops"),
+                input_ops: self.ops("placement.input_ops"),
+                output_ops: self.ops("placement.output_ops"),
+                residual_add: match self.word("placement.residual_add") {
+                    "skip_input" => ResidualAdd::SkipInput,
+                    "all_inputs" => ResidualAdd::AllInputs,
+                    _ => ResidualAdd::None,
+                },
+                concat_shared_scale: self.word("placement.concat") == "shared_scale",
+                pooling_with_neighbours: self.word("placement.pooling") == "with_neighbours",
+                pooling_ops: self.ops("placement.pooling_ops"),
+                shape_ops: self.ops("placement.shape_ops"),
+                float_ops: self.ops("placement.float_ops"),
+                fixed_ranges,
+                min_matmul_dim: self.number("placement.min_matmul_dim") as usize,
+                fold_batchnorm: self.bool("placement.fold_batchnorm"),
+                fold_relu: self.bool("placement.fold_relu"),
+            },
+        }
+    }
+}
+
+/// How a residual Add is quantized.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResidualAdd {
+    SkipInput,
+    AllInputs,
+    None,
+}
+
+/// Where Q/DQ pairs go (see `src/config/presets/*.yaml` for what each target uses).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Placement {
+    pub weighted_ops: Vec<String>,
+    pub input_ops: Vec<String>,
+    pub output_ops: Vec<String>,
+    pub residual_add: ResidualAdd,
+    pub concat_shared_scale: bool,
+    pub pooling_with_neighbours: bool,
+    pub pooling_ops: Vec<String>,
+    pub shape_ops: Vec<String>,
+    pub float_ops: Vec<String>,
+    pub fixed_ranges: BTreeMap<String, (f32, f32)>,
+    pub min_matmul_dim: usize,
+    pub fold_batchnorm: bool,
+    pub fold_relu: bool,
+}
+
+/// Everything that decides how a model is quantized.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Config {
+    pub target: String,
+    pub activation: ActivationScheme,
+    pub unsigned_when_nonnegative: bool,
+    pub method: Method,
+    pub bins: usize,
+    pub per_channel: bool,
+    pub bias_int32: bool,
+    pub placement: Placement,
+}
+
+impl Config {
+    /// The configuration of `target`'s preset with no changes.
+    pub fn preset(target: &str) -> Config {
+        resolve(&[preset(target)]).config()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_sets_every_key_and_nothing_else() {
+        for target in schema::TARGETS {
+            let layer = preset(target);
+            let missing: Vec<&str> = KEYS
+                .iter()
+                .map(|k| k.path)
+                .filter(|p| !layer.values.contains_key(p))
+                .collect();
+            assert!(missing.is_empty(), "{target} misses {missing:?}");
+            assert_eq!(layer.values["target"], Value::Word(target.to_string()));
+            let _ = resolve(&[layer]).config();
+        }
+    }
+
+    #[test]
+    fn later_layers_win_and_are_named() {
+        let mut cli = Layer::new("command line");
+        cli.set("activations.symmetric", Value::Bool(false));
+        let r = resolve(&[preset("tensorrt"), cli]);
+        assert!(!r.config().activation.symmetric);
+        let text = r.render();
+        assert!(
+            text.contains("  symmetric: false  # command line"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  per_channel: true  # preset tensorrt"),
+            "{text}"
+        );
+        assert!(
+            text.starts_with("target: tensorrt  # preset tensorrt\nactivations:\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn presets_differ_where_the_runtimes_do() {
+        let (trt, ov, ort) = (
+            Config::preset("tensorrt"),
+            Config::preset("openvino"),
+            Config::preset("ort"),
+        );
+        assert!(trt.activation.symmetric && trt.placement.output_ops.is_empty() && !trt.bias_int32);
+        assert!(
+            ov.unsigned_when_nonnegative && ov.placement.input_ops.contains(&"Add".to_string())
+        );
+        assert!(
+            ort.bias_int32
+                && ort.placement.output_ops.contains(&"Conv".to_string())
+                && ort.placement.fold_batchnorm
+        );
+    }
+}
