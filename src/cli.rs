@@ -29,16 +29,19 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Print the resolved settings (preset and flags) and where each one comes from.
     ShowConfig(ShowConfigArgs),
+    /// List what a runtime refuses (violations) or cannot fuse (warnings) in a QDQ model.
+    Check(CheckArgs),
 }
 
 /// Subcommand names: any other first argument means `quantize`.
-pub const SUBCOMMANDS: [&str; 6] = [
+pub const SUBCOMMANDS: [&str; 7] = [
     "quantize",
     "calibrate",
     "merge-stats",
     "run",
     "inspect",
     "show-config",
+    "check",
 ];
 
 /// Calibration data and how to run it.
@@ -154,6 +157,18 @@ pub struct RunArgs {
     pub calib: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// QDQ model to check (from any tool).
+    pub model: PathBuf,
+    /// Runtime whose rules apply.
+    #[arg(long, value_enum, default_value_t = TargetArg::Tensorrt, value_name = "TARGET")]
+    pub target: TargetArg,
+    /// Also write the findings as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

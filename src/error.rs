@@ -22,6 +22,8 @@ pub enum ExitCode {
     Calibration = 4,
     /// The output (or report) cannot be written.
     Output = 5,
+    /// `onnx-quant check` found violations of the target's rules.
+    CheckFailed = 6,
 }
 
 /// Any error onnx-quant reports.
@@ -38,6 +40,9 @@ pub enum Error {
     /// A broken invariant: the message says which. Always a bug.
     #[error("internal error: {0}")]
     Internal(String),
+    /// `check` found this many violations (they are printed before).
+    #[error("{0} violation(s) of the target's rules")]
+    CheckFailed(usize),
 }
 
 impl Error {
@@ -49,6 +54,7 @@ impl Error {
             Error::Calibration(_) => ExitCode::Calibration,
             Error::Output(_) => ExitCode::Output,
             Error::Internal(_) => ExitCode::Internal,
+            Error::CheckFailed(_) => ExitCode::CheckFailed,
         }
     }
 }

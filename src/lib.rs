@@ -7,6 +7,7 @@
 
 pub mod atomic;
 pub mod calib;
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod ir;

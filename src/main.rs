@@ -17,8 +17,8 @@ use onnx_quant::pipeline::{
 use onnx_quant::stats;
 
 use cli::{
-    CalibrateArgs, Cli, Command, DataArgs, InspectArgs, MergeStatsArgs, QuantizeArgs, RangeArgs,
-    RunArgs,
+    CalibrateArgs, CheckArgs, Cli, Command, DataArgs, InspectArgs, MergeStatsArgs, QuantizeArgs,
+    RangeArgs, RunArgs,
 };
 
 fn main() -> ExitCode {
@@ -68,6 +68,52 @@ fn run(cli: Cli) -> Result<(), Error> {
             print!("{}", resolve_config(&args.ranges, false)?.render());
             Ok(())
         }
+        Command::Check(args) => run_check(args),
+    }
+}
+
+/// Prints the findings; violations make the exit code [`onnx_quant::ExitCode::CheckFailed`].
+fn run_check(args: CheckArgs) -> Result<(), Error> {
+    check_side_output(args.json.as_deref(), "--json", &[args.model.as_path()])?;
+    let loaded = onnx_quant::onnx::load(&args.model)?;
+    loaded.warnings.iter().for_each(|w| warn(w));
+    let report = onnx_quant::check::check(&loaded.model, &name_of(args.target));
+    let mut out = std::io::stdout().lock();
+    for v in &report.violations {
+        let _ = writeln!(out, "violation: {}: `{}`: {}", v.rule, v.node, v.message);
+    }
+    for w in &report.warnings {
+        let _ = writeln!(out, "warning: {}: `{}`: {}", w.rule, w.node, w.message);
+    }
+    let counts: Vec<String> = report
+        .counts()
+        .iter()
+        .map(|(r, n)| format!("{r} {n}"))
+        .collect();
+    let _ = writeln!(
+        out,
+        "{}: {} violation(s){}, {} warning(s) for {} ({} QuantizeLinear, {} DequantizeLinear)",
+        args.model.display(),
+        report.violations.len(),
+        if counts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", counts.join(", "))
+        },
+        report.warnings.len(),
+        report.target,
+        report.quantize_nodes,
+        report.dequantize_nodes
+    );
+    if let Some(path) = &args.json {
+        let json =
+            serde_json::to_vec_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;
+        onnx_quant::atomic::write(path, &json)?;
+    }
+    if report.violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::CheckFailed(report.violations.len()))
     }
 }
 

@@ -1,0 +1,436 @@
+//! `onnx-quant check`: what a runtime will refuse or run slowly in a QDQ model, from any tool.
+//!
+//! TensorRT rules (violations: the parser rejects the model or the engine build fails) come from
+//! its ONNX parser and documentation: zero-points all 0; int8 (not uint8, int16, ...); scales
+//! positive constants; per-channel scales only on weights, on the consumer's output-channel axis
+//! and as many as that axis; no DequantizeLinear on an int32 bias; no int8 block quantization;
+//! opset 13 for per-axis; no QOperator (QLinear*, *Integer) ops. Warnings are placements that
+//! TensorRT accepts but cannot fuse. For ONNX Runtime and OpenVINO, findings are the weighted and
+//! element-wise ops that will not run in int8 (incomplete node units, half-quantized inputs).
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::ir::{self, Index, NodeId, node_label};
+use crate::onnx::tensor::{elem_type_name, f32_data};
+use crate::proto::{ModelProto, NodeProto, TensorProto, tensor_proto::DataType};
+
+/// One finding.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    /// Short rule name, e.g. `zero_point_nonzero`.
+    pub rule: &'static str,
+    pub node: String,
+    pub message: String,
+}
+
+/// What `check` found.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct CheckReport {
+    pub target: String,
+    /// Rejected by the target.
+    pub violations: Vec<Finding>,
+    /// Accepted, but slower than it could be.
+    pub warnings: Vec<Finding>,
+    pub quantize_nodes: usize,
+    pub dequantize_nodes: usize,
+}
+
+impl CheckReport {
+    /// Violation counts per rule, for the summary.
+    pub fn counts(&self) -> Vec<(&'static str, usize)> {
+        let mut m: std::collections::BTreeMap<&'static str, usize> = Default::default();
+        for v in &self.violations {
+            *m.entry(v.rule).or_default() += 1;
+        }
+        m.into_iter().collect()
+    }
+}
+
+const QOPERATORS: [&str; 12] = [
+    "QLinearConv",
+    "QLinearMatMul",
+    "QLinearAdd",
+    "QLinearMul",
+    "QLinearConcat",
+    "QLinearAveragePool",
+    "QLinearGlobalAveragePool",
+    "QLinearLeakyRelu",
+    "QLinearSigmoid",
+    "QGemm",
+    "ConvInteger",
+    "MatMulInteger",
+];
+
+/// Output-channel axis of a weight read at input 1 of `consumer`, of rank `rank`.
+fn channel_axis(consumer: &NodeProto, rank: usize) -> Option<usize> {
+    Some(match consumer.op_type() {
+        "Conv" => 0,
+        "ConvTranspose" => 1,
+        "Gemm" if ir::attr_int(consumer, "transB").unwrap_or(0) != 0 => 0,
+        "Gemm" => 1,
+        "MatMul" => rank.checked_sub(1)?,
+        _ => return None,
+    })
+}
+
+struct Ctx<'i, 'g> {
+    index: &'i Index<'g>,
+    opset: i64,
+    out: CheckReport,
+}
+
+impl<'i, 'g> Ctx<'i, 'g> {
+    fn violation(&mut self, rule: &'static str, node: &NodeProto, id: NodeId, message: String) {
+        self.out.violations.push(Finding {
+            rule,
+            node: node_label(node, id),
+            message,
+        });
+    }
+
+    fn warning(&mut self, rule: &'static str, node: &NodeProto, id: NodeId, message: String) {
+        self.out.warnings.push(Finding {
+            rule,
+            node: node_label(node, id),
+            message,
+        });
+    }
+
+    fn init(&self, node: &NodeProto, slot: usize) -> Option<&'g TensorProto> {
+        node.input.get(slot).and_then(|n| self.index.initializer(n))
+    }
+
+    /// The element type of a Q/DQ node's quantized side.
+    fn qtype(&self, node: &NodeProto) -> Option<i32> {
+        if let Some(zp) = self.init(node, 2) {
+            return Some(zp.data_type());
+        }
+        if node.op_type() == "DequantizeLinear" {
+            return self.init(node, 0).map(|t| t.data_type());
+        }
+        // QuantizeLinear without zero-point: `output_dtype` or uint8
+        Some(ir::attr_int(node, "output_dtype").map_or(DataType::Uint8 as i32, |v| v as i32))
+    }
+}
+
+fn is_qdq(node: &NodeProto) -> bool {
+    matches!(node.op_type(), "QuantizeLinear" | "DequantizeLinear")
+        && ir::is_default_domain(node.domain())
+}
+
+/// Checks `model` against `target`'s rules (`tensorrt`, `ort` or `openvino`).
+pub fn check(model: &ModelProto, target: &str) -> CheckReport {
+    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    let index = Index::new(graph);
+    let mut c = Ctx {
+        index: &index,
+        opset: ir::default_opset(model).unwrap_or(0),
+        out: CheckReport {
+            target: target.into(),
+            ..Default::default()
+        },
+    };
+    for (id, node) in graph.node.iter().enumerate() {
+        match node.op_type() {
+            "QuantizeLinear" if is_qdq(node) => c.out.quantize_nodes += 1,
+            "DequantizeLinear" if is_qdq(node) => c.out.dequantize_nodes += 1,
+            _ => {}
+        }
+        if target == "tensorrt" {
+            tensorrt_node(&mut c, node, id);
+        }
+    }
+    match target {
+        "tensorrt" => tensorrt_fusion(&mut c, graph),
+        "ort" => ort_units(&mut c, graph),
+        _ => openvino_inputs(&mut c, graph),
+    }
+    c.out
+}
+
+fn tensorrt_node(c: &mut Ctx, node: &NodeProto, id: NodeId) {
+    if QOPERATORS.contains(&node.op_type()) {
+        let op = node.op_type().to_string();
+        return c.violation(
+            "qoperator",
+            node,
+            id,
+            format!("{op} is a QOperator op; TensorRT reads QDQ models only"),
+        );
+    }
+    if !is_qdq(node) {
+        return;
+    }
+    let int8 = DataType::Int8 as i32;
+    let qtype = c.qtype(node).unwrap_or(int8);
+    if qtype == DataType::Uint8 as i32 {
+        c.violation(
+            "uint8",
+            node,
+            id,
+            "uint8 quantization (TensorRT: \"unsupported input type of UINT8\")".into(),
+        );
+    } else if qtype == DataType::Int32 as i32 && node.op_type() == "DequantizeLinear" {
+        c.violation(
+            "int32_bias_dq",
+            node,
+            id,
+            "DequantizeLinear of int32 (a quantized bias): TensorRT wants float biases".into(),
+        );
+    } else if ![
+        int8,
+        DataType::Float8e4m3fn as i32,
+        DataType::Int4 as i32,
+        DataType::Float4e2m1 as i32,
+    ]
+    .contains(&qtype)
+    {
+        c.violation(
+            "type",
+            node,
+            id,
+            format!(
+                "{} quantization: TensorRT supports int8, fp8 e4m3, int4 and fp4",
+                elem_type_name(qtype)
+            ),
+        );
+    }
+    if let Some(zp) = c.init(node, 2) {
+        let raw = zp.raw_data.as_deref().unwrap_or(&[]);
+        if raw.iter().any(|&b| b != 0) || zp.int32_data.iter().any(|&v| v != 0) {
+            c.violation(
+                "zero_point_nonzero",
+                node,
+                id,
+                format!("zero-point `{}` is not 0", zp.name()),
+            );
+        }
+    }
+    match c.init(node, 1) {
+        None => c.violation(
+            "scale_not_constant",
+            node,
+            id,
+            format!(
+                "scale `{}` is not an initializer",
+                node.input.get(1).map_or("", |s| s)
+            ),
+        ),
+        Some(s) => {
+            if let Ok(v) = f32_data(s)
+                && v.iter().any(|x| !(x.is_finite() && *x > 0.0))
+            {
+                c.violation(
+                    "scale_not_positive",
+                    node,
+                    id,
+                    format!("scale `{}` has values that are not positive", s.name()),
+                );
+            }
+            per_channel(c, node, id, s);
+        }
+    }
+    if ir::attr_int(node, "block_size").unwrap_or(0) > 0 && qtype == int8 {
+        c.violation(
+            "blocked_int8",
+            node,
+            id,
+            "block quantization of int8: TensorRT blocks fp4, fp8 and int4 only".into(),
+        );
+    }
+}
+
+fn per_channel(c: &mut Ctx, node: &NodeProto, id: NodeId, scale: &TensorProto) {
+    let channels: i64 = scale.dims.iter().product();
+    if scale.dims.is_empty() || channels == 1 {
+        return;
+    }
+    if c.opset < 13 {
+        c.violation(
+            "opset",
+            node,
+            id,
+            format!(
+                "per-axis quantization needs opset 13, the model has {}",
+                c.opset
+            ),
+        );
+    }
+    let data = node.input.first().map_or("", |s| s.as_str());
+    let index = c.index;
+    if node.op_type() == "QuantizeLinear" && index.initializer(data).is_some() {
+        return; // a float weight behind Q → DQ: its DequantizeLinear is checked
+    }
+    // the weight a DequantizeLinear reads: stored quantized, or quantized by a Q of a float weight
+    let weight = index.initializer(data).or_else(|| {
+        let (p, _) = index.producer(data)?;
+        let q = index.node(p);
+        (q.op_type() == "QuantizeLinear")
+            .then(|| q.input.first().and_then(|i| index.initializer(i)))?
+    });
+    let Some(weight) = weight.filter(|_| node.op_type() == "DequantizeLinear") else {
+        return c.violation(
+            "per_channel_activation",
+            node,
+            id,
+            "per-channel scale on an activation: TensorRT allows it on weights only".into(),
+        );
+    };
+    let rank = weight.dims.len();
+    let axis = ir::attr_int(node, "axis").unwrap_or(1);
+    let axis = if axis < 0 { axis + rank as i64 } else { axis };
+    let out = node.output.first().map_or("", |s| s.as_str());
+    for &(consumer, slot) in c.index.consumers(out) {
+        let cn = c.index.node(consumer);
+        let Some(want) = channel_axis(cn, rank).filter(|_| slot == 1) else {
+            continue;
+        };
+        if axis != want as i64 {
+            let msg = format!(
+                "weight scale on axis {axis}, but `{}` ({}) has its output channels on axis {want}",
+                node_label(cn, consumer),
+                cn.op_type()
+            );
+            return c.violation("per_channel_axis", node, id, msg);
+        }
+        if weight.dims.get(want) != Some(&channels) {
+            let msg = format!(
+                "{channels} scales for axis {want} of size {:?}",
+                weight.dims.get(want)
+            );
+            return c.violation("per_channel_axis", node, id, msg);
+        }
+    }
+}
+
+/// Placements TensorRT accepts but cannot fuse.
+fn tensorrt_fusion(c: &mut Ctx, graph: &crate::proto::GraphProto) {
+    for (id, node) in graph.node.iter().enumerate() {
+        if node.op_type() != "QuantizeLinear" {
+            continue;
+        }
+        let Some((p, _)) = node.input.first().and_then(|i| c.index.producer(i)) else {
+            continue;
+        };
+        if !matches!(c.index.node(p).op_type(), "Conv" | "ConvTranspose") {
+            continue;
+        }
+        let conv = node_label(c.index.node(p), p);
+        let index = c.index;
+        for dq_out in readers_through_dq(index, node) {
+            for &(r, _) in index.consumers(&dq_out) {
+                let op = c.index.node(r).op_type();
+                let message = match op {
+                    "BatchNormalization" | "Relu" => {
+                        format!("Q/DQ between `{conv}` and its {op}: TensorRT cannot fuse them")
+                    }
+                    "Add" => format!(
+                        "Q/DQ on the output of `{conv}` feeding an Add: quantize the Add's other (skip) input so the Add fuses into the conv"
+                    ),
+                    _ => continue,
+                };
+                c.warning("fusion", node, id, message);
+            }
+        }
+    }
+}
+
+/// Outputs of the DequantizeLinear nodes reading this QuantizeLinear.
+fn readers_through_dq(index: &Index, q: &NodeProto) -> Vec<String> {
+    let out = q.output.first().map_or("", |s| s.as_str());
+    index
+        .consumers(out)
+        .iter()
+        .map(|&(d, _)| index.node(d))
+        .filter(|d| d.op_type() == "DequantizeLinear")
+        .filter_map(|d| d.output.first().cloned())
+        .collect()
+}
+
+fn from_dq(index: &Index, tensor: &str) -> bool {
+    index
+        .producer(tensor)
+        .is_some_and(|(p, _)| index.node(p).op_type() == "DequantizeLinear")
+}
+
+/// ONNX Runtime fuses a node only as a complete unit: DequantizeLinear on every data input, a
+/// QuantizeLinear reading its output (or, for MatMul/Gemm, a float output).
+fn ort_units(c: &mut Ctx, graph: &crate::proto::GraphProto) {
+    let data_inputs: HashMap<&str, usize> = [
+        ("Conv", 2),
+        ("ConvTranspose", 2),
+        ("MatMul", 2),
+        ("Gemm", 2),
+        ("Add", 2),
+        ("Mul", 2),
+        ("AveragePool", 1),
+        ("GlobalAveragePool", 1),
+    ]
+    .into();
+    for (id, node) in graph.node.iter().enumerate() {
+        let Some(&n) = data_inputs.get(node.op_type()) else {
+            continue;
+        };
+        let quantized: Vec<bool> = node
+            .input
+            .iter()
+            .take(n)
+            .map(|i| from_dq(c.index, i))
+            .collect();
+        if !quantized.iter().any(|q| *q) {
+            continue;
+        }
+        let op = node.op_type().to_string();
+        if quantized.iter().any(|q| !q) {
+            c.warning(
+                "incomplete_unit",
+                node,
+                id,
+                format!("{op} has a quantized and a float data input: it runs in float"),
+            );
+            continue;
+        }
+        let out = node.output.first().map_or("", |s| s.as_str());
+        let readers = c.index.consumers(out);
+        let to_q = !readers.is_empty()
+            && readers
+                .iter()
+                .all(|&(r, _)| c.index.node(r).op_type() == "QuantizeLinear");
+        if !to_q && !matches!(node.op_type(), "MatMul" | "Gemm") {
+            c.warning(
+                "incomplete_unit",
+                node,
+                id,
+                format!(
+                    "{op} output is not quantized: ONNX Runtime runs it in float between Q/DQ pairs"
+                ),
+            );
+        }
+    }
+}
+
+/// OpenVINO runs Conv/MatMul/Gemm in int8 when both the data and the weight input are quantized.
+fn openvino_inputs(c: &mut Ctx, graph: &crate::proto::GraphProto) {
+    for (id, node) in graph.node.iter().enumerate() {
+        if !matches!(node.op_type(), "Conv" | "ConvTranspose" | "MatMul" | "Gemm")
+            || node.input.len() < 2
+        {
+            continue;
+        }
+        let (a, b) = (
+            from_dq(c.index, &node.input[0]),
+            from_dq(c.index, &node.input[1]),
+        );
+        if a != b {
+            let which = if a { "weight" } else { "data" };
+            c.warning(
+                "half_quantized",
+                node,
+                id,
+                format!("its {which} input is float: OpenVINO runs it in float"),
+            );
+        }
+    }
+}

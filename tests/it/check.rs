@@ -1,0 +1,116 @@
+//! `onnx-quant check` on our outputs and on edited models with known violations.
+
+use std::path::Path;
+
+use crate::support::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn quantize_for(target: &str, dir: &Path) -> std::path::PathBuf {
+    let out = dir.join(format!("{target}.onnx"));
+    quantize_ok(
+        &fixture(DIGITS),
+        &fixture(DIGITS_CALIB),
+        &out,
+        &["--target", target],
+    );
+    out
+}
+
+fn check(model: &Path, target: &str) -> (i32, String) {
+    let o = run(["check", s(model), "--target", target]);
+    (
+        code(&o),
+        String::from_utf8_lossy(&o.stdout).into_owned() + &stderr(&o),
+    )
+}
+
+#[test]
+fn each_preset_passes_its_own_check() {
+    let dir = scratch();
+    for target in ["tensorrt", "ort", "openvino"] {
+        let out = quantize_for(target, dir.path());
+        let (rc, text) = check(&out, target);
+        assert_eq!(rc, 0, "{target}: {text}");
+        assert!(
+            text.contains("0 violation(s), 0 warning(s)"),
+            "{target}: {text}"
+        );
+    }
+}
+
+#[test]
+fn tensorrt_rules_catch_what_other_presets_do() {
+    let dir = scratch();
+    let ort = quantize_for("ort", dir.path());
+    let (rc, text) = check(&ort, "tensorrt");
+    assert_eq!(rc, 6, "{text}");
+    for rule in ["uint8", "zero_point_nonzero", "int32_bias_dq"] {
+        assert!(
+            text.contains(&format!("violation: {rule}: ")),
+            "{rule} missing: {text}"
+        );
+    }
+    assert!(text.contains("error: ") && text.contains("violation(s) of the target's rules"));
+    // the TensorRT placement leaves ONNX Runtime units incomplete: warnings, not violations
+    let trt = quantize_for("tensorrt", dir.path());
+    let (rc, text) = check(&trt, "ort");
+    assert_eq!(rc, 0, "{text}");
+    assert!(
+        text.contains("warning: incomplete_unit: `/conv2/Conv`"),
+        "{text}"
+    );
+}
+
+#[test]
+fn edited_models_show_each_violation() {
+    let dir = scratch();
+    let trt = quantize_for("tensorrt", dir.path());
+    let mut m = load_model(&trt);
+    let g = m.graph.as_mut().unwrap();
+    // conv2's weight scale moved to axis 1 (TensorRT wants the output channels, axis 0)
+    let dq = g
+        .node
+        .iter_mut()
+        .find(|n| n.name() == "conv2.weight_DequantizeLinear")
+        .unwrap();
+    dq.attribute[0].i = Some(1);
+    // a negative activation scale
+    let scale = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name() == "input_scale")
+        .unwrap();
+    scale.raw_data = Some((-0.5f32).to_le_bytes().to_vec().into());
+    // a QOperator op
+    g.node
+        .iter_mut()
+        .find(|n| n.name() == "/relu4/Relu")
+        .unwrap()
+        .op_type = Some("QLinearConv".into());
+    let edited = dir.path().join("edited.onnx");
+    save_model(&m, &edited);
+    let json = dir.path().join("findings.json");
+    let o = run(["check", s(&edited), "--json", s(&json)]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(code(&o), 6, "{text}");
+    assert!(text.contains("violation: per_channel_axis: `conv2.weight_DequantizeLinear`: weight scale on axis 1, but `/conv2/Conv` (Conv) has its output channels on axis 0"), "{text}");
+    assert!(
+        text.contains("violation: scale_not_positive: `input_QuantizeLinear`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("violation: qoperator: `/relu4/Relu`"),
+        "{text}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    assert!(r["violations"].as_array().unwrap().len() >= 4);
+}
+
+#[test]
+fn check_reports_unreadable_models() {
+    let o = run(["check", "no/such.onnx"]);
+    assert_eq!(code(&o), 3);
+}
