@@ -355,12 +355,12 @@ fn from_dq(index: &Index, tensor: &str) -> bool {
         .is_some_and(|(p, _)| index.node(p).op_type() == "DequantizeLinear")
 }
 
-/// ONNX Runtime fuses a node only as a complete unit: DequantizeLinear on every data input, a
+/// ONNX Runtime fuses a node only as a complete unit (it has no int8 ConvTranspose on CPU, so
+/// that op is not listed): DequantizeLinear on every data input, a
 /// QuantizeLinear reading its output (or, for MatMul/Gemm, a float output).
 fn ort_units(c: &mut Ctx, graph: &crate::proto::GraphProto) {
     let data_inputs: HashMap<&str, usize> = [
         ("Conv", 2),
-        ("ConvTranspose", 2),
         ("MatMul", 2),
         ("Gemm", 2),
         ("Add", 2),

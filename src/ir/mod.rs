@@ -5,6 +5,7 @@
 //! `rewrite` expresses the decision as a [`Patch`], and [`apply`] is the only code that changes a
 //! graph's structure.
 
+pub mod constant;
 mod dump;
 mod opset;
 mod patch;

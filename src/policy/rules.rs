@@ -134,6 +134,9 @@ impl<'a> Builder<'a> {
             }
             return Ok(Input::Weight(name.clone(), axis(init.dims.len())));
         }
+        if let Some((c, _)) = ir::constant::evaluate(&self.index, name) {
+            return Ok(Input::Weight(name.clone(), axis(c.dims.len())));
+        }
         match self.types.get(name).and_then(|t| t.elem) {
             Some(Elem::F32) => Ok(Input::Activation(name.clone())),
             Some(e) => Err(format!(
@@ -196,11 +199,12 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// A float32 activation `output` of a node unit: every reader reads it dequantized. Not for
-    /// graph outputs: the float tensor must stay, and a runtime then cannot fuse the unit anyway.
+    /// A float32 activation `output` of a node unit: every reader reads it dequantized. A graph
+    /// output too (the model then returns it quantized, as ONNX Runtime's own tool does), except
+    /// after MatMul/Gemm, which ONNX Runtime fuses with a float output.
     fn quantize_output(&mut self, node: &NodeProto) {
         if let Some(out) = node.output.first().filter(|o| !o.is_empty())
-            && !self.index.is_graph_output(out)
+            && !(self.index.is_graph_output(out) && matches!(node.op_type(), "MatMul" | "Gemm"))
             && self.types.get(out).and_then(|t| t.elem) == Some(Elem::F32)
         {
             let i = self.site(out);
@@ -394,7 +398,10 @@ impl<'a> Builder<'a> {
 
     /// The range of a constant's values, widened to include 0.
     fn constant_range(&self, name: &str) -> Option<(f32, f32)> {
-        let data = crate::onnx::tensor::f32_data(self.index.initializer(name)?).ok()?;
+        let data = match self.index.initializer(name) {
+            Some(t) => crate::onnx::tensor::f32_data(t).ok()?,
+            None => ir::constant::evaluate(&self.index, name)?.0.data,
+        };
         Some(
             data.iter()
                 .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v))),

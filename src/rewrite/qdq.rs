@@ -65,7 +65,24 @@ pub(super) fn insert_qdq(
             );
             continue;
         }
-        let q = n.node(&mut names, t, "QuantizeLinear", None);
+        let mut q = n.node(&mut names, t, "QuantizeLinear", None);
+        if site.all_consumers && index.is_graph_output(t) {
+            // The graph output keeps its name, now written by the DequantizeLinear: the producer
+            // writes a new tensor the QuantizeLinear reads, and every reader follows the name.
+            let (producer, slot) = index
+                .producer(t)
+                .ok_or_else(|| Error::Internal(format!("graph output `{t}` has no producer")))?;
+            let pre = names.fresh(&format!("{t}_float"));
+            let mut node = index.node(producer).clone();
+            node.output[slot] = pre.clone();
+            patch.replace.push((producer, node));
+            q.input[0] = pre.clone();
+            let mut dq = dq;
+            dq.output[0] = t.to_string();
+            patch.nodes.push((Placement::After(pre.clone()), q));
+            patch.nodes.push((Placement::After(pre), dq));
+            continue;
+        }
         patch.nodes.push((Placement::After(t.into()), q));
         patch.nodes.push((Placement::After(t.into()), dq));
         let mut readers: Vec<(usize, usize)> = site

@@ -65,12 +65,22 @@ pub(super) fn quantize_weights(
     let mut scales: HashMap<String, Vec<f32>> = HashMap::new();
     for site in &plan.weights {
         let w = site.initializer.as_str();
-        let init = index
-            .initializer(w)
-            .ok_or_else(|| internal(format!("planned weight `{w}` is not an initializer")))?;
-        // `ir::verify` checked the payload size of every initializer before planning.
-        let data = f32_data(init).map_err(|e| internal(format!("weight `{w}` {e}")))?;
-        let dims: Vec<usize> = init.dims.iter().map(|&d| d as usize).collect();
+        // an initializer (payload sizes checked by `ir::verify`), or a constant computed by nodes
+        let (data, dims, chain) = match index.initializer(w) {
+            Some(init) => {
+                let data = f32_data(init).map_err(|e| internal(format!("weight `{w}` {e}")))?;
+                (
+                    data,
+                    init.dims.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+                    None,
+                )
+            }
+            None => {
+                let (c, chain) = crate::ir::constant::evaluate(&index, w)
+                    .ok_or_else(|| internal(format!("planned weight `{w}` is not a constant")))?;
+                (c.data, c.dims, Some(chain))
+            }
+        };
         let floor = floors.get(w).map_or(&[][..], |f| f.as_slice());
         let q = quantize_weight(&data, &dims, site.axis, floor);
         let param_dims: Vec<usize> = if site.axis.is_some() {
@@ -107,11 +117,17 @@ pub(super) fn quantize_weights(
                 .iter()
                 .map(|&(id, slot)| (id, slot, n.dequantized.clone())),
         );
-        let others = index.consumers(w).iter().any(|c| !consumers.contains(c));
-        let float_kept = others || index.is_graph_output(w) || index.is_captured(w);
-        if !float_kept {
-            patch.remove_initializers.push(w.to_string());
-        }
+        let float_kept = match chain {
+            Some(chain) => !prune_chain(&index, &chain, &consumers, &mut patch),
+            None => {
+                let others = index.consumers(w).iter().any(|c| !consumers.contains(c));
+                let kept = others || index.is_graph_output(w) || index.is_captured(w);
+                if !kept {
+                    patch.remove_initializers.push(w.to_string());
+                }
+                kept
+            }
+        };
         reports.push(WeightReport {
             name: w.to_string(),
             dims,
@@ -195,4 +211,32 @@ fn quantize_bias(
     patch.rewire.push((node, 2, n.dequantized.clone()));
     patch.remove_initializers.push(b.bias.clone());
     Ok(())
+}
+
+/// Removes the nodes computing a constant weight that nothing reads any more; whether all went.
+fn prune_chain(
+    index: &Index,
+    chain: &[usize],
+    quantized: &[(usize, usize)],
+    patch: &mut Patch,
+) -> bool {
+    let mut removed: Vec<usize> = Vec::new();
+    for &id in chain.iter().rev() {
+        let node = index.node(id);
+        let unread = node.output.iter().all(|o| {
+            !index.is_graph_output(o)
+                && !index.is_captured(o)
+                && index
+                    .consumers(o)
+                    .iter()
+                    .all(|c| quantized.contains(c) || removed.contains(&c.0))
+        });
+        if !unread {
+            break;
+        }
+        removed.push(id);
+    }
+    let all = removed.len() == chain.len();
+    patch.remove.extend(removed);
+    all
 }

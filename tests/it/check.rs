@@ -30,14 +30,22 @@ fn check(model: &Path, target: &str) -> (i32, String) {
 #[test]
 fn each_preset_passes_its_own_check() {
     let dir = scratch();
-    for target in ["tensorrt", "ort", "openvino"] {
-        let out = quantize_for(target, dir.path());
-        let (rc, text) = check(&out, target);
-        assert_eq!(rc, 0, "{target}: {text}");
-        assert!(
-            text.contains("0 violation(s), 0 warning(s)"),
-            "{target}: {text}"
-        );
+    for (model, calib, _) in PRESET_FIXTURES {
+        for target in ["tensorrt", "ort", "openvino"] {
+            let out = dir.path().join(format!("{target}.onnx"));
+            quantize_ok(
+                &fixture(model),
+                &fixture(calib),
+                &out,
+                &["--target", target],
+            );
+            let (rc, text) = check(&out, target);
+            assert_eq!(rc, 0, "{model} {target}: {text}");
+            assert!(
+                text.contains("0 violation(s), 0 warning(s)"),
+                "{model} {target}: {text}"
+            );
+        }
     }
 }
 

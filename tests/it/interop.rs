@@ -231,3 +231,86 @@ fn batchnorm_folding_for_calibration_preserves_the_function() {
         r["ort"]
     );
 }
+
+/// Quantizes every preset fixture for `target` and checks the output with the consumers;
+/// returns (model, report, check.py JSON) per fixture.
+fn preset_outputs(target: &str, extra: &[&str]) -> Vec<(String, Value, Value)> {
+    let dir = scratch();
+    let mut out = Vec::new();
+    for (model, calib, eval) in PRESET_FIXTURES {
+        let q = dir.path().join("q.onnx");
+        let report = dir.path().join("r.json");
+        let s = |p: &Path| p.to_string_lossy().into_owned();
+        quantize_ok(
+            &fixture(model),
+            &fixture(calib),
+            &q,
+            &["--target", target, "--report", &s(&report)],
+        );
+        let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let (m, x) = (s(&fixture(model)), s(&fixture(eval)));
+        let mut args = vec!["--ref", &m, "--x", &x, "--ort", "--openvino"];
+        args.extend_from_slice(extra);
+        let c = check(&q, &args);
+        assert_checker(&c);
+        // every preset's output runs in both runtimes close to fp32
+        assert_runs_close(&c, "ort", 25.0);
+        assert_runs_close(&c, "openvino", 25.0);
+        out.push((model.to_string(), r, c));
+    }
+    out
+}
+
+fn quantized_ops(report: &Value, ops: &[&str]) -> usize {
+    report["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["quantized"] == true && ops.contains(&n["op_type"].as_str().unwrap()))
+        .count()
+}
+
+#[test]
+fn tensorrt_preset_builds_engines_with_no_rule_violation() {
+    for (model, _, c) in preset_outputs("tensorrt", &["--trt"]) {
+        assert_trt_accepts(&c);
+        assert_eq!(c["qdq"]["nonzero_zero_points"], 0, "{model}");
+    }
+}
+
+#[test]
+fn ort_preset_fuses_every_quantized_conv_and_matmul() {
+    for (model, report, c) in preset_outputs("ort", &["--ort-fused"]) {
+        let fused = &c["ort_fused"];
+        assert!(fused.get("error").is_none(), "{model}: {fused}");
+        let count = |op: &str| fused[op].as_u64().unwrap_or(0) as usize;
+        let convs = quantized_ops(&report, &["Conv"]);
+        let matmuls = quantized_ops(&report, &["MatMul", "Gemm"]);
+        assert_eq!(count("QLinearConv"), convs, "{model}: {fused}");
+        assert_eq!(
+            count("QLinearMatMul") + count("QGemm") + count("MatMulIntegerToFloat"),
+            matmuls,
+            "{model}: {fused}"
+        );
+        assert_eq!(
+            count("Conv") + count("MatMul") + count("Gemm"),
+            0,
+            "{model}: float weighted ops left: {fused}"
+        );
+    }
+}
+
+#[test]
+fn openvino_preset_uses_uint8_for_non_negative_activations() {
+    for (model, report, _) in preset_outputs("openvino", &[]) {
+        let acts = report["activations"].as_array().unwrap();
+        for a in acts {
+            let unsigned = a["dtype"] == "uint8";
+            assert_eq!(
+                unsigned,
+                a["range"][0].as_f64().unwrap() >= 0.0,
+                "{model}: {a}"
+            );
+        }
+    }
+}

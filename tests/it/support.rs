@@ -18,6 +18,26 @@ pub fn fixture(rel: &str) -> PathBuf {
 pub const DIGITS: &str = "digits/digits_cnn.onnx";
 pub const DIGITS_CALIB: &str = "digits/calib.npy";
 
+/// (model, calibration, evaluation) fixtures every preset is checked on.
+pub const PRESET_FIXTURES: [(&str, &str, &str); 4] = [
+    (DIGITS, DIGITS_CALIB, "digits/eval_x.npy"),
+    (
+        "models/blocks.onnx",
+        "models/blocks_calib.npy",
+        "models/blocks_eval.npy",
+    ),
+    (
+        "models/transformer.onnx",
+        "models/transformer_calib.npy",
+        "models/transformer_eval.npy",
+    ),
+    (
+        "models/constant_weights.onnx",
+        "models/constant_weights_calib.npy",
+        "models/constant_weights_calib.npy",
+    ),
+];
+
 /// Runs `onnx-quant` with `args`.
 pub fn run<I, S>(args: I) -> Output
 where
