@@ -1,7 +1,7 @@
 //! The jobs, stage by stage: `quantize` (load → plan → statistics → ranges → rewrite → save),
 //! `calibrate` (load → plan → statistics → stats file) and `run` (plain inference timing).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -360,7 +360,8 @@ fn load_stats(path: &Path, model: &Path, warn: &dyn Fn(&str)) -> Result<StatsTab
 
 /// Range, parameters and report line of every planned activation.
 fn activation_params_of(
-    plan: &QuantPlan,
+    plan: &mut QuantPlan,
+    model: &crate::proto::ModelProto,
     stats: &StatsTable,
     config: &Config,
     source: &Path,
@@ -383,7 +384,7 @@ fn activation_params_of(
     }
     let scheme = config.activation;
     // each site's own range: fixed by its producer, or chosen from its statistics
-    let mut ranges: Vec<(f32, f32)> = Vec::with_capacity(plan.activations.len());
+    let mut own: HashMap<String, (f32, f32)> = HashMap::new();
     for site in &plan.activations {
         let r = match site.fixed_range {
             Some(r) => r,
@@ -394,8 +395,11 @@ fn activation_params_of(
                 },
             )?,
         };
-        ranges.push(r);
+        own.insert(site.tensor.clone(), r);
     }
+    let mut notes = plan.split_disparate_concats(model, &own);
+    plan.notes.append(&mut notes);
+    let ranges: Vec<(f32, f32)> = plan.activations.iter().map(|a| own[&a.tensor]).collect();
     // tensors sharing a scale cover the union of their ranges
     let mut union: BTreeMap<usize, (f32, f32)> = BTreeMap::new();
     for (site, r) in plan.activations.iter().zip(&ranges) {
@@ -467,7 +471,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     };
     let Planned {
         runner,
-        plan,
+        mut plan,
         written,
         data,
     } = plan_model(&model, data, &job.config)?;
@@ -503,7 +507,8 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     drop(runner);
     clock.lap("calibrate");
 
-    let (act, activations) = activation_params_of(&plan, &stats, &job.config, &source)?;
+    let (act, activations) =
+        activation_params_of(&mut plan, &written, &stats, &job.config, &source)?;
     let Model { loaded, .. } = model;
     let mut graph_model = written;
     let rewritten = rewrite::run(&mut graph_model, &plan, &act)?;
@@ -566,7 +571,10 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
     let sha = file_sha256(&job.input)?;
     clock.lap("load");
     let Planned {
-        runner, plan, data, ..
+        runner,
+        mut plan,
+        written,
+        data,
     } = plan_model(&model, Some(&job.data), &job.config)?;
     clock.lap("plan");
     let data = data.expect("planned with data");
@@ -580,7 +588,8 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
     )?;
     clock.lap("calibrate");
     if let Some(cache) = &job.trt_cache {
-        let (_, reports) = activation_params_of(&plan, &m.stats, &job.config, &job.data.path)?;
+        let (_, reports) =
+            activation_params_of(&mut plan, &written, &m.stats, &job.config, &job.data.path)?;
         stats::write_trt_cache(cache, &amax_table(&reports))?;
     }
     let tensors = m.stats.tensors.len();

@@ -2,8 +2,11 @@
 """Check a quantized model with the real consumers and print one JSON object.
 
 usage: check.py --quant Q.onnx [--ref FP32.onnx --x X.npy|X.npz [--y Y.npy]] [--ort] [--openvino] [--trt]
+                [--ort-fused] [--output NAME] [--channels A:B]
 
   checker   onnx.checker.check_model(Q, full_check=True) (full shape inference)
+  metrics   on the first output, or --output NAME, restricted to channels A:B of axis 1 with
+            --channels
   qdq       Q/DQ counts, zero-point element types, non-zero zero-points, per-channel DQs
   ort       ONNX Runtime CPU: runs Q (and REF) on X; top1 vs Y, argmax agreement, SQNR, cosine
   openvino  OpenVINO CPU with f32 inference precision: the same metrics (reference: REF in ORT)
@@ -60,18 +63,27 @@ def metrics(out, ref, y):
     return r
 
 
+OUTPUT, CHANNELS = None, None
+
+
+def pick(x):
+    return x if CHANNELS is None else x[:, CHANNELS[0]:CHANNELS[1]]
+
+
 def run_ort(path, feeds):
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.log_severity_level = 3
     s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-    return np.concatenate([s.run(None, f)[0] for f in feeds])
+    names = [OUTPUT] if OUTPUT else None
+    return pick(np.concatenate([s.run(names, f)[0] for f in feeds]))
 
 
 def run_openvino(path, feeds):
     import openvino as ov
     c = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    return np.concatenate([c(f)[c.output(0)] for f in feeds])
+    out = c.output(OUTPUT) if OUTPUT else c.output(0)
+    return pick(np.concatenate([c(f)[out] for f in feeds]))
 
 
 def qdq_summary(model):
@@ -165,7 +177,12 @@ def main():
     ap.add_argument("--openvino", action="store_true")
     ap.add_argument("--trt", action="store_true")
     ap.add_argument("--ort-fused", action="store_true")
+    ap.add_argument("--output")
+    ap.add_argument("--channels")
     a = ap.parse_args()
+    global OUTPUT, CHANNELS
+    OUTPUT = a.output
+    CHANNELS = tuple(int(v) for v in a.channels.split(":")) if a.channels else None
     out = {}
     try:
         onnx.checker.check_model(a.quant, full_check=True)

@@ -314,3 +314,61 @@ fn openvino_preset_uses_uint8_for_non_negative_activations() {
         }
     }
 }
+
+#[test]
+fn a_concat_of_disparate_ranges_stays_float_and_keeps_the_small_part() {
+    let (model, calib) = ("models/head.onnx", "models/head_calib.npy");
+    for target in ["tensorrt", "ort", "openvino"] {
+        let dir = scratch();
+        let (q, report) = (dir.path().join("q.onnx"), dir.path().join("r.json"));
+        quantize_ok(
+            &fixture(model),
+            &fixture(calib),
+            &q,
+            &["--target", target, "--report", q_str(&report)],
+        );
+        let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let concat = r["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == "concat")
+            .unwrap();
+        assert_eq!(concat["quantized"], false, "{target}");
+        assert!(
+            concat["reason"]
+                .as_str()
+                .unwrap()
+                .contains("one int8 scale would erase the smaller"),
+            "{target}: {concat}"
+        );
+        // the class scores (channels 4..7 of `detections`) survive quantization
+        let (m, x) = (fixture(model), fixture(calib));
+        let c = check(
+            &q,
+            &[
+                "--ref",
+                q_str(&m),
+                "--x",
+                q_str(&x),
+                "--ort",
+                "--openvino",
+                "--output",
+                "detections",
+                "--channels",
+                "4:7",
+            ],
+        );
+        for runtime in ["ort", "openvino"] {
+            assert!(
+                c[runtime]["max_abs_diff"].as_f64().unwrap() < 0.05,
+                "{target} {runtime}: {}",
+                c[runtime]
+            );
+        }
+    }
+}
+
+fn q_str(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
