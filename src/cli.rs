@@ -31,10 +31,15 @@ pub enum Command {
     ShowConfig(ShowConfigArgs),
     /// List what a runtime refuses (violations) or cannot fuse (warnings) in a QDQ model.
     Check(CheckArgs),
+    /// Show, for every node and tensor, what would be quantized how, and which preset rule,
+    /// setting or override decided it (no calibration data needed).
+    Explain(ModelArgs),
+    /// Print a commented settings file listing every node the target quantizes.
+    InitConfig(ModelArgs),
 }
 
 /// Subcommand names: any other first argument means `quantize`.
-pub const SUBCOMMANDS: [&str; 7] = [
+pub const SUBCOMMANDS: [&str; 9] = [
     "quantize",
     "calibrate",
     "merge-stats",
@@ -42,6 +47,8 @@ pub const SUBCOMMANDS: [&str; 7] = [
     "inspect",
     "show-config",
     "check",
+    "explain",
+    "init-config",
 ];
 
 /// Calibration data and how to run it.
@@ -61,9 +68,17 @@ pub struct DataArgs {
 /// The target and the settings that override its preset.
 #[derive(Debug, Args)]
 pub struct RangeArgs {
-    /// Runtime the model is quantized for: sets the placement and defaults (see `show-config`).
+    /// Runtime the model is quantized for: sets the placement and defaults (see `show-config`)
+    /// [default: the config file's `target`, else tensorrt].
     #[arg(long, value_enum, value_name = "TARGET")]
     pub target: Option<TargetArg>,
+    /// Settings file: global settings and per-layer overrides (docs/config.md). Flags override
+    /// its global settings.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// An override that matches nothing is a warning instead of an error.
+    #[arg(long)]
+    pub allow_unmatched: bool,
     /// How activation ranges are chosen from the calibration statistics [preset: mse; with a
     /// TensorRT calibration cache as `--stats`: minmax, the cache's own ranges].
     #[arg(long, value_enum, value_name = "METHOD")]
@@ -169,6 +184,14 @@ pub struct CheckArgs {
     /// Also write the findings as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Float ONNX model.
+    pub model: PathBuf,
+    #[command(flatten)]
+    pub ranges: RangeArgs,
 }
 
 #[derive(Debug, Args)]

@@ -70,6 +70,10 @@ pub enum UsageError {
     OutputIsInputData { output: PathBuf, input: PathBuf },
     #[error("{0}")]
     Invalid(String),
+    #[error("config `{file}` has {} problem(s):\n{}", problems.len(), problems.iter().map(|p| format!("  {file}:{p}")).collect::<Vec<_>>().join("\n"))]
+    Config { file: String, problems: Vec<String> },
+    #[error("{} override(s) of `{file}` match nothing (--allow-unmatched makes this a warning):\n{}", problems.len(), problems.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Unmatched { file: String, problems: Vec<String> },
 }
 
 /// Problems with the model file or its content.

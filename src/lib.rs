@@ -10,6 +10,7 @@ pub mod calib;
 pub mod check;
 pub mod config;
 pub mod error;
+pub mod explain;
 pub mod ir;
 pub mod onnx;
 pub mod params;

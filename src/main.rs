@@ -12,13 +12,14 @@ use onnx_quant::config::{self, Layer, Resolved, schema::Value};
 use onnx_quant::error::{Error, OutputError, UsageError};
 use onnx_quant::params::Method;
 use onnx_quant::pipeline::{
-    CalibrateJob, DataSource, QuantizeJob, StatsSource, calibrate_job, quantize, run_job,
+    CalibrateJob, DataSource, QuantizeJob, Rules, StatsSource, calibrate_job, quantize, run_job,
 };
+use onnx_quant::policy::Overrides;
 use onnx_quant::stats;
 
 use cli::{
-    CalibrateArgs, CheckArgs, Cli, Command, DataArgs, InspectArgs, MergeStatsArgs, QuantizeArgs,
-    RangeArgs, RunArgs,
+    CalibrateArgs, CheckArgs, Cli, Command, DataArgs, InspectArgs, MergeStatsArgs, ModelArgs,
+    QuantizeArgs, RangeArgs, RunArgs,
 };
 
 fn main() -> ExitCode {
@@ -65,11 +66,32 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Run(args) => run_run(args),
         Command::Inspect(args) => run_inspect(args),
         Command::ShowConfig(args) => {
-            print!("{}", resolve_config(&args.ranges, false)?.render());
+            print!("{}", resolve_config(&args.ranges, false)?.resolved.render());
             Ok(())
         }
         Command::Check(args) => run_check(args),
+        Command::Explain(args) => run_explain(args, false),
+        Command::InitConfig(args) => run_explain(args, true),
     }
+}
+
+/// `explain` and `init-config`: plan without calibration data and print.
+fn run_explain(args: ModelArgs, template: bool) -> Result<(), Error> {
+    let settings = resolve_config(&args.ranges, false)?;
+    let rules = Rules {
+        config: &settings.config,
+        overrides: &settings.overrides,
+        allow_unmatched: args.ranges.allow_unmatched,
+        warn: &warn,
+    };
+    let ex = onnx_quant::pipeline::plan_only(&args.model, &rules)?;
+    let text = if template {
+        onnx_quant::explain::init_config(&ex, &settings.resolved, &args.model.display().to_string())
+    } else {
+        onnx_quant::explain::explain(&ex, &settings.resolved)
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(())
 }
 
 /// Prints the findings; violations make the exit code [`onnx_quant::ExitCode::CheckFailed`].
@@ -186,18 +208,44 @@ fn flag_layer(args: &RangeArgs, cache_source: bool) -> Result<Layer, Error> {
     Ok(cli)
 }
 
-/// Resolves the target's preset under the command-line flags.
-fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Resolved, Error> {
+/// The resolved settings of a command.
+struct Settings {
+    resolved: Resolved,
+    config: onnx_quant::config::Config,
+    overrides: Overrides,
+}
+
+/// Resolves preset, settings file and flags (in that order; flags win) and the file's overrides.
+fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Settings, Error> {
     let cli = flag_layer(args, cache_source)?;
-    let target = match cli.values.get("target") {
-        Some(Value::Word(t)) => t.clone(),
-        _ => "tensorrt".to_string(),
+    let user = args.config.as_deref().map(config::load_user).transpose()?;
+    let word = |l: &Layer| match l.values.get("target") {
+        Some(Value::Word(t)) => Some(t.clone()),
+        _ => None,
     };
-    let resolved = config::resolve(&[config::preset(&target), cli]);
-    if args.moving_average && !matches!(resolved.config().method, Method::MinMax { .. }) {
+    let target = word(&cli)
+        .or_else(|| user.as_ref().and_then(|u| word(&u.layer)))
+        .unwrap_or_else(|| "tensorrt".into());
+    let mut layers = vec![config::preset(&target)];
+    let mut overrides = Overrides::default();
+    if let Some(u) = user {
+        layers.push(u.layer);
+        overrides = Overrides {
+            file: u.file,
+            list: u.overrides,
+        };
+    }
+    layers.push(cli);
+    let resolved = config::resolve(&layers);
+    let config = resolved.config();
+    if args.moving_average && !matches!(config.method, Method::MinMax { .. }) {
         return Err(usage("--moving-average goes with --method minmax"));
     }
-    Ok(resolved)
+    Ok(Settings {
+        resolved,
+        config,
+        overrides,
+    })
 }
 
 /// Refuses an extra output (report, cache) that is a model, or whose folder is missing.
@@ -222,7 +270,7 @@ fn warn(w: &str) {
 
 fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
     let from_cache = args.stats.as_deref().is_some_and(stats::is_trt_cache);
-    let config = resolve_config(&args.ranges, from_cache)?.config();
+    let settings = resolve_config(&args.ranges, from_cache)?;
     let models = [args.input.as_path(), args.output.as_path()];
     check_side_output(args.report.as_deref(), "--report", &models)?;
     check_side_output(args.trt_cache.as_deref(), "--trt-cache", &models)?;
@@ -235,7 +283,15 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         input: args.input,
         output: args.output,
         stats,
-        config,
+        config: settings.config,
+        overrides: settings.overrides,
+        allow_unmatched: args.ranges.allow_unmatched,
+        sources: settings
+            .resolved
+            .values
+            .iter()
+            .map(|(k, (_, src))| (k.to_string(), src.clone()))
+            .collect(),
         trt_cache: args.trt_cache,
     };
     let report = quantize(&job, &warn)?;
@@ -251,13 +307,15 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
 }
 
 fn run_calibrate(args: CalibrateArgs) -> Result<(), Error> {
-    let config = resolve_config(&args.ranges, false)?.config();
+    let settings = resolve_config(&args.ranges, false)?;
     let models = [args.input.as_path(), args.stats.as_path()];
     check_side_output(args.trt_cache.as_deref(), "--trt-cache", &models)?;
     let job = CalibrateJob {
         data: data_source(args.calib, &args.data)?,
         input: args.input,
-        config,
+        config: settings.config,
+        overrides: settings.overrides,
+        allow_unmatched: args.ranges.allow_unmatched,
         stats_out: args.stats,
         trt_cache: args.trt_cache,
     };

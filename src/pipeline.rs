@@ -11,8 +11,8 @@ use crate::calib::{Dataset, Elem, InputSpec, Observe, RunOptions, Runner, Tensor
 use crate::config::Config;
 use crate::error::{CalibError, Error, ModelError, UsageError};
 use crate::onnx::{self, Loaded, SaveOptions};
-use crate::params::{ActivationScheme, Method, QType, activation_params, select_range};
-use crate::policy::{self, QuantPlan};
+use crate::params::{ActivationScheme, Method, QParams, QType, activation_params, select_range};
+use crate::policy::{self, Overrides, QuantPlan, SiteSettings};
 use crate::proto::{tensor_shape_proto::dimension::Value as Dim, type_proto};
 use crate::report::{ActivationReport, CalibrationReport, FileReport, Report};
 use crate::rewrite::{self, ActivationParams};
@@ -43,6 +43,11 @@ pub struct QuantizeJob {
     pub output: PathBuf,
     pub stats: StatsSource,
     pub config: Config,
+    pub overrides: Overrides,
+    /// Overrides that select nothing are warnings instead of errors.
+    pub allow_unmatched: bool,
+    /// Where each global setting comes from (key → layer), for the report.
+    pub sources: BTreeMap<String, String>,
     /// Also write the chosen ranges as a TensorRT calibration cache.
     pub trt_cache: Option<PathBuf>,
 }
@@ -53,6 +58,8 @@ pub struct CalibrateJob {
     pub input: PathBuf,
     pub data: DataSource,
     pub config: Config,
+    pub overrides: Overrides,
+    pub allow_unmatched: bool,
     pub stats_out: PathBuf,
     pub trt_cache: Option<PathBuf>,
 }
@@ -232,7 +239,17 @@ fn model_to_write(
     Ok(m)
 }
 
-fn plan_model(model: &Model, data: Option<&DataSource>, config: &Config) -> Result<Planned, Error> {
+/// Plans `model` under `config` and the user's overrides. An override selecting nothing is an
+/// error, or a warning with `allow_unmatched`.
+pub struct Rules<'a> {
+    pub config: &'a Config,
+    pub overrides: &'a Overrides,
+    pub allow_unmatched: bool,
+    pub warn: &'a dyn Fn(&str),
+}
+
+fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result<Planned, Error> {
+    let config = rules.config;
     let data = match data {
         Some(d) => {
             let set = Dataset::open(&d.path, &model.inputs, d.max_samples)?;
@@ -249,7 +266,21 @@ fn plan_model(model: &Model, data: Option<&DataSource>, config: &Config) -> Resu
         runner.analyse(&model.inputs, shapes)?;
     let mut notes = Vec::new();
     let written = model_to_write(&model.loaded.model, config, &mut notes)?;
-    let mut plan = policy::plan(&written, &types, config);
+    let missing = policy::unmatched(
+        rules.overrides,
+        written.graph.as_ref().expect("loaded models have a graph"),
+    );
+    if !missing.is_empty() {
+        if !rules.allow_unmatched {
+            return Err(UsageError::Unmatched {
+                file: rules.overrides.file.clone(),
+                problems: missing,
+            }
+            .into());
+        }
+        missing.iter().for_each(|m| (rules.warn)(m));
+    }
+    let mut plan = policy::plan(&written, &types, config, rules.overrides);
     notes.append(&mut plan.notes);
     plan.notes = notes;
     Ok(Planned {
@@ -359,6 +390,21 @@ fn load_stats(path: &Path, model: &Path, warn: &dyn Fn(&str)) -> Result<StatsTab
 }
 
 /// Range, parameters and report line of every planned activation.
+/// The method a site's range is chosen with: its override's, or the global one.
+fn site_method(config: &Config, s: &SiteSettings) -> Method {
+    let percentile = s.percentile.unwrap_or(config.percentile);
+    match s.method.as_deref() {
+        None => match config.method {
+            Method::Percentile { .. } => Method::Percentile { percentile },
+            m => m,
+        },
+        Some("minmax") => Method::MinMax { averaged: false },
+        Some("percentile") => Method::Percentile { percentile },
+        Some("entropy") => Method::Entropy,
+        Some(_) => Method::Mse,
+    }
+}
+
 fn activation_params_of(
     plan: &mut QuantPlan,
     model: &crate::proto::ModelProto,
@@ -369,7 +415,7 @@ fn activation_params_of(
     let missing: Vec<String> = plan
         .activations
         .iter()
-        .filter(|a| a.fixed_range.is_none() && !stats.tensors.contains_key(&a.tensor))
+        .filter(|a| a.needs_stats() && !stats.tensors.contains_key(&a.tensor))
         .map(|a| format!("`{}`", a.tensor))
         .collect();
     if !missing.is_empty() {
@@ -382,18 +428,28 @@ fn activation_params_of(
         }
         .into());
     }
-    let scheme = config.activation;
-    // each site's own range: fixed by its producer, or chosen from its statistics
+    let scheme_of = |s: &SiteSettings| ActivationScheme {
+        qtype: s.qtype.unwrap_or(config.activation.qtype),
+        symmetric: s.symmetric.unwrap_or(config.activation.symmetric),
+    };
+    // each site's own range: set by an override, fixed by its producer, or chosen from its
+    // statistics (a fixed scale needs none: its observed extremes stand in)
     let mut own: HashMap<String, (f32, f32)> = HashMap::new();
     for site in &plan.activations {
-        let r = match site.fixed_range {
-            Some(r) => r,
-            None => select_range(&stats.tensors[&site.tensor], config.method, scheme).map_err(
-                |reason| CalibError::BadFile {
-                    path: source.to_path_buf(),
-                    reason: format!("tensor `{}`: {reason}", site.tensor),
-                },
-            )?,
+        let observed = stats.tensors.get(&site.tensor);
+        let r = match (site.settings.range, site.fixed_range, observed) {
+            (Some(r), _, _) | (None, Some(r), _) => r,
+            (None, None, Some(s)) if site.settings.scale.is_some() => (s.minmax.min, s.minmax.max),
+            (None, None, None) => (0.0, 0.0),
+            (None, None, Some(s)) => select_range(
+                s,
+                site_method(config, &site.settings),
+                scheme_of(&site.settings),
+            )
+            .map_err(|reason| CalibError::BadFile {
+                path: source.to_path_buf(),
+                reason: format!("tensor `{}`: {reason}", site.tensor),
+            })?,
         };
         own.insert(site.tensor.clone(), r);
     }
@@ -412,18 +468,31 @@ fn activation_params_of(
     let mut reports = Vec::new();
     for (site, own) in plan.activations.iter().zip(ranges) {
         let (lo, hi) = site.group.map_or(own, |g| union[&g]);
-        let unsigned = config.unsigned_when_nonnegative && lo >= 0.0;
-        let site_scheme = if unsigned {
+        let set = &site.settings;
+        let unsigned = config.unsigned_when_nonnegative && set.qtype.is_none() && lo >= 0.0;
+        let scheme = if unsigned {
             ActivationScheme {
                 qtype: QType::Uint8,
                 symmetric: false,
             }
         } else {
-            scheme
+            scheme_of(set)
         };
-        let p = activation_params(lo, hi, site_scheme);
-        act.tensors
-            .insert(site.tensor.clone(), (site_scheme.qtype, p));
+        let p = match set.scale {
+            Some((scale, zp)) => {
+                let natural = if scheme.qtype == QType::Uint8 && scheme.symmetric {
+                    128
+                } else {
+                    0
+                };
+                QParams {
+                    scale,
+                    zero_point: zp.unwrap_or(natural),
+                }
+            }
+            None => activation_params(lo, hi, scheme),
+        };
+        act.tensors.insert(site.tensor.clone(), (scheme.qtype, p));
         let (min, max) = stats
             .tensors
             .get(&site.tensor)
@@ -433,9 +502,14 @@ fn activation_params_of(
             min,
             max,
             range: [lo, hi],
-            dtype: site_scheme.qtype.name(),
+            dtype: scheme.qtype.name(),
             scale: p.scale,
             zero_point: p.zero_point,
+            decided_by: set
+                .sources
+                .iter()
+                .map(|(f, o)| format!("{f}: {o}"))
+                .collect(),
         });
     }
     Ok((act, reports))
@@ -449,10 +523,21 @@ fn amax_table(reports: &[ActivationReport]) -> BTreeMap<String, f32> {
         .collect()
 }
 
-fn observe_for(config: &Config) -> Observe {
+fn observe_for(config: &Config, plan: &QuantPlan) -> Observe {
+    let methods: Vec<Method> = plan
+        .activations
+        .iter()
+        .filter(|a| a.needs_stats())
+        .map(|a| site_method(config, &a.settings))
+        .collect();
     Observe {
-        histogram_bins: config.method.needs_histogram().then_some(config.bins),
-        averaged: matches!(config.method, Method::MinMax { averaged: true }),
+        histogram_bins: methods
+            .iter()
+            .any(|m| m.needs_histogram())
+            .then_some(config.bins),
+        averaged: methods
+            .iter()
+            .any(|m| matches!(m, Method::MinMax { averaged: true })),
     }
 }
 
@@ -474,7 +559,16 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         mut plan,
         written,
         data,
-    } = plan_model(&model, data, &job.config)?;
+    } = plan_model(
+        &model,
+        data,
+        &Rules {
+            config: &job.config,
+            overrides: &job.overrides,
+            allow_unmatched: job.allow_unmatched,
+            warn,
+        },
+    )?;
     clock.lap("plan");
 
     let (stats, calibration, source) = match (&job.stats, data) {
@@ -485,7 +579,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
                 &model.inputs,
                 data,
                 d,
-                observe_for(&job.config),
+                observe_for(&job.config, &plan),
             )?;
             (m.stats, m.report, d.path.clone())
         }
@@ -540,6 +634,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             data_bytes,
         }),
         config: job.config.clone(),
+        sources: job.sources.clone(),
         calibration,
         opset: rewritten.opset,
         nodes: plan.nodes,
@@ -575,7 +670,16 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
         mut plan,
         written,
         data,
-    } = plan_model(&model, Some(&job.data), &job.config)?;
+    } = plan_model(
+        &model,
+        Some(&job.data),
+        &Rules {
+            config: &job.config,
+            overrides: &job.overrides,
+            allow_unmatched: job.allow_unmatched,
+            warn,
+        },
+    )?;
     clock.lap("plan");
     let data = data.expect("planned with data");
     let m = calibrate(
@@ -621,4 +725,21 @@ pub fn run_job(input: &Path, data: &DataSource) -> Result<(usize, f64), Error> {
     let start = Instant::now();
     let n = runner.infer(&model.inputs, &shapes, set, &opts)?;
     Ok((n, start.elapsed().as_secs_f64()))
+}
+
+/// A plan made without calibration data: what `explain` and `init-config` show.
+pub struct Explained {
+    pub plan: QuantPlan,
+    pub model: crate::proto::ModelProto,
+}
+
+/// Plans `input` under `rules` without running calibration.
+pub fn plan_only(input: &Path, rules: &Rules) -> Result<Explained, Error> {
+    let model = open_model(input)?;
+    model.loaded.warnings.iter().for_each(|w| (rules.warn)(w));
+    let Planned { plan, written, .. } = plan_model(&model, None, rules)?;
+    Ok(Explained {
+        plan,
+        model: written,
+    })
 }

@@ -39,6 +39,9 @@ pub struct ActivationReport {
     pub dtype: &'static str,
     pub scale: f32,
     pub zero_point: i32,
+    /// Settings an override decided (`method: override #1 (q.yaml:4)`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decided_by: Vec<String>,
 }
 
 /// The calibration run.
@@ -57,6 +60,8 @@ pub struct Report {
     pub input: FileReport,
     pub output: Option<FileReport>,
     pub config: Config,
+    /// Where each setting comes from: key → preset, settings file or command line.
+    pub sources: BTreeMap<String, String>,
     pub calibration: CalibrationReport,
     pub opset: Option<i64>,
     pub nodes: Vec<NodeDecision>,

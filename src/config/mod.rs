@@ -3,6 +3,7 @@
 //! (preset, then command line) and the last one that sets a key wins; every resolved value
 //! remembers the layer it came from (`onnx-quant show-config` prints both).
 
+pub mod overrides;
 pub mod schema;
 pub mod yaml;
 
@@ -77,6 +78,55 @@ pub fn decode_layer(
         },
         node,
     ))
+}
+
+/// The user's settings file: global settings (a layer) and per-layer overrides.
+#[derive(Clone, Debug)]
+pub struct UserConfig {
+    /// The file name as messages show it.
+    pub file: String,
+    pub layer: Layer,
+    pub overrides: Vec<overrides::Override>,
+}
+
+/// Reads and checks a settings file, reporting every problem with line and column.
+pub fn load_user(path: &std::path::Path) -> Result<UserConfig, crate::error::UsageError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        crate::error::UsageError::Invalid(format!("cannot read config `{file}`: {e}"))
+    })?;
+    let bad = |problems: Vec<Problem>| crate::error::UsageError::Config {
+        file: file.clone(),
+        problems: problems.iter().map(|p| p.to_string()).collect(),
+    };
+    let node = yaml::parse(&text).map_err(|(pos, message)| {
+        bad(vec![Problem {
+            pos,
+            path: String::new(),
+            message,
+        }])
+    })?;
+    let (mut found, mut problems) = (BTreeMap::new(), Vec::new());
+    schema::decode_settings(&node, "", &["overrides"], &mut found, &mut problems);
+    let mut list = Vec::new();
+    if let yaml::Kind::Map(entries) = &node.kind
+        && let Some((_, _, o)) = entries.iter().find(|(k, _, _)| k == "overrides")
+    {
+        list = overrides::decode(o, &mut problems);
+    }
+    if !problems.is_empty() {
+        problems.sort_by_key(|p| (p.pos.line, p.pos.col));
+        return Err(bad(problems));
+    }
+    let layer = Layer {
+        name: file.clone(),
+        values: found.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+    };
+    Ok(UserConfig {
+        file,
+        layer,
+        overrides: list,
+    })
 }
 
 /// The preset layer of `target` (one of [`schema::TARGETS`]).
@@ -190,6 +240,7 @@ impl Resolved {
             },
             unsigned_when_nonnegative: self.bool("activations.unsigned_when_nonnegative"),
             method,
+            percentile: self.number("activations.percentile"),
             bins: self.number("activations.bins") as usize,
             per_channel: self.bool("weights.per_channel"),
             bias_int32: self.word("bias") == "int32",
@@ -250,6 +301,8 @@ pub struct Config {
     pub activation: ActivationScheme,
     pub unsigned_when_nonnegative: bool,
     pub method: Method,
+    /// The percentile of `method: percentile`, also for overrides that choose that method.
+    pub percentile: f64,
     pub bins: usize,
     pub per_channel: bool,
     pub bias_int32: bool,

@@ -15,7 +15,10 @@
 //! (calibrated, per tensor). Pure: reads the graph, the tensor types found by the runner and
 //! the configuration, returns a [`QuantPlan`]; does no I/O.
 
+mod apply;
 mod rules;
+
+pub use apply::{Overrides, unmatched};
 
 use std::collections::HashMap;
 
@@ -24,6 +27,7 @@ use serde::Serialize;
 use crate::calib::TensorInfo;
 use crate::config::Config;
 use crate::ir::{self, NodeId};
+use crate::params::QType;
 use crate::proto::ModelProto;
 
 /// The fate of one node.
@@ -51,6 +55,29 @@ pub struct ActivationSite {
     pub group: Option<usize>,
     /// A range fixed by the op that produces the tensor (e.g. Softmax: [0, 1]).
     pub fixed_range: Option<(f32, f32)>,
+    /// What the user's overrides set for this tensor.
+    pub settings: SiteSettings,
+}
+
+impl ActivationSite {
+    /// Whether calibration must observe it (no fixed range or scale).
+    pub fn needs_stats(&self) -> bool {
+        self.fixed_range.is_none() && self.settings.range.is_none() && self.settings.scale.is_none()
+    }
+}
+
+/// Activation settings an override gave one tensor (unset: the global setting applies).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SiteSettings {
+    pub qtype: Option<QType>,
+    pub symmetric: Option<bool>,
+    pub method: Option<String>,
+    pub percentile: Option<f64>,
+    pub range: Option<(f32, f32)>,
+    /// A fixed scale and zero-point (`None`: the type's natural zero-point).
+    pub scale: Option<(f32, Option<i32>)>,
+    /// (field, override that set it).
+    pub sources: Vec<(&'static str, String)>,
 }
 
 /// A constant weight to store as int8 for the listed consumer inputs.
@@ -60,6 +87,8 @@ pub struct WeightSite {
     /// Per-channel axis, `None` for one scale.
     pub axis: Option<usize>,
     pub consumers: Vec<(NodeId, usize)>,
+    /// Overrides that set its settings (`per_channel: override #1 (q.yaml:3)`).
+    pub decided_by: Vec<String>,
 }
 
 /// A float bias stored as int32 with scale `s_x · s_w` (ORT's QLinearConv / QGemm).
@@ -90,7 +119,7 @@ impl QuantPlan {
     pub fn observed(&self) -> Vec<String> {
         self.activations
             .iter()
-            .filter(|a| a.fixed_range.is_none())
+            .filter(|a| a.needs_stats())
             .map(|a| a.tensor.clone())
             .collect()
     }
@@ -102,9 +131,14 @@ impl QuantPlan {
 }
 
 /// Decides what to quantize in `model`'s main graph.
-pub fn plan(model: &ModelProto, types: &HashMap<String, TensorInfo>, config: &Config) -> QuantPlan {
+pub fn plan(
+    model: &ModelProto,
+    types: &HashMap<String, TensorInfo>,
+    config: &Config,
+    overrides: &Overrides,
+) -> QuantPlan {
     let graph = model.graph.as_ref().expect("loaded models have a graph");
-    let mut b = rules::Builder::new(model, graph, types, config);
+    let mut b = rules::Builder::new(model, graph, types, config, overrides);
     for id in 0..graph.node.len() {
         b.node(id);
     }
@@ -113,16 +147,17 @@ pub fn plan(model: &ModelProto, types: &HashMap<String, TensorInfo>, config: &Co
     let mut notes = Vec::new();
     let weights = b.weight_sites(&mut notes);
     let (nodes, activations, biases) = b.finish();
-    let mut weights = weights;
-    let upgrade = plan_opset(model, &mut weights, &mut notes);
-    QuantPlan {
+    let mut plan = QuantPlan {
         nodes,
         activations,
         weights,
         biases,
-        upgrade,
+        upgrade: None,
         notes,
-    }
+    };
+    apply::apply(&mut plan, graph, overrides);
+    plan.upgrade = plan_opset(model, &mut plan.weights, &mut plan.notes);
+    plan
 }
 
 /// Per-channel weights need opset 13: plan the upgrade, or fall back to per-tensor weights.

@@ -43,6 +43,7 @@ pub(super) struct Builder<'a> {
     index: Index<'a>,
     types: &'a HashMap<String, TensorInfo>,
     config: &'a Config,
+    overrides: &'a super::Overrides,
     decisions: Vec<NodeDecision>,
     sites: Vec<ActivationSite>,
     site_of: HashMap<String, usize>,
@@ -58,6 +59,7 @@ impl<'a> Builder<'a> {
         graph: &'a GraphProto,
         types: &'a HashMap<String, TensorInfo>,
         config: &'a Config,
+        overrides: &'a super::Overrides,
     ) -> Self {
         let decisions = graph
             .node
@@ -77,6 +79,7 @@ impl<'a> Builder<'a> {
             index: Index::new(graph),
             types,
             config,
+            overrides,
             decisions,
             sites: Vec::new(),
             site_of: HashMap::new(),
@@ -158,6 +161,7 @@ impl<'a> Builder<'a> {
             all_consumers: false,
             group: None,
             fixed_range: None,
+            settings: Default::default(),
         });
         self.parent.push(i);
         self.site_of.insert(tensor.to_string(), i);
@@ -223,6 +227,9 @@ impl<'a> Builder<'a> {
         }
         if ir::has_subgraphs(node) {
             return self.float(id, "control flow: its subgraphs are not quantized");
+        }
+        if let Some((o, true)) = self.overrides.node_skip(self.graph, id) {
+            return self.float(id, format!("skipped by {}", o.label(&self.overrides.file)));
         }
         if Self::has(&p.float_ops, op) {
             return self.float(id, format!("kept float by the {target} preset (float_ops)"));
@@ -333,7 +340,18 @@ impl<'a> Builder<'a> {
                 weight,
             });
         }
-        self.quantized(id, None);
+        let unit = Self::has(&self.config.placement.output_ops, node.op_type());
+        self.quantized(
+            id,
+            Some(
+                if unit {
+                    "weighted op, complete node unit (placement.weighted_ops, output_ops)"
+                } else {
+                    "data and weight inputs (placement.weighted_ops)"
+                }
+                .into(),
+            ),
+        );
     }
 
     /// The bias of a Conv / Gemm that can become int32: a rank-1 float32 initializer.
@@ -393,7 +411,12 @@ impl<'a> Builder<'a> {
         if unit {
             self.quantize_output(node);
         }
-        self.quantized(id, None);
+        let remark = if unit {
+            "complete node unit (placement.input_ops, output_ops)"
+        } else {
+            "activation inputs (placement.input_ops)"
+        };
+        self.quantized(id, Some(remark.into()));
     }
 
     /// The range of a constant's values, widened to include 0.
@@ -446,7 +469,10 @@ impl<'a> Builder<'a> {
             for (slot, t) in acts.iter().enumerate() {
                 self.use_activation(t, id, slot);
             }
-            return self.quantized(id, None);
+            return self.quantized(
+                id,
+                Some("residual Add: every input (placement.residual_add)".into()),
+            );
         }
         let branches: Vec<Option<NodeId>> = acts.iter().map(|t| self.conv_branch(t)).collect();
         let fused = match (branches[0], branches[1]) {
@@ -564,6 +590,7 @@ impl<'a> Builder<'a> {
                             initializer: w,
                             axis,
                             consumers,
+                            decided_by: vec![],
                         },
                     )
                 },

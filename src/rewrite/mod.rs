@@ -40,6 +40,9 @@ pub struct WeightReport {
     pub scales: usize,
     /// The float initializer was kept because other (float) nodes still read it.
     pub float_kept: bool,
+    /// Settings an override decided.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub decided_by: Vec<String>,
 }
 
 /// Summary of a rewrite.

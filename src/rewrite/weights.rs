@@ -134,6 +134,7 @@ pub(super) fn quantize_weights(
             axis: site.axis,
             scales: q.scales.len(),
             float_kept,
+            decided_by: site.decided_by.clone(),
         });
         scales.insert(w.to_string(), q.scales);
     }

@@ -3,6 +3,7 @@
 
 mod check;
 mod cli_errors;
+mod config;
 mod onnx_io;
 mod quantize;
 mod stats;

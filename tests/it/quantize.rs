@@ -43,7 +43,7 @@ fn masked_dump(m: &ModelProto) -> String {
 }
 
 /// Compares `actual` with `tests/golden/NAME`; `ONNXQ_BLESS=1` rewrites the file instead.
-fn golden(name: &str, actual: &str) {
+pub fn golden(name: &str, actual: &str) {
     let path = root().join("tests/golden").join(name);
     if std::env::var_os("ONNXQ_BLESS").is_some() {
         std::fs::write(&path, actual).unwrap();

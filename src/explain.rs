@@ -1,0 +1,236 @@
+//! Text for `onnx-quant explain` (every node's fate and every quantized tensor's settings, each
+//! with what decided it) and `onnx-quant init-config` (a commented settings template).
+
+use std::fmt::Write;
+
+use crate::config::Resolved;
+use crate::ir;
+use crate::pipeline::Explained;
+use crate::policy::{ActivationSite, QuantPlan};
+
+/// Where a global setting comes from (`preset tensorrt`, `quant.yaml`, `command line`).
+fn source<'a>(resolved: &'a Resolved, key: &str) -> &'a str {
+    resolved.values.get(key).map_or("?", |(_, s)| s.as_str())
+}
+
+fn activation_line(site: &ActivationSite, resolved: &Resolved) -> String {
+    let s = &site.settings;
+    let from = |field: &str, key: &str| -> String {
+        s.sources
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map_or_else(|| source(resolved, key).to_string(), |(_, o)| o.clone())
+    };
+    let value = |field: &str, key: &str, set: Option<String>| {
+        let v = set.unwrap_or_else(|| {
+            resolved
+                .values
+                .get(key)
+                .map_or("?".into(), |(v, _)| v.to_string())
+        });
+        format!("{field} {v} ({})", from(field, key))
+    };
+    let mut parts = vec![
+        value(
+            "dtype",
+            "activations.dtype",
+            s.qtype.map(|q| q.name().to_string()),
+        ),
+        value(
+            "symmetric",
+            "activations.symmetric",
+            s.symmetric.map(|b| b.to_string()),
+        ),
+    ];
+    if let Some((scale, zp)) = s.scale {
+        parts.push(format!(
+            "scale {scale}{} ({})",
+            zp.map_or(String::new(), |z| format!(", zero-point {z}")),
+            from("scale", "")
+        ));
+    } else if let Some((lo, hi)) = s.range {
+        parts.push(format!("range [{lo}, {hi}] ({})", from("range", "")));
+    } else if let Some((lo, hi)) = site.fixed_range {
+        parts.push(format!(
+            "range [{lo}, {hi}] (fixed by its producer: placement.fixed_ranges)"
+        ));
+    } else {
+        parts.push(value("method", "activations.method", s.method.clone()));
+    }
+    if site.group.is_some() {
+        parts.push("scale shared with its Concat / shape-op neighbours".into());
+    }
+    parts.join(", ")
+}
+
+/// Every node, in graph order, with its decision and reason; under each quantized node, the
+/// tensors it reads quantized and their settings.
+pub fn explain(ex: &Explained, resolved: &Resolved) -> String {
+    let mut out = String::new();
+    let plan: &QuantPlan = &ex.plan;
+    let graph = ex.model.graph.as_ref().expect("loaded models have a graph");
+    for d in &plan.nodes {
+        let verdict = if d.quantized { "quantized" } else { "float" };
+        let _ = writeln!(
+            out,
+            "node `{}` ({}): {verdict}: {}",
+            d.name,
+            d.op_type,
+            d.reason.as_deref().unwrap_or("")
+        );
+        let node = &graph.node[d.id];
+        for site in plan
+            .activations
+            .iter()
+            .filter(|a| a.consumers.iter().any(|c| c.0 == d.id))
+        {
+            let _ = writeln!(
+                out,
+                "  reads `{}` quantized: {}",
+                site.tensor,
+                activation_line(site, resolved)
+            );
+        }
+        for w in plan
+            .weights
+            .iter()
+            .filter(|w| w.consumers.iter().any(|c| c.0 == d.id))
+        {
+            let layout = w.axis.map_or("per tensor".to_string(), |a| {
+                format!("per channel on axis {a}")
+            });
+            let by = if w.decided_by.is_empty() {
+                format!(
+                    "weights.per_channel: {}",
+                    source(resolved, "weights.per_channel")
+                )
+            } else {
+                w.decided_by.join(", ")
+            };
+            let _ = writeln!(
+                out,
+                "  weight `{}`: int8 [-127, 127], {layout} ({by})",
+                w.initializer
+            );
+        }
+        for b in plan.biases.iter().filter(|b| b.node == d.id) {
+            let _ = writeln!(
+                out,
+                "  bias `{}`: int32, scale s_x·s_w (bias: {})",
+                b.bias,
+                source(resolved, "bias")
+            );
+        }
+        if let Some(site) = node
+            .output
+            .first()
+            .and_then(|o| plan.site(o))
+            .filter(|s| s.all_consumers)
+        {
+            let _ = writeln!(
+                out,
+                "  writes `{}` quantized (complete node unit): {}",
+                site.tensor,
+                activation_line(site, resolved)
+            );
+        }
+    }
+    for note in &plan.notes {
+        let _ = writeln!(out, "note: {note}");
+    }
+    out
+}
+
+/// A commented YAML settings file for `model`: the global settings that matter most, and a
+/// commented override per node the target quantizes.
+pub fn init_config(ex: &Explained, resolved: &Resolved, model: &str) -> String {
+    let target = source_value(resolved, "target");
+    let mut out = format!(
+        "# onnx-quant settings for `{model}`, target {target}.\n\
+         # Use: onnx-quant {model} OUT.onnx --calib DATA --config THIS_FILE\n\
+         # Every setting and its default: onnx-quant show-config --target {target}\n\
+         # Reference: docs/config.md\n\n\
+         target: {target}\n\n"
+    );
+    let _ = writeln!(out, "# Global settings (the {target} preset's values):");
+    let mut section = "";
+    for key in [
+        "activations.method",
+        "activations.symmetric",
+        "activations.dtype",
+        "weights.per_channel",
+    ] {
+        let (head, leaf) = key.split_once('.').expect("dotted");
+        if head != section {
+            let _ = writeln!(out, "# {head}:");
+            section = head;
+        }
+        let _ = writeln!(out, "#   {leaf}: {}", source_value(resolved, key));
+    }
+    let _ = writeln!(
+        out,
+        "\n# Per-layer overrides: the first entry that matches and sets a setting wins.\n\
+         # `match:` takes `name` (exact or glob), `name_regex`, `op_type`, `tensor`, `tensor_regex`.\n\
+         # Settings: `skip: true`, `activations: {{dtype, symmetric, method, percentile, range, scale,\n\
+         # zero_point}}`, `weights: {{per_channel, axis}}`. The nodes the {target} placement quantizes:\n\
+         overrides:"
+    );
+    let graph = ex.model.graph.as_ref().expect("loaded models have a graph");
+    for d in ex.plan.nodes.iter().filter(|d| d.quantized) {
+        let reads: Vec<String> = ex
+            .plan
+            .activations
+            .iter()
+            .filter(|a| a.consumers.iter().any(|c| c.0 == d.id))
+            .map(|a| format!("`{}`", a.tensor))
+            .collect();
+        let weights: Vec<String> = ex
+            .plan
+            .weights
+            .iter()
+            .filter(|w| w.consumers.iter().any(|c| c.0 == d.id))
+            .map(|w| {
+                format!(
+                    "`{}` {}",
+                    w.initializer,
+                    w.axis
+                        .map_or("per tensor".into(), |a| format!("per channel axis {a}"))
+                )
+            })
+            .collect();
+        let mut what = vec![d.op_type.clone()];
+        if !reads.is_empty() {
+            what.push(format!("reads {}", reads.join(", ")));
+        }
+        if !weights.is_empty() {
+            what.push(format!("weight {}", weights.join(", ")));
+        }
+        let name = ir::node_label(&graph.node[d.id], d.id);
+        let _ = writeln!(
+            out,
+            "#  - match: {{name: {}}}   # {}\n#    skip: true",
+            yaml_string(&name),
+            what.join("; ")
+        );
+    }
+    out
+}
+
+fn source_value(resolved: &Resolved, key: &str) -> String {
+    resolved
+        .values
+        .get(key)
+        .map_or("?".into(), |(v, _)| v.to_string())
+}
+
+/// A YAML scalar for `s`, quoted when needed.
+fn yaml_string(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars().all(|c| c.is_alphanumeric() || "_./-".contains(c))
+        && !s.starts_with(['-', '.']);
+    if plain {
+        s.to_string()
+    } else {
+        format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
