@@ -12,7 +12,7 @@ use onnx_quant::config::{self, Layer, Resolved, schema::Value};
 use onnx_quant::error::{Error, OutputError, UsageError};
 use onnx_quant::params::Method;
 use onnx_quant::pipeline::{
-    CalibrateJob, DataSource, QuantizeJob, Rules, StatsSource, calibrate_job, quantize, run_job,
+    CalibrateJob, DataSource, Planning, QuantizeJob, StatsSource, calibrate_job, quantize, run_job,
 };
 use onnx_quant::policy::Overrides;
 use onnx_quant::stats;
@@ -78,13 +78,7 @@ fn run(cli: Cli) -> Result<(), Error> {
 /// `explain` and `init-config`: plan without calibration data and print.
 fn run_explain(args: ModelArgs, template: bool) -> Result<(), Error> {
     let settings = resolve_config(&args.ranges, false)?;
-    let rules = Rules {
-        config: &settings.config,
-        overrides: &settings.overrides,
-        allow_unmatched: args.ranges.allow_unmatched,
-        warn: &warn,
-    };
-    let ex = onnx_quant::pipeline::plan_only(&args.model, &rules)?;
+    let ex = onnx_quant::pipeline::plan_only(&args.model, &settings.planning.rules(&warn))?;
     let text = if template {
         onnx_quant::explain::init_config(&ex, &settings.resolved, &args.model.display().to_string())
     } else {
@@ -211,8 +205,7 @@ fn flag_layer(args: &RangeArgs, cache_source: bool) -> Result<Layer, Error> {
 /// The resolved settings of a command.
 struct Settings {
     resolved: Resolved,
-    config: onnx_quant::config::Config,
-    overrides: Overrides,
+    planning: Planning,
 }
 
 /// Resolves preset, settings file and flags (in that order; flags win) and the file's overrides.
@@ -241,11 +234,13 @@ fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Settings, Erro
     if args.moving_average && !matches!(config.method, Method::MinMax { .. }) {
         return Err(usage("--moving-average goes with --method minmax"));
     }
-    Ok(Settings {
-        resolved,
+    let allow_unmatched = args.allow_unmatched;
+    let planning = Planning {
         config,
         overrides,
-    })
+        allow_unmatched,
+    };
+    Ok(Settings { resolved, planning })
 }
 
 /// Refuses an extra output (report, cache) that is a model, or whose folder is missing.
@@ -283,9 +278,7 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         input: args.input,
         output: args.output,
         stats,
-        config: settings.config,
-        overrides: settings.overrides,
-        allow_unmatched: args.ranges.allow_unmatched,
+        planning: settings.planning,
         sources: settings
             .resolved
             .values
@@ -313,9 +306,7 @@ fn run_calibrate(args: CalibrateArgs) -> Result<(), Error> {
     let job = CalibrateJob {
         data: data_source(args.calib, &args.data)?,
         input: args.input,
-        config: settings.config,
-        overrides: settings.overrides,
-        allow_unmatched: args.ranges.allow_unmatched,
+        planning: settings.planning,
         stats_out: args.stats,
         trt_cache: args.trt_cache,
     };

@@ -42,10 +42,7 @@ pub struct QuantizeJob {
     pub input: PathBuf,
     pub output: PathBuf,
     pub stats: StatsSource,
-    pub config: Config,
-    pub overrides: Overrides,
-    /// Overrides that select nothing are warnings instead of errors.
-    pub allow_unmatched: bool,
+    pub planning: Planning,
     /// Where each global setting comes from (key → layer), for the report.
     pub sources: BTreeMap<String, String>,
     /// Also write the chosen ranges as a TensorRT calibration cache.
@@ -57,9 +54,7 @@ pub struct QuantizeJob {
 pub struct CalibrateJob {
     pub input: PathBuf,
     pub data: DataSource,
-    pub config: Config,
-    pub overrides: Overrides,
-    pub allow_unmatched: bool,
+    pub planning: Planning,
     pub stats_out: PathBuf,
     pub trt_cache: Option<PathBuf>,
 }
@@ -237,6 +232,26 @@ fn model_to_write(
         m = folded;
     }
     Ok(m)
+}
+
+/// The settings and overrides a model is planned with.
+#[derive(Clone, Debug)]
+pub struct Planning {
+    pub config: Config,
+    pub overrides: Overrides,
+    /// Overrides that select nothing are warnings instead of errors.
+    pub allow_unmatched: bool,
+}
+
+impl Planning {
+    pub fn rules<'a>(&'a self, warn: &'a dyn Fn(&str)) -> Rules<'a> {
+        Rules {
+            config: &self.config,
+            overrides: &self.overrides,
+            allow_unmatched: self.allow_unmatched,
+            warn,
+        }
+    }
 }
 
 /// Plans `model` under `config` and the user's overrides. An override selecting nothing is an
@@ -559,16 +574,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         mut plan,
         written,
         data,
-    } = plan_model(
-        &model,
-        data,
-        &Rules {
-            config: &job.config,
-            overrides: &job.overrides,
-            allow_unmatched: job.allow_unmatched,
-            warn,
-        },
-    )?;
+    } = plan_model(&model, data, &job.planning.rules(warn))?;
     clock.lap("plan");
 
     let (stats, calibration, source) = match (&job.stats, data) {
@@ -579,7 +585,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
                 &model.inputs,
                 data,
                 d,
-                observe_for(&job.config, &plan),
+                observe_for(&job.planning.config, &plan),
             )?;
             (m.stats, m.report, d.path.clone())
         }
@@ -602,7 +608,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     clock.lap("calibrate");
 
     let (act, activations) =
-        activation_params_of(&mut plan, &written, &stats, &job.config, &source)?;
+        activation_params_of(&mut plan, &written, &stats, &job.planning.config, &source)?;
     let Model { loaded, .. } = model;
     let mut graph_model = written;
     let rewritten = rewrite::run(&mut graph_model, &plan, &act)?;
@@ -633,7 +639,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             data_files,
             data_bytes,
         }),
-        config: job.config.clone(),
+        config: job.planning.config.clone(),
         sources: job.sources.clone(),
         calibration,
         opset: rewritten.opset,
@@ -670,16 +676,7 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
         mut plan,
         written,
         data,
-    } = plan_model(
-        &model,
-        Some(&job.data),
-        &Rules {
-            config: &job.config,
-            overrides: &job.overrides,
-            allow_unmatched: job.allow_unmatched,
-            warn,
-        },
-    )?;
+    } = plan_model(&model, Some(&job.data), &job.planning.rules(warn))?;
     clock.lap("plan");
     let data = data.expect("planned with data");
     let m = calibrate(
@@ -688,12 +685,17 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
         &model.inputs,
         data,
         &job.data,
-        Observe::all(job.config.bins),
+        Observe::all(job.planning.config.bins),
     )?;
     clock.lap("calibrate");
     if let Some(cache) = &job.trt_cache {
-        let (_, reports) =
-            activation_params_of(&mut plan, &written, &m.stats, &job.config, &job.data.path)?;
+        let (_, reports) = activation_params_of(
+            &mut plan,
+            &written,
+            &m.stats,
+            &job.planning.config,
+            &job.data.path,
+        )?;
         stats::write_trt_cache(cache, &amax_table(&reports))?;
     }
     let tensors = m.stats.tensors.len();

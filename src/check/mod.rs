@@ -63,18 +63,6 @@ const QOPERATORS: [&str; 12] = [
     "MatMulInteger",
 ];
 
-/// Output-channel axis of a weight read at input 1 of `consumer`, of rank `rank`.
-fn channel_axis(consumer: &NodeProto, rank: usize) -> Option<usize> {
-    Some(match consumer.op_type() {
-        "Conv" => 0,
-        "ConvTranspose" => 1,
-        "Gemm" if ir::attr_int(consumer, "transB").unwrap_or(0) != 0 => 0,
-        "Gemm" => 1,
-        "MatMul" => rank.checked_sub(1)?,
-        _ => return None,
-    })
-}
-
 struct Ctx<'i, 'g> {
     index: &'i Index<'g>,
     opset: i64,
@@ -284,7 +272,7 @@ fn per_channel(c: &mut Ctx, node: &NodeProto, id: NodeId, scale: &TensorProto) {
     let out = node.output.first().map_or("", |s| s.as_str());
     for &(consumer, slot) in c.index.consumers(out) {
         let cn = c.index.node(consumer);
-        let Some(want) = channel_axis(cn, rank).filter(|_| slot == 1) else {
+        let Some(want) = ir::weight_output_axis(cn, rank).filter(|_| slot == 1) else {
             continue;
         };
         if axis != want as i64 {

@@ -80,6 +80,20 @@ pub fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
         .map(|a| a.i())
 }
 
+/// The output-channel axis of the weight a Conv, ConvTranspose, Gemm or MatMul reads at input
+/// 1, for a weight of `rank` (ONNX's layouts: Conv `[M, C/g, ...]`, ConvTranspose `[C, M/g, ...]`,
+/// Gemm `[K, N]` or `[N, K]` with `transB`, MatMul `[..., K, N]`). `None` for other ops.
+pub fn weight_output_axis(node: &NodeProto, rank: usize) -> Option<usize> {
+    Some(match node.op_type() {
+        "Conv" => 0,
+        "ConvTranspose" => 1,
+        "Gemm" if attr_int(node, "transB").unwrap_or(0) != 0 => 0,
+        "Gemm" => 1,
+        "MatMul" => rank.checked_sub(1)?,
+        _ => return None,
+    })
+}
+
 /// Whether the node carries subgraphs (If, Loop, Scan, ...).
 pub fn has_subgraphs(node: &NodeProto) -> bool {
     node.attribute

@@ -12,17 +12,9 @@ use crate::proto::{GraphProto, ModelProto, NodeProto, tensor_proto::DataType};
 /// parameters such as Resize's scales).
 const VARIADIC: [&str; 8] = ["Add", "Sub", "Mul", "Div", "Concat", "Sum", "Max", "Min"];
 
-/// Output-channel axis of the weight input (slot 1) of a weighted op, for a weight of `rank`.
+/// Per-channel axis of a weighted op's weight: its output channels, for a weight of rank ≥ 2.
 fn weight_axis(node: &NodeProto, rank: usize) -> Option<usize> {
-    let axis = match node.op_type() {
-        "Conv" => 0,
-        "ConvTranspose" => 1,
-        "Gemm" if ir::attr_int(node, "transB").unwrap_or(0) != 0 => 0,
-        "Gemm" => 1,
-        "MatMul" => rank.checked_sub(1)?,
-        _ => return None,
-    };
-    (rank >= 2 && axis < rank).then_some(axis)
+    ir::weight_output_axis(node, rank).filter(|&axis| rank >= 2 && axis < rank)
 }
 
 enum Input {
