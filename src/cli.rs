@@ -36,10 +36,16 @@ pub enum Command {
     Explain(ModelArgs),
     /// Print a commented settings file listing every node the target quantizes.
     InitConfig(ModelArgs),
+    /// Compare a quantized model with its float original on data: output SQNR, cosine, top-1
+    /// agreement, accuracy with labels, the error of every quantized tensor.
+    Eval(EvalArgs),
+    /// Rank the quantized layers by the output error each causes: every layer quantized alone,
+    /// and all but each one (statistics gathered once; then inference only).
+    Sensitivity(SensitivityArgs),
 }
 
 /// Subcommand names: any other first argument means `quantize`.
-pub const SUBCOMMANDS: [&str; 9] = [
+pub const SUBCOMMANDS: [&str; 11] = [
     "quantize",
     "calibrate",
     "merge-stats",
@@ -49,6 +55,8 @@ pub const SUBCOMMANDS: [&str; 9] = [
     "check",
     "explain",
     "init-config",
+    "eval",
+    "sensitivity",
 ];
 
 /// Calibration data and how to run it.
@@ -132,6 +140,51 @@ pub struct QuantizeArgs {
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    #[command(flatten)]
+    pub accuracy: AccuracyArgs,
+}
+
+/// Measuring the result, and automatic mixed precision.
+#[derive(Debug, Args)]
+pub struct AccuracyArgs {
+    /// Integer labels of the calibration samples (.npy, one per row of the first classifying
+    /// output): top-1 figures and `--max-top1-drop`.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Compare the written model with the input, output and every quantized tensor (on the
+    /// held-out samples with a target, else on the calibration samples); in the report.
+    #[arg(long)]
+    pub per_layer: bool,
+    /// Draw the per-layer error as an SVG chart to FILE (implies --per-layer).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Keep layers float, as few as possible, until the output SQNR on held-out samples is at
+    /// least DB.
+    #[arg(long, value_name = "DB", conflicts_with = "max_top1_drop")]
+    pub target_sqnr: Option<f64>,
+    /// Keep layers float, as few as possible, until top-1 accuracy on held-out samples drops by
+    /// at most POINTS (needs --labels).
+    #[arg(long, value_name = "POINTS", requires = "labels")]
+    pub max_top1_drop: Option<f64>,
+    /// Samples held out of calibration to measure the target on [default: a quarter].
+    #[arg(long, value_name = "N")]
+    pub holdout: Option<usize>,
+    /// How layers to keep float are chosen (`all` runs every strategy and keeps the fewest
+    /// float layers).
+    #[arg(long, value_enum, default_value_t = StrategyArg::All, value_name = "STRATEGY")]
+    pub mixed_strategy: StrategyArg,
+    /// Write the settings file that reproduces the result: the --config given (if any) plus
+    /// one `skip: true` override per layer kept float.
+    #[arg(long, value_name = "FILE")]
+    pub write_config: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    All,
+    Sensitivity,
+    LeaveOneOut,
+    Greedy,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +237,67 @@ pub struct CheckArgs {
     /// Also write the findings as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// The float model.
+    pub reference: PathBuf,
+    /// Its quantized version (a QDQ model, from onnx-quant or another tool).
+    pub quantized: PathBuf,
+    /// Input data, as for `--calib` (a held-out set, ideally).
+    #[arg(long, value_name = "PATH")]
+    pub data: PathBuf,
+    /// Integer class labels (.npy), one per row of the first classifying output: adds top-1
+    /// accuracy of both models.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Also measure the error of every quantized tensor (worst first).
+    #[arg(long)]
+    pub per_layer: bool,
+    /// Draw the per-layer error as an SVG chart to FILE (implies --per-layer).
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Also write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the quantized model's simulated outputs to FILE (.npz, one array per output,
+    /// samples stacked on axis 0): to compare with a runtime.
+    #[arg(long, value_name = "FILE")]
+    pub save_outputs: Option<PathBuf>,
+    /// Fail (exit code 7) when an output's SQNR is below DB.
+    #[arg(long, value_name = "DB")]
+    pub min_sqnr: Option<f64>,
+    /// Fail (exit code 7) when top-1 accuracy drops by more than POINTS (needs --labels).
+    #[arg(long, value_name = "POINTS", requires = "labels")]
+    pub max_top1_drop: Option<f64>,
+    #[command(flatten)]
+    pub data_args: DataArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SensitivityArgs {
+    /// Float ONNX model.
+    pub model: PathBuf,
+    /// Samples: the last `--holdout` measure, the others calibrate (unless --stats).
+    #[arg(long, value_name = "PATH")]
+    pub calib: PathBuf,
+    /// Ranges from a statistics file (`onnx-quant calibrate`): every sample then measures.
+    #[arg(long, value_name = "FILE")]
+    pub stats: Option<PathBuf>,
+    /// Integer labels of the samples (.npy): adds the top-1 drop.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Samples held out of calibration to measure on [default: a quarter].
+    #[arg(long, value_name = "N", conflicts_with = "stats")]
+    pub holdout: Option<usize>,
+    /// Also write the ranking as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub ranges: RangeArgs,
 }
 
 #[derive(Debug, Args)]

@@ -24,6 +24,8 @@ pub enum ExitCode {
     Output = 5,
     /// `onnx-quant check` found violations of the target's rules.
     CheckFailed = 6,
+    /// An accuracy gate of `eval` (`--min-sqnr`, `--max-top1-drop`) was missed.
+    AccuracyMissed = 7,
 }
 
 /// Any error onnx-quant reports.
@@ -43,6 +45,9 @@ pub enum Error {
     /// `check` found this many violations (they are printed before).
     #[error("{0} violation(s) of the target's rules")]
     CheckFailed(usize),
+    /// Accuracy gates missed, each described.
+    #[error("accuracy target missed: {}", .0.join("; "))]
+    AccuracyMissed(Vec<String>),
 }
 
 impl Error {
@@ -55,6 +60,7 @@ impl Error {
             Error::Output(_) => ExitCode::Output,
             Error::Internal(_) => ExitCode::Internal,
             Error::CheckFailed(_) => ExitCode::CheckFailed,
+            Error::AccuracyMissed(_) => ExitCode::AccuracyMissed,
         }
     }
 }

@@ -5,13 +5,16 @@
 //! ([`rewrite`]) over the graph representation in [`ir`]. [`pipeline::quantize`] runs the whole
 //! job; `ARCHITECTURE.md` maps the code.
 
+pub mod accuracy;
 pub mod atomic;
 pub mod calib;
 pub mod check;
 pub mod config;
 pub mod error;
+pub mod evaluate;
 pub mod explain;
 pub mod ir;
+pub mod mixed;
 pub mod onnx;
 pub mod params;
 pub mod pipeline;
@@ -19,6 +22,7 @@ pub mod policy;
 pub mod proto;
 pub mod report;
 pub mod rewrite;
+pub mod simulate;
 pub mod stats;
 
 pub use error::{Error, ExitCode};

@@ -12,14 +12,15 @@ use onnx_quant::config::{self, Layer, Resolved, schema::Value};
 use onnx_quant::error::{Error, OutputError, UsageError};
 use onnx_quant::params::Method;
 use onnx_quant::pipeline::{
-    CalibrateJob, DataSource, Planning, QuantizeJob, StatsSource, calibrate_job, quantize, run_job,
+    CalibrateJob, DataSource, MixedJob, Planning, QuantizeJob, StatsSource, calibrate_job,
+    quantize, run_job,
 };
 use onnx_quant::policy::Overrides;
 use onnx_quant::stats;
 
 use cli::{
-    CalibrateArgs, CheckArgs, Cli, Command, DataArgs, InspectArgs, MergeStatsArgs, ModelArgs,
-    QuantizeArgs, RangeArgs, RunArgs,
+    CalibrateArgs, CheckArgs, Cli, Command, DataArgs, EvalArgs, InspectArgs, MergeStatsArgs,
+    ModelArgs, QuantizeArgs, RangeArgs, RunArgs, SensitivityArgs,
 };
 
 fn main() -> ExitCode {
@@ -72,6 +73,170 @@ fn run(cli: Cli) -> Result<(), Error> {
         Command::Check(args) => run_check(args),
         Command::Explain(args) => run_explain(args, false),
         Command::InitConfig(args) => run_explain(args, true),
+        Command::Eval(args) => run_eval(args),
+        Command::Sensitivity(args) => run_sensitivity(args),
+    }
+}
+
+fn score_text(s: &onnx_quant::mixed::Score) -> String {
+    let sqnr = onnx_quant::accuracy::db(s.sqnr_db);
+    match s.top1_drop {
+        Some(d) => format!("{sqnr:>7} {:>7.2}", d + 0.0),
+        None => format!("{sqnr:>7} {:>7}", "-"),
+    }
+}
+
+/// Ranks the layers and prints the table.
+fn run_sensitivity(args: SensitivityArgs) -> Result<(), Error> {
+    check_side_output(args.json.as_deref(), "--json", &[args.model.as_path()])?;
+    if args.holdout == Some(0) {
+        return Err(usage("--holdout must be at least 1"));
+    }
+    let from_cache = args.stats.as_deref().is_some_and(stats::is_trt_cache);
+    let settings = resolve_config(&args.ranges, from_cache)?;
+    let job = onnx_quant::pipeline::SensitivityJob {
+        input: args.model.clone(),
+        data: data_source(args.calib.clone(), &args.data)?,
+        stats: args.stats.clone(),
+        planning: settings.planning,
+        labels: args.labels.clone(),
+        holdout: args.holdout,
+    };
+    let r = onnx_quant::pipeline::sensitivity(&job, &warn)?;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{}: {} quantized layer(s), measured on {} sample(s){} ({} configurations, {:.1} s)",
+        r.model.display(),
+        r.layers.len(),
+        r.samples,
+        if r.calibration_samples > 0 {
+            format!(" held out of {} calibrating", r.calibration_samples)
+        } else {
+            String::new()
+        },
+        r.evaluations,
+        r.seconds
+    );
+    let _ = writeln!(
+        out,
+        "all quantized: output SQNR {} dB{}",
+        onnx_quant::accuracy::db(r.baseline.sqnr_db),
+        r.baseline.top1_drop.map_or(String::new(), |d| format!(
+            ", top-1 drop {:.2} points",
+            d + 0.0
+        ))
+    );
+    let width = r
+        .layers
+        .iter()
+        .map(|l| l.layer.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let _ = writeln!(
+        out,
+        "  {:width$}  {:>15}  {:>15}",
+        "layer", "only it int8", "all but it"
+    );
+    let _ = writeln!(
+        out,
+        "  {:width$}  {:>7} {:>7}  {:>7} {:>7}",
+        "", "SQNR dB", "top-1", "SQNR dB", "top-1"
+    );
+    for l in &r.layers {
+        let _ = writeln!(
+            out,
+            "  {:width$}  {}  {}",
+            l.layer,
+            score_text(&l.alone),
+            l.all_but.as_ref().map_or(String::new(), score_text)
+        );
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::to_vec_pretty(&r).map_err(|e| Error::Internal(e.to_string()))?;
+        onnx_quant::atomic::write(path, &json)?;
+    }
+    Ok(())
+}
+
+/// Compares, prints, writes the JSON and the chart; missed gates give exit code 7.
+fn run_eval(args: EvalArgs) -> Result<(), Error> {
+    let models = [args.reference.as_path(), args.quantized.as_path()];
+    check_side_output(args.json.as_deref(), "--json", &models)?;
+    check_side_output(args.plot.as_deref(), "--plot", &models)?;
+    check_side_output(args.save_outputs.as_deref(), "--save-outputs", &models)?;
+    let job = onnx_quant::evaluate::EvalJob {
+        reference: args.reference.clone(),
+        quantized: args.quantized.clone(),
+        data: data_source(args.data.clone(), &args.data_args)?,
+        labels: args.labels.clone(),
+        measure: onnx_quant::evaluate::Measure {
+            per_layer: args.per_layer || args.plot.is_some(),
+            keep_outputs: args.save_outputs.is_some(),
+            labels_window: false,
+        },
+    };
+    let report = onnx_quant::evaluate::evaluate(&job, &warn)?;
+    let c = &report.comparison;
+    let gates = onnx_quant::evaluate::gates(c, args.min_sqnr, args.max_top1_drop);
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "{} vs {} on {} sample(s) of {} ({} Q/DQ pairs and {} constants simulated, {:.1} s)",
+        args.quantized.display(),
+        args.reference.display(),
+        c.samples,
+        args.data.display(),
+        c.simulated_activations,
+        c.simulated_constants,
+        report.seconds
+    );
+    let _ = write!(out, "{}", c.summary(10));
+    for g in &gates {
+        let _ = writeln!(
+            out,
+            "  gate {}: {}",
+            if g.passed { "passed" } else { "MISSED" },
+            g.describe()
+        );
+    }
+    if let Some(path) = &args.plot {
+        let title = format!(
+            "{} vs {}",
+            args.quantized.display(),
+            args.reference.display()
+        );
+        let svg = onnx_quant::accuracy::layers_svg(&title, &c.layers_in_graph_order);
+        onnx_quant::atomic::write(path, svg.as_bytes())?;
+    }
+    if let Some(path) = &args.save_outputs {
+        let bytes = onnx_quant::calib::npy::npz_f32(&c.saved_outputs).map_err(Error::Internal)?;
+        onnx_quant::atomic::write(path, &bytes)?;
+    }
+    if let Some(path) = &args.json {
+        #[derive(serde::Serialize)]
+        struct Json<'a> {
+            #[serde(flatten)]
+            report: &'a onnx_quant::evaluate::EvalReport,
+            gates: &'a [onnx_quant::evaluate::Gate],
+        }
+        let json = serde_json::to_vec_pretty(&Json {
+            report: &report,
+            gates: &gates,
+        })
+        .map_err(|e| Error::Internal(e.to_string()))?;
+        onnx_quant::atomic::write(path, &json)?;
+    }
+    let missed: Vec<String> = gates
+        .iter()
+        .filter(|g| !g.passed)
+        .map(|g| g.describe())
+        .collect();
+    if missed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::AccuracyMissed(missed))
     }
 }
 
@@ -266,14 +431,43 @@ fn warn(w: &str) {
 fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
     let from_cache = args.stats.as_deref().is_some_and(stats::is_trt_cache);
     let settings = resolve_config(&args.ranges, from_cache)?;
+    let acc = &args.accuracy;
     let models = [args.input.as_path(), args.output.as_path()];
     check_side_output(args.report.as_deref(), "--report", &models)?;
     check_side_output(args.trt_cache.as_deref(), "--trt-cache", &models)?;
+    check_side_output(acc.plot.as_deref(), "--plot", &models)?;
+    check_side_output(acc.write_config.as_deref(), "--write-config", &models)?;
+    let target = match (acc.target_sqnr, acc.max_top1_drop) {
+        (Some(db), _) => Some(onnx_quant::mixed::Target::Sqnr(db)),
+        (None, Some(p)) => Some(onnx_quant::mixed::Target::Top1Drop(p)),
+        (None, None) => None,
+    };
+    let per_layer = acc.per_layer || acc.plot.is_some();
+    if args.stats.is_some() && (target.is_some() || per_layer) {
+        return Err(usage(
+            "--target-sqnr, --max-top1-drop, --per-layer and --plot measure the model on data: give --calib, not --stats",
+        ));
+    }
+    if target.is_none() && (acc.holdout.is_some() || acc.write_config.is_some()) {
+        return Err(usage(
+            "--holdout and --write-config go with --target-sqnr or --max-top1-drop",
+        ));
+    }
+    if acc.holdout == Some(0) {
+        return Err(usage("--holdout must be at least 1"));
+    }
     let stats = match (args.calib, args.stats) {
         (Some(calib), None) => StatsSource::Calibrate(data_source(calib, &args.data)?),
         (None, Some(file)) => StatsSource::File(file),
         _ => return Err(usage("give exactly one of --calib and --stats")),
     };
+    let strategy = match acc.mixed_strategy {
+        cli::StrategyArg::All => onnx_quant::mixed::Strategy::All,
+        cli::StrategyArg::Sensitivity => onnx_quant::mixed::Strategy::Sensitivity,
+        cli::StrategyArg::LeaveOneOut => onnx_quant::mixed::Strategy::LeaveOneOut,
+        cli::StrategyArg::Greedy => onnx_quant::mixed::Strategy::Greedy,
+    };
+    let user_overrides = settings.planning.overrides.clone();
     let job = QuantizeJob {
         input: args.input,
         output: args.output,
@@ -286,8 +480,51 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
             .map(|(k, (_, src))| (k.to_string(), src.clone()))
             .collect(),
         trt_cache: args.trt_cache,
+        labels: acc.labels.clone(),
+        mixed: target.map(|target| MixedJob {
+            target,
+            strategy,
+            holdout: acc.holdout,
+        }),
+        per_layer,
     };
     let report = quantize(&job, &warn)?;
+    if let Some(path) = &acc.plot
+        && let Some(a) = &report.accuracy
+    {
+        let title = format!("{} vs {}", job.output.display(), job.input.display());
+        let svg = onnx_quant::accuracy::layers_svg(&title, &a.layers_in_graph_order);
+        onnx_quant::atomic::write(path, svg.as_bytes())?;
+    }
+    if let (Some(path), Some(m)) = (&acc.write_config, &report.mixed_precision) {
+        let user = args
+            .ranges
+            .config
+            .as_deref()
+            .map(config::load_user)
+            .transpose()?;
+        let overrides =
+            onnx_quant::pipeline::with_exceptions(&user_overrides, &m.chosen().float).list;
+        let header = format!(
+            "written by onnx-quant {}: {} on {} held-out sample(s) of `{}`\n{} of {} quantized layer(s) kept float (strategy {}){}",
+            env!("CARGO_PKG_VERSION"),
+            m.target,
+            m.samples,
+            report.calibration.source.display(),
+            m.chosen().float.len(),
+            m.candidates,
+            m.chosen().strategy,
+            args.ranges
+                .config
+                .as_ref()
+                .map_or(String::new(), |c| format!(
+                    "\nsettings and overrides of `{}` first",
+                    c.display()
+                ))
+        );
+        let text = config::write::render(&header, user.as_ref().map(|u| &u.layer), &overrides);
+        onnx_quant::atomic::write(path, text.as_bytes())?;
+    }
     if let Some(path) = &args.report {
         let json =
             serde_json::to_vec_pretty(&report).map_err(|e| Error::Internal(e.to_string()))?;

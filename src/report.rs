@@ -69,6 +69,12 @@ pub struct Report {
     pub weights: Vec<WeightReport>,
     pub notes: Vec<String>,
     pub warnings: Vec<String>,
+    /// The written model against the input (`--per-layer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<crate::evaluate::Comparison>,
+    /// The automatic mixed-precision search (`--target-sqnr`, `--max-top1-drop`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mixed_precision: Option<crate::mixed::Search>,
     /// Wall time per stage, in milliseconds, in stage order.
     pub timings_ms: Vec<(String, f64)>,
 }
@@ -88,6 +94,14 @@ fn counts<'a>(items: impl Iterator<Item = &'a str>) -> String {
         .map(|(k, v)| format!("{k} {v}"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+fn score(s: &crate::mixed::Score) -> String {
+    let mut out = format!("output SQNR {} dB", crate::accuracy::db(s.sqnr_db));
+    if let Some(d) = s.top1_drop {
+        let _ = write!(out, ", top-1 drop {:.2} points", d + 0.0);
+    }
+    out
 }
 
 impl Report {
@@ -183,6 +197,37 @@ impl Report {
         let _ = writeln!(s, "  time: {}", times.join(", "));
         for n in &self.notes {
             let _ = writeln!(s, "  note: {n}");
+        }
+        if let Some(m) = &self.mixed_precision {
+            let _ = writeln!(
+                s,
+                "  mixed precision, {} (all int8: {}):",
+                m.target,
+                score(&m.baseline)
+            );
+            for (i, o) in m.outcomes.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "    {} {:<13} {} float layer(s), {}{}",
+                    if i == m.chosen { "*" } else { " " },
+                    o.strategy,
+                    o.float.len(),
+                    score(&o.score),
+                    if o.met { "" } else { " (target missed)" }
+                );
+            }
+            for l in &m.chosen().float {
+                let _ = writeln!(s, "    kept float: `{l}`");
+            }
+        }
+        if let Some(a) = &self.accuracy {
+            let _ = writeln!(
+                s,
+                "  accuracy against `{}` on {} sample(s):",
+                self.input.path.display(),
+                a.samples
+            );
+            s.push_str(&a.summary(5));
         }
         s
     }

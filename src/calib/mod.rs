@@ -2,12 +2,12 @@
 //! fills the streaming statistics of `crate::stats`.
 
 pub mod array;
-mod npy;
+pub mod npy;
 pub mod observer;
 pub mod runner;
 pub mod source;
 
 pub use array::{Array, Elem};
 pub use observer::Observe;
-pub use runner::{RunOptions, Runner, TensorInfo};
-pub use source::{Dataset, InputSpec, Sample};
+pub use runner::{Collect, Compiled, Floats, RunOptions, Runner, TensorInfo, run_models};
+pub use source::{Dataset, InputSpec, Sample, read_labels};

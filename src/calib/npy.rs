@@ -229,6 +229,47 @@ pub fn open_npz_entry(path: &Path, entry: &NpzEntry) -> Result<ArrayStream, Stri
     Ok(ArrayStream { header, reader })
 }
 
+/// A `.npy` (format 1.0) of little-endian float32 values.
+pub fn npy_f32(shape: &[usize], data: &[f32]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = match dims.len() {
+        1 => format!("({},)", dims[0]),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    // magic (6) + version (2) + length (2) + header + newline, padded to 64 bytes
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + 4 * data.len());
+    out.extend(MAGIC);
+    out.extend([1, 0]);
+    out.extend((header.len() as u16).to_le_bytes());
+    out.extend(header.as_bytes());
+    out.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    out
+}
+
+/// One named f32 array: name, shape, row-major data.
+pub type NamedArray = (String, Vec<usize>, Vec<f32>);
+
+/// A `.npz` (stored zip, fixed timestamps: same arrays, same bytes) of float32 arrays.
+pub fn npz_f32(arrays: &[NamedArray]) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Stored)
+        .large_file(arrays.iter().map(|a| 4 * a.2.len()).sum::<usize>() > u32::MAX as usize / 2);
+    for (key, shape, data) in arrays {
+        zip.start_file(format!("{key}.npy"), opts)
+            .map_err(|e| e.to_string())?;
+        zip.write_all(&npy_f32(shape, data))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(zip.finish().map_err(|e| e.to_string())?.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +369,31 @@ mod tests {
             read_header(&mut &huge[..])
                 .unwrap_err()
                 .contains("not a real")
+        );
+    }
+
+    #[test]
+    fn written_npz_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.npz");
+        let bytes = npz_f32(&[
+            ("a".into(), vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, -6.5]),
+            ("b/c".into(), vec![1], vec![7.0]),
+        ])
+        .unwrap();
+        std::fs::write(&path, &bytes).unwrap();
+        let entries = npz_entries(&path).unwrap();
+        let keys: Vec<&str> = entries.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(keys, ["a", "b/c"]);
+        let mut s = open_npz_entry(&path, &entries[0]).unwrap();
+        assert_eq!(s.header.shape, vec![2, 3]);
+        assert_eq!(s.header.elem, Elem::F32);
+        let mut data = Vec::new();
+        s.reader.read_to_end(&mut data).unwrap();
+        assert_eq!(&data[20..24], &(-6.5f32).to_le_bytes());
+        assert_eq!(
+            npz_f32(&[("a".into(), vec![1], vec![1.0])]).unwrap(),
+            npz_f32(&[("a".into(), vec![1], vec![1.0])]).unwrap()
         );
     }
 }

@@ -148,13 +148,13 @@ impl Runner {
         opts: &RunOptions,
         observe: Observe,
     ) -> Result<StatsTable, Error> {
-        let plan = self.plan(Some(tensors), inputs, shapes)?;
+        let plan = self.compile(Some(tensors), inputs, shapes)?;
         let total = data.len();
         let make = || CalibSink {
             tensors,
             observers: tensors.iter().map(|_| Observer::new(observe)).collect(),
         };
-        let sinks = self.drive(&plan, data, opts, make)?;
+        let sinks = drive(&[&plan], data, opts, make)?;
         let mut merged: Vec<Observer> = tensors.iter().map(|_| Observer::new(observe)).collect();
         for sink in sinks {
             for (m, o) in merged.iter_mut().zip(sink.observers) {
@@ -189,18 +189,18 @@ impl Runner {
         data: Dataset,
         opts: &RunOptions,
     ) -> Result<usize, Error> {
-        let plan = self.plan(None, inputs, shapes)?;
-        let sinks = self.drive(&plan, data, opts, || CountSink(0))?;
+        let plan = self.compile(None, inputs, shapes)?;
+        let sinks = drive(&[&plan], data, opts, || CountSink(0))?;
         Ok(sinks.iter().map(|s| s.0).sum())
     }
 
-    /// A runnable plan computing `tensors` (or the model's own outputs).
-    fn plan(
+    /// The model compiled to compute `tensors` (or its own outputs), in that order.
+    pub fn compile(
         &self,
         tensors: Option<&[String]>,
         inputs: &[InputSpec],
         shapes: &[Option<Vec<usize>>],
-    ) -> Result<Arc<TypedRunnableModel>, Error> {
+    ) -> Result<Compiled, Error> {
         let (mut model, outlets) = self
             .parse(inputs, shapes)
             .map_err(|e| runtime_err(&self.path, e))?;
@@ -221,90 +221,161 @@ impl Runner {
         let build = || -> TractResult<Arc<TypedRunnableModel>> {
             model.into_typed()?.into_optimized()?.into_runnable()
         };
-        build().map_err(|e| runtime_err(&self.path, e).into())
+        let plan = build().map_err(|e| runtime_err(&self.path, e))?;
+        Ok(Compiled {
+            plan,
+            path: self.path.clone(),
+        })
     }
+}
 
-    /// Runs every sample through `plan` on `opts.threads` threads, each feeding its own sink.
-    /// On failure, the error of the earliest failing sample is returned.
-    fn drive<S: Sink>(
-        &self,
-        plan: &Arc<TypedRunnableModel>,
-        data: Dataset,
-        opts: &RunOptions,
-        make: impl Fn() -> S + Sync,
-    ) -> Result<Vec<S>, Error> {
-        let total = data.len();
-        let samples = Mutex::new(data.samples());
-        let stop = AtomicBool::new(false);
-        let bar = progress_bar(total, opts.progress);
-        let threads = opts.threads.clamp(1, total.max(1));
-        let results: Vec<Result<S, (usize, Error)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|_| scope.spawn(|| self.worker(plan, make(), &samples, &stop, &bar)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-                .collect()
-        });
-        bar.finish_and_clear();
-        let mut sinks = Vec::new();
-        let mut first_err: Option<(usize, Error)> = None;
-        for r in results {
-            match r {
-                Ok(s) => sinks.push(s),
-                Err((idx, e)) if first_err.as_ref().is_none_or(|(i, _)| idx < *i) => {
-                    first_err = Some((idx, e))
-                }
-                Err(_) => {}
+/// A model ready to run, computing chosen tensors.
+pub struct Compiled {
+    plan: Arc<TypedRunnableModel>,
+    path: PathBuf,
+}
+
+/// One output of one model on one sample, as float32.
+pub struct Floats<'a> {
+    pub shape: &'a [usize],
+    pub data: &'a [f32],
+}
+
+/// What a caller does with the outputs of every model on one sample (`outputs[m][k]`: output
+/// `k` of model `m`). One collector per thread; the caller merges them.
+pub trait Collect: Send {
+    fn collect(&mut self, sample: &Sample, outputs: &[Vec<Floats>]) -> Result<(), Error>;
+}
+
+struct Collector<C>(C);
+
+impl<C: Collect> Sink for Collector<C> {
+    fn consume(&mut self, sample: &Sample, outputs: &[TVec<TValue>]) -> Result<(), Error> {
+        let cast: Vec<Vec<std::borrow::Cow<Tensor>>> = outputs
+            .iter()
+            .map(|o| {
+                o.iter()
+                    .map(|v| v.cast_to::<f32>())
+                    .collect::<TractResult<_>>()
+            })
+            .collect::<TractResult<_>>()
+            .map_err(|e| Error::Internal(format!("casting an output to float32: {e:#}")))?;
+        let views: Vec<Vec<Floats>> = cast
+            .iter()
+            .map(|o| {
+                o.iter()
+                    .map(|t| Floats {
+                        shape: t.shape(),
+                        data: t
+                            .try_as_plain_ram()
+                            .and_then(|v| v.as_slice::<f32>())
+                            .unwrap_or(&[]),
+                    })
+                    .collect()
+            })
+            .collect();
+        self.0.collect(sample, &views)
+    }
+}
+
+/// Runs every sample of `data` through each of `models` in turn (same inputs), on
+/// `opts.threads` threads, each feeding its own collector from `make`.
+pub fn run_models<C: Collect>(
+    models: &[&Compiled],
+    data: Dataset,
+    opts: &RunOptions,
+    make: impl Fn() -> C + Sync,
+) -> Result<Vec<C>, Error> {
+    let sinks = drive(models, data, opts, || Collector(make()))?;
+    Ok(sinks.into_iter().map(|c| c.0).collect())
+}
+
+/// Runs every sample through `models` on `opts.threads` threads, each feeding its own sink.
+/// On failure, the error of the earliest failing sample is returned.
+fn drive<S: Sink>(
+    models: &[&Compiled],
+    data: Dataset,
+    opts: &RunOptions,
+    make: impl Fn() -> S + Sync,
+) -> Result<Vec<S>, Error> {
+    let total = data.len();
+    let samples = Mutex::new(data.samples());
+    let stop = AtomicBool::new(false);
+    let bar = progress_bar(total, opts.progress);
+    let threads = opts.threads.clamp(1, total.max(1));
+    let results: Vec<Result<S, (usize, Error)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| scope.spawn(|| worker(models, make(), &samples, &stop, &bar)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    bar.finish_and_clear();
+    let mut sinks = Vec::new();
+    let mut first_err: Option<(usize, Error)> = None;
+    for r in results {
+        match r {
+            Ok(s) => sinks.push(s),
+            Err((idx, e)) if first_err.as_ref().is_none_or(|(i, _)| idx < *i) => {
+                first_err = Some((idx, e))
             }
-        }
-        match first_err {
-            Some((_, e)) => Err(e),
-            None => Ok(sinks),
+            Err(_) => {}
         }
     }
+    match first_err {
+        Some((_, e)) => Err(e),
+        None => Ok(sinks),
+    }
+}
 
-    fn worker<S: Sink>(
-        &self,
-        plan: &Arc<TypedRunnableModel>,
-        mut sink: S,
-        samples: &Mutex<super::source::Samples>,
-        stop: &AtomicBool,
-        bar: &indicatif::ProgressBar,
-    ) -> Result<S, (usize, Error)> {
-        let mut state = plan
-            .spawn()
-            .map_err(|e| (0, runtime_err(&self.path, e).into()))?;
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return Ok(sink);
-            }
-            let next = samples.lock().unwrap_or_else(|p| p.into_inner()).next();
-            let sample = match next {
-                None => return Ok(sink),
-                Some(Ok(s)) => s,
-                Some(Err(e)) => {
-                    stop.store(true, Ordering::Relaxed);
-                    return Err((usize::MAX, e.into()));
-                }
-            };
-            let fail = |e: Error| {
+fn worker<S: Sink>(
+    models: &[&Compiled],
+    mut sink: S,
+    samples: &Mutex<super::source::Samples>,
+    stop: &AtomicBool,
+    bar: &indicatif::ProgressBar,
+) -> Result<S, (usize, Error)> {
+    let mut states = Vec::with_capacity(models.len());
+    for m in models {
+        states.push(
+            m.plan
+                .spawn()
+                .map_err(|e| (0, runtime_err(&m.path, e).into()))?,
+        );
+    }
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(sink);
+        }
+        let next = samples.lock().unwrap_or_else(|p| p.into_inner()).next();
+        let sample = match next {
+            None => return Ok(sink),
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
                 stop.store(true, Ordering::Relaxed);
-                (sample.index, e)
-            };
+                return Err((usize::MAX, e.into()));
+            }
+        };
+        let fail = |e: Error| {
+            stop.store(true, Ordering::Relaxed);
+            (sample.index, e)
+        };
+        let mut outputs = Vec::with_capacity(models.len());
+        for (m, state) in models.iter().zip(&mut states) {
             let feed: TVec<TValue> = sample
                 .arrays
                 .iter()
                 .map(to_tensor)
                 .collect::<TractResult<_>>()
-                .map_err(|e| fail(runtime_err(&self.path, e).into()))?;
-            let outputs = state.run(feed).map_err(|e| {
+                .map_err(|e| fail(runtime_err(&m.path, e).into()))?;
+            let out = state.run(feed).map_err(|e| {
                 fail(
                     ModelError::Runtime {
-                        path: self.path.clone(),
+                        path: m.path.clone(),
                         message: format!(
-                            "on calibration sample {} (from `{}`): {e:#}",
+                            "on sample {} (from `{}`): {e:#}",
                             sample.index,
                             sample.origin.display()
                         ),
@@ -312,22 +383,24 @@ impl Runner {
                     .into(),
                 )
             })?;
-            sink.consume(&sample, &outputs).map_err(fail)?;
-            bar.inc(1);
+            outputs.push(out);
         }
+        sink.consume(&sample, &outputs).map_err(fail)?;
+        bar.inc(1);
     }
 }
 
 /// What a calibration thread does with the outputs of one sample.
 trait Sink: Send {
-    fn consume(&mut self, sample: &Sample, outputs: &[TValue]) -> Result<(), Error>;
+    /// `outputs[m]`: the outputs of model `m`.
+    fn consume(&mut self, sample: &Sample, outputs: &[TVec<TValue>]) -> Result<(), Error>;
 }
 
 /// Counts samples (plain inference).
 struct CountSink(usize);
 
 impl Sink for CountSink {
-    fn consume(&mut self, _: &Sample, _: &[TValue]) -> Result<(), Error> {
+    fn consume(&mut self, _: &Sample, _: &[TVec<TValue>]) -> Result<(), Error> {
         self.0 += 1;
         Ok(())
     }
@@ -340,8 +413,8 @@ struct CalibSink<'a> {
 }
 
 impl Sink for CalibSink<'_> {
-    fn consume(&mut self, sample: &Sample, outputs: &[TValue]) -> Result<(), Error> {
-        for ((value, obs), name) in outputs.iter().zip(&mut self.observers).zip(self.tensors) {
+    fn consume(&mut self, sample: &Sample, outputs: &[TVec<TValue>]) -> Result<(), Error> {
+        for ((value, obs), name) in outputs[0].iter().zip(&mut self.observers).zip(self.tensors) {
             let values = value
                 .try_as_plain_ram()
                 .and_then(|v| v.as_slice::<f32>())

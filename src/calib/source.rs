@@ -82,11 +82,13 @@ struct Group {
 }
 
 /// A calibration data set, checked and counted, not yet read.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Dataset {
     inputs: Vec<InputSpec>,
     groups: Vec<Group>,
+    /// Samples `skip..len` are produced (the first `skip` are read past).
     len: usize,
+    skip: usize,
     /// Files seen but not used (not data, or reference outputs).
     pub skipped_files: usize,
 }
@@ -134,17 +136,34 @@ impl Dataset {
             inputs: inputs.to_vec(),
             groups: scan.groups,
             len,
+            skip: 0,
             skipped_files: scan.skipped,
         })
     }
 
     /// Number of samples that will be produced.
     pub fn len(&self) -> usize {
-        self.len
+        self.len - self.skip
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
+    }
+
+    /// Splits off the last `n` samples (at most all but one): `(first, last)`. Samples keep
+    /// their index in the whole set.
+    pub fn split_last(self, n: usize) -> (Dataset, Dataset) {
+        let n = n.min(self.len().saturating_sub(1));
+        let cut = self.len - n;
+        let tail = Dataset {
+            inputs: self.inputs.clone(),
+            groups: self.groups.clone(),
+            len: self.len,
+            skip: cut,
+            skipped_files: self.skipped_files,
+        };
+        let head = Dataset { len: cut, ..self };
+        (head, tail)
     }
 
     /// Per input, the one shape every sample has (to concretise the model's symbolic dims),
@@ -169,8 +188,38 @@ impl Dataset {
             current: None,
             next_index: 0,
             len: self.len,
+            skip: self.skip,
         }
     }
+}
+
+/// Integer class labels from a `.npy` file (any integer dtype and shape, read flattened).
+pub fn read_labels(path: &Path) -> Result<Vec<i64>, CalibError> {
+    if !path.exists() {
+        return Err(CalibError::NotFound(path.to_path_buf()));
+    }
+    let bad = |reason: String| CalibError::BadFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut stream = npy::open_npy(path).map_err(bad)?;
+    let elem = stream.header.elem;
+    if !elem.casts_to(Elem::I64) {
+        return Err(bad(format!("labels must be integers, not {}", elem.name())));
+    }
+    let mut bytes = Vec::new();
+    stream
+        .reader
+        .read_to_end(&mut bytes)
+        .map_err(|source| CalibError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let wide = convert(elem, &bytes, Elem::I64).map_err(bad)?;
+    Ok(wide
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect())
 }
 
 /// Iterator over the samples of a [`Dataset`].
@@ -180,6 +229,7 @@ pub struct Samples {
     current: Option<OpenGroup>,
     next_index: usize,
     len: usize,
+    skip: usize,
 }
 
 struct OpenGroup {
@@ -209,6 +259,18 @@ impl Iterator for Samples {
     type Item = Result<Sample, CalibError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let item = self.read_next()?;
+            match item {
+                Ok(s) if s.index < self.skip => continue,
+                item => return Some(item),
+            }
+        }
+    }
+}
+
+impl Samples {
+    fn read_next(&mut self) -> Option<Result<Sample, CalibError>> {
         if self.next_index >= self.len {
             return None;
         }

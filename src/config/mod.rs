@@ -5,6 +5,7 @@
 
 pub mod overrides;
 pub mod schema;
+pub mod write;
 pub mod yaml;
 
 use std::collections::BTreeMap;
@@ -95,11 +96,17 @@ pub fn load_user(path: &std::path::Path) -> Result<UserConfig, crate::error::Usa
     let text = std::fs::read_to_string(path).map_err(|e| {
         crate::error::UsageError::Invalid(format!("cannot read config `{file}`: {e}"))
     })?;
+    parse_user(&text, &file)
+}
+
+/// Parses and checks settings-file text; `file` names it in messages.
+pub fn parse_user(text: &str, file: &str) -> Result<UserConfig, crate::error::UsageError> {
+    let file = file.to_string();
     let bad = |problems: Vec<Problem>| crate::error::UsageError::Config {
         file: file.clone(),
         problems: problems.iter().map(|p| p.to_string()).collect(),
     };
-    let node = yaml::parse(&text).map_err(|(pos, message)| {
+    let node = yaml::parse(text).map_err(|(pos, message)| {
         bad(vec![Problem {
             pos,
             path: String::new(),

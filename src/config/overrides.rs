@@ -122,6 +122,10 @@ pub struct Override {
 impl Override {
     /// How reports name it: `override #2 (quant.yaml:14)`.
     pub fn label(&self, file: &str) -> String {
+        if self.pos.line == 0 {
+            // added by the program (automatic mixed precision), not read from a file
+            return format!("override #{} (mixed precision)", self.number);
+        }
         format!("override #{} ({file}:{})", self.number, self.pos.line)
     }
 }

@@ -16,7 +16,7 @@ pub struct Constant {
 }
 
 /// Float values of a tensor of float32, float16 or float64.
-fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
+pub fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
     let n = crate::onnx::tensor::element_count(&t.dims)?;
     let raw = t.raw_data.as_deref().unwrap_or(&[]);
     let v: Vec<f32> = match DataType::try_from(t.data_type()).ok()? {

@@ -13,6 +13,9 @@ usage: check.py --quant Q.onnx [--ref FP32.onnx --x X.npy|X.npz [--y Y.npy]] [--
   trt       TensorRT-RTX ONNX parser + CPU-only ahead-of-time engine build for SM89
   ort_fused the op counts of the model ONNX Runtime runs after its graph optimisations
             (QLinearConv, QLinearMatMul, ... replace complete Q/DQ node units)
+  sim       with --sim S.npz (`onnx-quant eval --save-outputs`): onnx-quant's simulated outputs
+            of Q against ONNX Runtime running Q on X, with its int8 kernels (default graph
+            optimisations) and with the Q/DQ arithmetic as written (optimisations off)
 
 The Rust interop tests (tests/it/interop.rs) run this and assert on the JSON.
 """
@@ -70,10 +73,12 @@ def pick(x):
     return x if CHANNELS is None else x[:, CHANNELS[0]:CHANNELS[1]]
 
 
-def run_ort(path, feeds):
+def run_ort(path, feeds, optimize=True):
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.log_severity_level = 3
+    if not optimize:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     names = [OUTPUT] if OUTPUT else None
     return pick(np.concatenate([s.run(names, f)[0] for f in feeds]))
@@ -179,6 +184,7 @@ def main():
     ap.add_argument("--ort-fused", action="store_true")
     ap.add_argument("--output")
     ap.add_argument("--channels")
+    ap.add_argument("--sim")
     a = ap.parse_args()
     global OUTPUT, CHANNELS
     OUTPUT = a.output
@@ -191,6 +197,23 @@ def main():
         out["checker"] = f"{type(e).__name__}: {e}"
     model = onnx.load(a.quant, load_external_data=False)
     out["qdq"] = qdq_summary(onnx.load(a.quant))
+    if a.sim:
+        x = load_x(a.x, model)
+        feeds = batches(model, x)
+        z = np.load(a.sim)
+        name = OUTPUT or model.graph.output[0].name
+        sim = z[name].reshape(-1)
+        out["sim"] = {}
+        for label, opt in (("ort", True), ("ort_unoptimized", False)):
+            o = guarded(run_ort, a.quant, feeds, opt)
+            if isinstance(o, dict):
+                out["sim"][label] = o
+                continue
+            o = o.reshape(-1)
+            if o.shape != sim.shape:
+                out["sim"][label] = {"error": f"shapes {o.shape} (ort) and {sim.shape} (simulated)"}
+                continue
+            out["sim"][label] = metrics(sim.reshape(1, -1), o.reshape(1, -1), None)
     if a.ort or a.openvino:
         x = load_x(a.x, model)
         feeds = batches(model, x)

@@ -232,6 +232,42 @@ fn batchnorm_folding_for_calibration_preserves_the_function() {
     );
 }
 
+/// Runs `eval --save-outputs` (onnx-quant's simulation of `quant` in tract) and returns the
+/// path of the outputs.
+fn simulate(reference: &Path, quant: &Path, data: &Path, dir: &Path) -> String {
+    let out = dir.join("sim.npz");
+    let o = run([
+        "eval".as_ref(),
+        reference.as_os_str(),
+        quant.as_os_str(),
+        "--data".as_ref(),
+        data.as_os_str(),
+        "--save-outputs".as_ref(),
+        out.as_os_str(),
+        "-q".as_ref(),
+    ]);
+    assert_eq!(code(&o), 0, "eval failed: {}", stderr(&o));
+    out.to_string_lossy().into_owned()
+}
+
+/// The simulated outputs agree with ONNX Runtime running the model: with its int8 kernels
+/// (cosine >= 0.999) and with the Q/DQ arithmetic as written (cosine >= 0.99999: the float ops
+/// of the two engines round differently, and a last-bit difference before a QuantizeLinear can
+/// move a value one step).
+fn assert_simulation_matches(c: &Value, what: &str) {
+    let sim = &c["sim"];
+    for (runtime, min_cos, min_db) in [("ort", 0.999, 30.0), ("ort_unoptimized", 0.99999, 40.0)] {
+        let r = &sim[runtime];
+        assert!(r.get("error").is_none(), "{what}: {r}");
+        let cos = r["cosine"].as_f64().unwrap();
+        let db = r["sqnr_db"].as_f64().unwrap();
+        assert!(
+            cos >= min_cos && db >= min_db,
+            "{what}: simulated vs {runtime}: {r}"
+        );
+    }
+}
+
 /// Quantizes every preset fixture for `target` and checks the output with the consumers;
 /// returns (model, report, check.py JSON) per fixture.
 fn preset_outputs(target: &str, extra: &[&str]) -> Vec<(String, Value, Value)> {
@@ -248,11 +284,13 @@ fn preset_outputs(target: &str, extra: &[&str]) -> Vec<(String, Value, Value)> {
             &["--target", target, "--report", &s(&report)],
         );
         let r: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let sim = simulate(&fixture(model), &q, &fixture(eval), dir.path());
         let (m, x) = (s(&fixture(model)), s(&fixture(eval)));
-        let mut args = vec!["--ref", &m, "--x", &x, "--ort", "--openvino"];
+        let mut args = vec!["--ref", &m, "--x", &x, "--ort", "--openvino", "--sim", &sim];
         args.extend_from_slice(extra);
         let c = check(&q, &args);
         assert_checker(&c);
+        assert_simulation_matches(&c, &format!("{target} {model}"));
         // every preset's output runs in both runtimes close to fp32
         assert_runs_close(&c, "ort", 25.0);
         assert_runs_close(&c, "openvino", 25.0);
@@ -371,4 +409,62 @@ fn a_concat_of_disparate_ranges_stays_float_and_keeps_the_small_part() {
 
 fn q_str(p: &Path) -> &str {
     p.to_str().unwrap()
+}
+
+#[test]
+fn mixed_precision_output_keeps_accuracy_in_every_runtime() {
+    let labels = fixture("outlier/calib_y.npy")
+        .to_string_lossy()
+        .into_owned();
+    let f = |p: &str| fixture(p).to_string_lossy().into_owned();
+    let (model, x, y) = (
+        f("outlier/digits_outlier.onnx"),
+        f("digits/eval_x.npy"),
+        f("digits/eval_y.npy"),
+    );
+    let args = ["--ref", &model, "--x", &x, "--y", &y, "--ort", "--openvino"];
+    // plain int8 loses more than 2 points in both runtimes
+    let (_d, plain) = quantized("outlier/digits_outlier.onnx", "outlier/calib.npy", &[]);
+    let r = check(&plain, &args);
+    for rt in ["ort", "openvino"] {
+        let m = &r[rt];
+        let drop = m["ref_top1"].as_f64().unwrap() - m["top1"].as_f64().unwrap();
+        assert!(drop > 0.02, "{rt}: plain int8 drop {drop}");
+    }
+    // mixed precision meets its 0.5-point budget there too, and TensorRT builds it
+    let (_d, mixed) = quantized(
+        "outlier/digits_outlier.onnx",
+        "outlier/calib.npy",
+        &["--labels", &labels, "--max-top1-drop", "0.5"],
+    );
+    let mut with_trt = args.to_vec();
+    with_trt.push("--trt");
+    let r = check(&mixed, &with_trt);
+    assert_checker(&r);
+    assert_trt_accepts(&r);
+    for rt in ["ort", "openvino"] {
+        let m = &r[rt];
+        let drop = m["ref_top1"].as_f64().unwrap() - m["top1"].as_f64().unwrap();
+        assert!(drop <= 0.005, "{rt}: mixed-precision drop {drop}");
+    }
+}
+
+#[test]
+fn simulation_matches_onnx_runtime_on_a_model_quantized_by_onnx_runtime() {
+    let dir = scratch();
+    let q = dir.path().join("ort.onnx");
+    let o = Command::new(python())
+        .arg(root().join("bench/ort_quantize.py"))
+        .arg(fixture(DIGITS))
+        .arg(fixture(DIGITS_CALIB))
+        .arg(&q)
+        .args(["--method", "minmax", "--n", "128"])
+        .output()
+        .expect("python runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let data = fixture("digits/eval_x.npy");
+    let sim = simulate(&fixture(DIGITS), &q, &data, dir.path());
+    let x = data.to_string_lossy().into_owned();
+    let r = check(&q, &["--x", &x, "--sim", &sim]);
+    assert_simulation_matches(&r, "ORT quantize_static output");
 }

@@ -1,6 +1,7 @@
 //! Integration tests: they run the real `onnx-quant` binary (and the library's public API) on
 //! the committed fixtures.
 
+mod accuracy;
 mod check;
 mod cli_errors;
 mod config;

@@ -95,6 +95,21 @@ pub fn write_npy_f32(path: &Path, shape: &[usize], data: &[f32]) {
     );
 }
 
+/// Writes a 1-D little-endian int64 `.npy` (labels).
+pub fn write_npy_i64(path: &Path, shape: &[usize], data: &[i64]) {
+    write_npy_raw(
+        path,
+        &format!(
+            "{{'descr': '<i8', 'fortran_order': False, 'shape': ({},), }}",
+            shape[0]
+        ),
+        &data
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect::<Vec<u8>>(),
+    );
+}
+
 /// Writes a `.npy` with a given header dict and payload.
 pub fn write_npy_raw(path: &Path, dict: &str, payload: &[u8]) {
     let mut h = dict.to_string();

@@ -18,6 +18,10 @@ use crate::report::{ActivationReport, CalibrationReport, FileReport, Report};
 use crate::rewrite::{self, ActivationParams};
 use crate::stats::{self, MinMax, StatsFile, StatsTable, TensorStats};
 
+mod tune;
+
+pub use tune::{SensitivityJob, SensitivityReport, sensitivity};
+
 /// Calibration data to run.
 #[derive(Clone, Debug)]
 pub struct DataSource {
@@ -47,6 +51,21 @@ pub struct QuantizeJob {
     pub sources: BTreeMap<String, String>,
     /// Also write the chosen ranges as a TensorRT calibration cache.
     pub trt_cache: Option<PathBuf>,
+    /// Labels of the calibration samples (for top-1 targets and figures).
+    pub labels: Option<PathBuf>,
+    /// Keep layers float until an accuracy target holds.
+    pub mixed: Option<MixedJob>,
+    /// Compare the written model with the input (outputs and every quantized tensor).
+    pub per_layer: bool,
+}
+
+/// Automatic mixed precision settings.
+#[derive(Clone, Debug)]
+pub struct MixedJob {
+    pub target: crate::mixed::Target,
+    pub strategy: crate::mixed::Strategy,
+    /// Samples held out of range calibration to measure the target on (default: a quarter).
+    pub holdout: Option<usize>,
 }
 
 /// Everything the calibrate job needs.
@@ -165,12 +184,13 @@ pub fn input_specs(
 }
 
 /// A loaded, checked model with its inputs.
-struct Model {
-    loaded: Loaded,
-    inputs: Vec<InputSpec>,
+pub struct Model {
+    pub loaded: Loaded,
+    pub inputs: Vec<InputSpec>,
 }
 
-fn open_model(path: &Path) -> Result<Model, Error> {
+/// Loads `path`, checks the graph and the opset, and lists the inputs a caller feeds.
+pub fn open_model(path: &Path) -> Result<Model, Error> {
     let loaded = onnx::load(path)?;
     let problems = crate::ir::verify(&loaded.model);
     if !problems.is_empty() {
@@ -199,6 +219,10 @@ struct Planned {
     /// The model to rewrite: the input, with the folds the preset asks for.
     written: crate::proto::ModelProto,
     data: Option<(Dataset, Vec<Option<Vec<usize>>>)>,
+    /// Tensor types found by tract (to plan again with other overrides).
+    types: HashMap<String, TensorInfo>,
+    /// Notes of preparing `written` (folds).
+    prep_notes: Vec<String>,
 }
 
 /// The model the quantized one is made from: the input, with BatchNormalization folded into
@@ -277,8 +301,7 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
     let runner = Runner::new(&calib_model, &model.loaded.path)?;
     let declared: Vec<Option<Vec<usize>>> = vec![None; model.inputs.len()];
     let shapes = data.as_ref().map_or(&declared, |(_, s)| s);
-    let types: std::collections::HashMap<String, TensorInfo> =
-        runner.analyse(&model.inputs, shapes)?;
+    let types: HashMap<String, TensorInfo> = runner.analyse(&model.inputs, shapes)?;
     let mut notes = Vec::new();
     let written = model_to_write(&model.loaded.model, config, &mut notes)?;
     let missing = policy::unmatched(
@@ -295,14 +318,56 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
         }
         missing.iter().for_each(|m| (rules.warn)(m));
     }
-    let mut plan = policy::plan(&written, &types, config, rules.overrides);
-    notes.append(&mut plan.notes);
-    plan.notes = notes;
+    let plan = replan(&written, &types, config, rules.overrides, &notes);
     Ok(Planned {
         runner,
         plan,
         written,
         data,
+        types,
+        prep_notes: notes,
+    })
+}
+
+/// Plans `written` under `overrides`, the preparation notes first.
+fn replan(
+    written: &crate::proto::ModelProto,
+    types: &HashMap<String, TensorInfo>,
+    config: &Config,
+    overrides: &Overrides,
+    prep_notes: &[String],
+) -> QuantPlan {
+    let mut plan = policy::plan(written, types, config, overrides);
+    let mut notes = prep_notes.to_vec();
+    notes.append(&mut plan.notes);
+    plan.notes = notes;
+    plan
+}
+
+/// A quantized model built in memory, and what went into it.
+struct Built {
+    model: crate::proto::ModelProto,
+    plan: QuantPlan,
+    activations: Vec<ActivationReport>,
+    rewritten: rewrite::RewriteReport,
+}
+
+/// Chooses every range from `stats` and rewrites a copy of `written` after `plan`.
+fn build(
+    written: &crate::proto::ModelProto,
+    mut plan: QuantPlan,
+    stats: &StatsTable,
+    config: &Config,
+    source: &Path,
+) -> Result<Built, Error> {
+    let (act, activations) = activation_params_of(&mut plan, written, stats, config, source)?;
+    let mut model = written.clone();
+    let rewritten = rewrite::run(&mut model, &plan, &act)?;
+    Ok(Built {
+        model,
+        plan,
+        activations,
+        rewritten,
     })
 }
 
@@ -563,21 +628,46 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     let model = open_model(&job.input)?;
     check_output(&job.input, &model.loaded.side_files, &job.output)?;
     model.loaded.warnings.iter().for_each(|w| warn(w));
+    let labels = job
+        .labels
+        .as_deref()
+        .map(crate::calib::read_labels)
+        .transpose()?;
     clock.lap("load");
 
-    let data = match &job.stats {
+    let data_src = match &job.stats {
         StatsSource::Calibrate(d) => Some(d),
         StatsSource::File(_) => None,
     };
     let Planned {
         runner,
-        mut plan,
+        plan,
         written,
         data,
-    } = plan_model(&model, data, &job.planning.rules(warn))?;
+        types,
+        prep_notes,
+    } = plan_model(&model, data_src, &job.planning.rules(warn))?;
     clock.lap("plan");
 
-    let (stats, calibration, source) = match (&job.stats, data) {
+    // with a target, the last samples are held out of calibration to measure it on
+    let (data, holdout) = match (data, &job.mixed) {
+        (Some((set, shapes)), Some(mixed)) => {
+            let n = set.len();
+            if n < 2 {
+                return Err(CalibError::BadFile {
+                    path: data_src.map(|d| d.path.clone()).unwrap_or_default(),
+                    reason: "holds 1 sample: an accuracy target needs some to calibrate and some to measure".into(),
+                }
+                .into());
+            }
+            let h = mixed.holdout.unwrap_or(n / 4).clamp(1, n - 1);
+            let (head, tail) = set.split_last(h);
+            (Some((head, shapes)), Some(tail))
+        }
+        (data, _) => (data, None),
+    };
+    let calib_part = data.as_ref().map(|d| d.0.clone());
+    let (mut stats, calibration, source) = match (&job.stats, data) {
         (StatsSource::Calibrate(d), Some(data)) => {
             let m = calibrate(
                 &runner,
@@ -604,25 +694,111 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             (stats, report, path.clone())
         }
     };
-    drop(runner);
     clock.lap("calibrate");
 
-    let (act, activations) =
-        activation_params_of(&mut plan, &written, &stats, &job.planning.config, &source)?;
-    let Model { loaded, .. } = model;
-    let mut graph_model = written;
-    let rewritten = rewrite::run(&mut graph_model, &plan, &act)?;
+    let config = &job.planning.config;
+    let mut built = build(&written, plan, &stats, config, &source)?;
     clock.lap("rewrite");
 
-    if let Some(cache) = &job.trt_cache {
-        stats::write_trt_cache(cache, &amax_table(&activations))?;
+    let opts = |d: &DataSource| RunOptions {
+        threads: d.threads.max(1),
+        progress: false,
+    };
+    let label_ref = match (&job.labels, &labels) {
+        (Some(path), Some(values)) => Some(crate::evaluate::Labels { path, values }),
+        _ => None,
+    };
+    let mut mixed_report = None;
+    if let (Some(mixed), Some(holdout), Some(d)) = (&job.mixed, holdout.as_ref(), data_src) {
+        let input = crate::evaluate::Source {
+            model: &model.loaded.model,
+            path: &job.input,
+        };
+        let units = tune::units(&built.plan);
+        let mut bench = tune::Bench {
+            written: &written,
+            types: &types,
+            prep_notes: &prep_notes,
+            config,
+            user: &job.planning.overrides,
+            runner: &runner,
+            inputs: &model.inputs,
+            calib: calib_part.clone(),
+            src: d,
+            stats: &mut stats,
+            source: &source,
+            reference: crate::evaluate::Reference::new(
+                input,
+                &model.inputs,
+                holdout.clone(),
+                &opts(d),
+            )?,
+            labels: label_ref,
+            output: &job.output,
+        };
+        let mut search = crate::mixed::search(&units, mixed.target, mixed.strategy, &mut |f| {
+            bench.score(f)
+        })?;
+        search.samples = bench.reference.samples();
+        let chosen = search.chosen().float.clone();
+        if !chosen.is_empty() {
+            built = bench.build(&chosen)?;
+        }
+        built.plan.notes.push(format!(
+            "mixed precision ({}, on {} held-out sample(s)): {} of {} quantized layer(s) kept float by `{}` ({} configurations measured)",
+            search.target,
+            search.samples,
+            chosen.len(),
+            units.len(),
+            search.chosen().strategy,
+            search.evaluations
+        ));
+        mixed_report = Some(search);
+        clock.lap("mixed-precision");
     }
+    drop(runner);
+
+    if let Some(cache) = &job.trt_cache {
+        stats::write_trt_cache(cache, &amax_table(&built.activations))?;
+    }
+    let Model { loaded, inputs } = model;
     let save = SaveOptions {
         external: !loaded.side_files.is_empty(),
         external_threshold: EXTERNAL_THRESHOLD,
     };
-    let saved = onnx::save(graph_model, &job.output, &save)?;
+    let kept_model = job.per_layer.then(|| built.model.clone());
+    let saved = onnx::save(built.model, &job.output, &save)?;
     clock.lap("save");
+
+    let mut accuracy = None;
+    if let (Some(q), Some(d)) = (kept_model, data_src) {
+        // held-out samples when there are some, else the calibration samples themselves
+        let set = match holdout {
+            Some(h) => h,
+            None => Dataset::open(&d.path, &inputs, d.max_samples)?,
+        };
+        let c = crate::evaluate::compare(
+            crate::evaluate::Source {
+                model: &loaded.model,
+                path: &job.input,
+            },
+            crate::evaluate::Source {
+                model: &q,
+                path: &job.output,
+            },
+            &inputs,
+            set,
+            &opts(d),
+            label_ref,
+            crate::evaluate::Measure {
+                per_layer: true,
+                keep_outputs: false,
+                labels_window: job.mixed.is_some(),
+            },
+        )?;
+        accuracy = Some(c);
+        clock.lap("evaluate");
+    }
 
     let (data_files, data_bytes) = saved.data_file.map_or((vec![], 0), |(p, n)| (vec![p], n));
     Ok(Report {
@@ -642,14 +818,36 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         config: job.planning.config.clone(),
         sources: job.sources.clone(),
         calibration,
-        opset: rewritten.opset,
-        nodes: plan.nodes,
-        activations,
-        weights: rewritten.weights,
-        notes: plan.notes,
+        opset: built.rewritten.opset,
+        nodes: built.plan.nodes,
+        activations: built.activations,
+        weights: built.rewritten.weights,
+        notes: built.plan.notes,
         warnings: loaded.warnings,
+        accuracy,
+        mixed_precision: mixed_report,
         timings_ms: clock.stages,
     })
+}
+
+/// The user's overrides followed by one `skip: true` per layer in `float`.
+pub fn with_exceptions(user: &Overrides, float: &[String]) -> Overrides {
+    use crate::config::overrides::{Matcher, Override, Pattern};
+    let mut o = user.clone();
+    let first = o.list.len();
+    o.list
+        .extend(float.iter().enumerate().map(|(i, name)| Override {
+            number: first + i + 1,
+            pos: Default::default(),
+            matcher: Matcher {
+                name: Some(Pattern::Exact(name.clone())),
+                ..Default::default()
+            },
+            skip: Some(true),
+            activations: Default::default(),
+            weights: Default::default(),
+        }));
+    o
 }
 
 /// What `calibrate` wrote.
@@ -676,6 +874,7 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
         mut plan,
         written,
         data,
+        ..
     } = plan_model(&model, Some(&job.data), &job.planning.rules(warn))?;
     clock.lap("plan");
     let data = data.expect("planned with data");

@@ -1,0 +1,750 @@
+//! Float against quantized: both models run in tract on the same samples, the quantized one
+//! through [`crate::simulate`] (ONNX's exact Q/DQ arithmetic), compared output by output and,
+//! on request, at every quantized tensor.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::accuracy::{
+    ErrorStats, LabelMetrics, LayerMetrics, OutputMetrics, Top1, sort_worst_first,
+};
+use crate::calib::npy::NamedArray;
+use crate::calib::{Collect, Dataset, Floats, InputSpec, RunOptions, Runner, Sample, run_models};
+use crate::error::{CalibError, Error, ModelError, UsageError};
+use crate::proto::ModelProto;
+
+/// A model and where it came from (for messages and relative external data).
+#[derive(Clone, Copy)]
+pub struct Source<'a> {
+    pub model: &'a ModelProto,
+    pub path: &'a Path,
+}
+
+/// Labels of the data, one per output row.
+#[derive(Clone, Copy)]
+pub struct Labels<'a> {
+    pub path: &'a Path,
+    pub values: &'a [i64],
+}
+
+/// The comparison of a quantized model with its float original.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub samples: usize,
+    pub outputs: Vec<OutputMetrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<LabelMetrics>,
+    /// Per quantized tensor, worst first (empty unless asked for).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<LayerMetrics>,
+    /// Q → DQ pairs and dequantized constants simulated.
+    pub simulated_activations: usize,
+    pub simulated_constants: usize,
+    #[serde(skip)]
+    pub layers_in_graph_order: Vec<LayerMetrics>,
+    #[serde(skip)]
+    pub top1: Option<Top1>,
+    /// The quantized model's simulated outputs, samples stacked on a new axis 0 (when kept).
+    #[serde(skip)]
+    pub saved_outputs: Vec<NamedArray>,
+}
+
+impl Comparison {
+    /// The lowest SQNR over the outputs (`None`: every output identical).
+    pub fn worst_sqnr(&self) -> Option<f64> {
+        self.outputs
+            .iter()
+            .filter_map(|o| o.sqnr_db)
+            .min_by(|a, b| a.total_cmp(b))
+    }
+}
+
+/// The quantized model as float ops tract runs, or an error naming what cannot be simulated.
+pub fn simulated(q: Source) -> Result<crate::simulate::Simulated, Error> {
+    crate::simulate::simulate(q.model).map_err(|e| {
+        ModelError::Unsupported {
+            path: q.path.to_path_buf(),
+            what: format!("quantization that cannot be simulated ({e})"),
+        }
+        .into()
+    })
+}
+
+/// `model` with BatchNormalization folded into Convs (tract runs it faster) when no tensor in
+/// `keep` disappears by it.
+pub fn runnable(model: &ModelProto, keep: &[String]) -> Result<ModelProto, Error> {
+    let (folded, n) = crate::rewrite::fold_batchnorm(model)?;
+    if n == 0 {
+        return Ok(folded);
+    }
+    let names = crate::ir::Index::new(folded.graph.as_ref().expect("graph")).names();
+    Ok(if keep.iter().all(|k| names.contains(k)) {
+        folded
+    } else {
+        model.clone()
+    })
+}
+
+fn graph_outputs(m: &ModelProto) -> Vec<String> {
+    m.graph
+        .as_ref()
+        .map(|g| g.output.iter().map(|o| o.name().to_string()).collect())
+        .unwrap_or_default()
+}
+
+/// Names selected from a model, deduplicated, with the position of each request.
+#[derive(Default)]
+struct Selection {
+    names: Vec<String>,
+    at: HashMap<String, usize>,
+}
+
+impl Selection {
+    fn add(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.at.get(name) {
+            return i;
+        }
+        self.names.push(name.to_string());
+        self.at.insert(name.to_string(), self.names.len() - 1);
+        self.names.len() - 1
+    }
+}
+
+/// Where a layer's three values sit among the selected outputs.
+#[derive(Clone, Copy)]
+struct LayerSlots {
+    reference: usize,
+    input: usize,
+    output: usize,
+}
+
+struct Collector<'a> {
+    outputs: usize,
+    layers: &'a [LayerSlots],
+    /// The output whose rows are classified (last axis of 2+ entries), with labels if given.
+    labelled_output: Option<usize>,
+    labels: Option<Labels<'a>>,
+    errors: Vec<ErrorStats>,
+    top1: Vec<Option<Top1>>,
+    layer_acc: Vec<ErrorStats>,
+    layer_local: Vec<ErrorStats>,
+    names: &'a [String],
+    quant_path: &'a Path,
+    /// (sample, each output's shape and values) when outputs are kept.
+    kept: Option<Vec<(usize, Vec<Values>)>>,
+    /// The float model's outputs computed before: then only the quantized model runs.
+    cached: Option<&'a Reference>,
+}
+
+/// One tensor's shape and values.
+pub type Values = (Vec<usize>, Vec<f32>);
+
+impl Collect for Collector<'_> {
+    fn collect(&mut self, sample: &Sample, outputs: &[Vec<Floats>]) -> Result<(), Error> {
+        match self.cached {
+            None => {
+                let (r, t) = (&outputs[0], &outputs[1]);
+                self.add(sample, r, t)
+            }
+            Some(c) => {
+                let values = c.values.get(&sample.index).ok_or_else(|| {
+                    Error::Internal(format!(
+                        "no float outputs cached for sample {}",
+                        sample.index
+                    ))
+                })?;
+                let r: Vec<Floats> = values
+                    .iter()
+                    .map(|(shape, data)| Floats { shape, data })
+                    .collect();
+                self.add(sample, &r, &outputs[0])
+            }
+        }
+    }
+}
+
+impl Collector<'_> {
+    fn add(&mut self, sample: &Sample, r: &[Floats], t: &[Floats]) -> Result<(), Error> {
+        for k in 0..self.outputs {
+            if r[k].shape != t[k].shape {
+                return Err(ModelError::Invalid {
+                    path: self.quant_path.to_path_buf(),
+                    problems: vec![format!(
+                        "output `{}` has shape {:?} where the float model's has {:?}",
+                        self.names[k], t[k].shape, r[k].shape
+                    )],
+                }
+                .into());
+            }
+            self.errors[k].add(r[k].data, t[k].data);
+            let width = r[k].shape.last().copied().unwrap_or(0);
+            if width < 2 {
+                continue;
+            }
+            let rows = r[k].data.len() / width;
+            let labels = match (self.labels, self.labelled_output == Some(k)) {
+                (Some(l), true) => {
+                    let from = sample.index * rows;
+                    let slice = l.values.get(from..from + rows).ok_or_else(|| {
+                        CalibError::BadFile {
+                            path: l.path.to_path_buf(),
+                            reason: format!(
+                                "holds {} labels; sample {} needs labels {from}..{} ({rows} row(s) of output `{}` per sample)",
+                                l.values.len(),
+                                sample.index,
+                                from + rows,
+                                self.names[k]
+                            ),
+                        }
+                    })?;
+                    Some(slice)
+                }
+                _ => None,
+            };
+            self.top1[k]
+                .get_or_insert_with(Top1::default)
+                .add(r[k].data, t[k].data, width, labels);
+        }
+        if let Some(kept) = &mut self.kept {
+            let values = t[..self.outputs]
+                .iter()
+                .map(|o| (o.shape.to_vec(), o.data.to_vec()))
+                .collect();
+            kept.push((sample.index, values));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            self.layer_acc[i].add(r[l.reference].data, t[l.output].data);
+            self.layer_local[i].add(t[l.input].data, t[l.output].data);
+        }
+        Ok(())
+    }
+}
+
+/// What to measure besides the outputs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Measure {
+    /// The error of every quantized tensor.
+    pub per_layer: bool,
+    /// Keep the simulated outputs ([`Comparison::saved_outputs`]).
+    pub keep_outputs: bool,
+    /// The data is a tail of the labelled set: the labels file may hold more labels.
+    pub labels_window: bool,
+}
+
+/// Refuses a quantized model whose outputs are not the float model's.
+fn same_outputs(reference: Source, quantized: Source) -> Result<Vec<String>, Error> {
+    let outputs = graph_outputs(reference.model);
+    let q_outputs = graph_outputs(quantized.model);
+    if outputs != q_outputs {
+        return Err(UsageError::Invalid(format!(
+            "`{}` has outputs {:?} where `{}` has {:?}: not a quantization of that model",
+            quantized.path.display(),
+            q_outputs,
+            reference.path.display(),
+            outputs
+        ))
+        .into());
+    }
+    Ok(outputs)
+}
+
+/// Runs `reference` and `quantized` (simulated) on every sample of `data` and compares them.
+pub fn compare(
+    reference: Source,
+    quantized: Source,
+    inputs: &[InputSpec],
+    data: Dataset,
+    opts: &RunOptions,
+    labels: Option<Labels>,
+    measure: Measure,
+) -> Result<Comparison, Error> {
+    let outputs = same_outputs(reference, quantized)?;
+    let sim = simulated(quantized)?;
+    let ref_names = crate::ir::Index::new(reference.model.graph.as_ref().expect("graph")).names();
+    let (mut rsel, mut tsel) = (Selection::default(), Selection::default());
+    for o in &outputs {
+        rsel.add(o);
+        tsel.add(o);
+    }
+    let mut slots = Vec::new();
+    let mut sites = Vec::new();
+    if measure.per_layer {
+        for site in &sim.activations {
+            // the float tensor quantized, by its name in the float model (a quantized graph
+            // output keeps its name on the dequantized value)
+            let Some(name) = [&site.input, &site.output]
+                .into_iter()
+                .find(|n| ref_names.contains(*n))
+            else {
+                continue;
+            };
+            slots.push(LayerSlots {
+                reference: rsel.add(name),
+                input: tsel.add(&site.input),
+                output: tsel.add(&site.output),
+            });
+            sites.push((name.clone(), site.node.clone()));
+        }
+    }
+    let shapes = data.fixed_shapes();
+    let ref_model = runnable(reference.model, &rsel.names)?;
+    let sim_model = runnable(&sim.model, &tsel.names)?;
+    let r = Runner::new(&ref_model, reference.path)?.compile(Some(&rsel.names), inputs, &shapes)?;
+    let t = Runner::new(&sim_model, quantized.path)?.compile(Some(&tsel.names), inputs, &shapes)?;
+    let run = Run {
+        outputs: &outputs,
+        slots: &slots,
+        labelled_output: labels.and(first_classifier(reference.model)),
+        labels,
+        quant_path: quantized.path,
+        keep_outputs: measure.keep_outputs,
+        labels_window: measure.labels_window,
+        cached: None,
+    };
+    let samples = data.len();
+    let total = run.go(&[&r, &t], data, opts)?;
+    run.finish(total, samples, &sites, &sim)
+}
+
+/// The float model's outputs on a data set, computed once to score many quantized versions.
+pub struct Reference {
+    outputs: Vec<String>,
+    labelled_output: Option<usize>,
+    values: HashMap<usize, Vec<Values>>,
+    data: Dataset,
+    shapes: Vec<Option<Vec<usize>>>,
+}
+
+impl Reference {
+    /// Runs `model` over `data` and keeps its outputs.
+    pub fn new(
+        model: Source,
+        inputs: &[InputSpec],
+        data: Dataset,
+        opts: &RunOptions,
+    ) -> Result<Reference, Error> {
+        struct Keep(Vec<(usize, Vec<Values>)>);
+        impl Collect for Keep {
+            fn collect(&mut self, sample: &Sample, outputs: &[Vec<Floats>]) -> Result<(), Error> {
+                let v = outputs[0]
+                    .iter()
+                    .map(|o| (o.shape.to_vec(), o.data.to_vec()))
+                    .collect();
+                self.0.push((sample.index, v));
+                Ok(())
+            }
+        }
+        let outputs = graph_outputs(model.model);
+        let shapes = data.fixed_shapes();
+        let m = runnable(model.model, &outputs)?;
+        let r = Runner::new(&m, model.path)?.compile(Some(&outputs), inputs, &shapes)?;
+        let parts = run_models(&[&r], data.clone(), opts, || Keep(Vec::new()))?;
+        Ok(Reference {
+            labelled_output: first_classifier(model.model),
+            outputs,
+            values: parts.into_iter().flat_map(|k| k.0).collect(),
+            data,
+            shapes,
+        })
+    }
+
+    pub fn samples(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Compares `quantized` (simulated) with the kept outputs: outputs only.
+    pub fn compare(
+        &self,
+        quantized: Source,
+        inputs: &[InputSpec],
+        opts: &RunOptions,
+        labels: Option<Labels>,
+    ) -> Result<Comparison, Error> {
+        let sim = simulated(quantized)?;
+        let q_outputs = graph_outputs(quantized.model);
+        if q_outputs != self.outputs {
+            return Err(Error::Internal(format!(
+                "quantized outputs {q_outputs:?} differ from {:?}",
+                self.outputs
+            )));
+        }
+        let m = runnable(&sim.model, &self.outputs)?;
+        let t =
+            Runner::new(&m, quantized.path)?.compile(Some(&self.outputs), inputs, &self.shapes)?;
+        let run = Run {
+            outputs: &self.outputs,
+            slots: &[],
+            labelled_output: labels.and(self.labelled_output),
+            labels,
+            quant_path: quantized.path,
+            keep_outputs: false,
+            labels_window: true,
+            cached: Some(self),
+        };
+        let total = run.go(&[&t], self.data.clone(), opts)?;
+        run.finish(total, self.samples(), &[], &sim)
+    }
+}
+
+/// One comparison run: what is measured, and how the parts are merged.
+struct Run<'a> {
+    outputs: &'a [String],
+    slots: &'a [LayerSlots],
+    labelled_output: Option<usize>,
+    labels: Option<Labels<'a>>,
+    quant_path: &'a Path,
+    keep_outputs: bool,
+    labels_window: bool,
+    cached: Option<&'a Reference>,
+}
+
+impl<'a> Run<'a> {
+    fn collector(&self) -> Collector<'a> {
+        Collector {
+            outputs: self.outputs.len(),
+            layers: self.slots,
+            labelled_output: self.labelled_output,
+            labels: self.labels,
+            errors: vec![ErrorStats::default(); self.outputs.len()],
+            top1: vec![None; self.outputs.len()],
+            layer_acc: vec![ErrorStats::default(); self.slots.len()],
+            layer_local: vec![ErrorStats::default(); self.slots.len()],
+            names: self.outputs,
+            quant_path: self.quant_path,
+            kept: self.keep_outputs.then(Vec::new),
+            cached: self.cached,
+        }
+    }
+
+    /// Runs the models and merges the threads' collectors.
+    fn go(
+        &self,
+        models: &[&crate::calib::Compiled],
+        data: Dataset,
+        opts: &RunOptions,
+    ) -> Result<Collector<'a>, Error> {
+        let parts = run_models(models, data, opts, || self.collector())?;
+        let mut total = self.collector();
+        let mut kept = Vec::new();
+        for p in parts {
+            kept.extend(p.kept.into_iter().flatten());
+            for (a, b) in total.errors.iter_mut().zip(&p.errors) {
+                a.merge(b);
+            }
+            for (a, b) in total.top1.iter_mut().zip(&p.top1) {
+                if let Some(b) = b {
+                    a.get_or_insert_with(Top1::default).merge(b);
+                }
+            }
+            for (a, b) in total.layer_acc.iter_mut().zip(&p.layer_acc) {
+                a.merge(b);
+            }
+            for (a, b) in total.layer_local.iter_mut().zip(&p.layer_local) {
+                a.merge(b);
+            }
+        }
+        kept.sort_by_key(|k| k.0);
+        total.kept = Some(kept);
+        Ok(total)
+    }
+
+    fn finish(
+        &self,
+        total: Collector,
+        samples: usize,
+        sites: &[(String, String)],
+        sim: &crate::simulate::Simulated,
+    ) -> Result<Comparison, Error> {
+        if let Some(l) = self.labels {
+            let needed = self
+                .labelled_output
+                .and_then(|k| total.top1[k].as_ref())
+                .map_or(0, |t| t.rows);
+            // a held-out tail reads a window of the file
+            let expected = if self.labels_window {
+                needed as usize <= l.values.len()
+            } else {
+                needed as usize == l.values.len()
+            };
+            if !expected {
+                return Err(CalibError::BadFile {
+                    path: l.path.to_path_buf(),
+                    reason: format!(
+                        "holds {} labels for {needed} classified row(s) of {samples} sample(s)",
+                        l.values.len()
+                    ),
+                }
+                .into());
+            }
+        }
+        let metrics: Vec<OutputMetrics> = self
+            .outputs
+            .iter()
+            .enumerate()
+            .map(|(k, name)| OutputMetrics::new(name, &total.errors[k], total.top1[k].as_ref()))
+            .collect();
+        let top1 = self
+            .labelled_output
+            .or_else(|| total.top1.iter().position(Option::is_some))
+            .and_then(|k| total.top1[k].clone());
+        let layers_in_graph_order: Vec<LayerMetrics> = sites
+            .iter()
+            .enumerate()
+            .map(|(i, (tensor, node))| LayerMetrics {
+                tensor: tensor.clone(),
+                node: node.clone(),
+                sqnr_db: total.layer_acc[i].sqnr_db(),
+                local_sqnr_db: total.layer_local[i].sqnr_db(),
+            })
+            .collect();
+        let mut layers = layers_in_graph_order.clone();
+        sort_worst_first(&mut layers);
+        let saved_outputs = match (self.keep_outputs, total.kept) {
+            (true, Some(kept)) => stack_outputs(self.outputs, kept, self.quant_path)?,
+            _ => Vec::new(),
+        };
+        Ok(Comparison {
+            samples,
+            outputs: metrics,
+            labels: top1.as_ref().and_then(LabelMetrics::new),
+            layers,
+            simulated_activations: sim.activations.len(),
+            simulated_constants: sim.constants,
+            layers_in_graph_order,
+            top1,
+            saved_outputs,
+        })
+    }
+}
+
+/// Stacks per-sample outputs into one array per output (`[samples, ...]`).
+fn stack_outputs(
+    names: &[String],
+    kept: Vec<(usize, Vec<Values>)>,
+    path: &Path,
+) -> Result<Vec<NamedArray>, Error> {
+    let Some(first) = kept.first() else {
+        return Ok(vec![]);
+    };
+    let mut out: Vec<NamedArray> = names
+        .iter()
+        .zip(&first.1)
+        .map(|(n, (shape, _))| {
+            let mut s = vec![kept.len()];
+            s.extend(shape);
+            (n.clone(), s, Vec::new())
+        })
+        .collect();
+    for (_, values) in kept {
+        for (o, (shape, data)) in out.iter_mut().zip(values) {
+            if shape[..] != o.1[1..] {
+                return Err(ModelError::Unsupported {
+                    path: path.to_path_buf(),
+                    what: format!(
+                        "output `{}` whose shape changes between samples (cannot stack it)",
+                        o.0
+                    ),
+                }
+                .into());
+            }
+            o.2.extend(data);
+        }
+    }
+    Ok(out)
+}
+
+/// The first graph output whose last dim is not declared 1: the one labels classify.
+fn first_classifier(model: &ModelProto) -> Option<usize> {
+    use crate::proto::{tensor_shape_proto::dimension::Value as Dim, type_proto};
+    let g = model.graph.as_ref()?;
+    g.output.iter().position(|o| {
+        let Some(type_proto::Value::TensorType(t)) =
+            o.r#type.as_ref().and_then(|t| t.value.as_ref())
+        else {
+            return true;
+        };
+        let last = t.shape.as_ref().and_then(|s| s.dim.last());
+        !matches!(last.and_then(|d| d.value.as_ref()), Some(Dim::DimValue(1)))
+    })
+}
+
+/// Everything `onnx-quant eval` needs.
+#[derive(Clone, Debug)]
+pub struct EvalJob {
+    pub reference: PathBuf,
+    pub quantized: PathBuf,
+    pub data: crate::pipeline::DataSource,
+    pub labels: Option<PathBuf>,
+    pub measure: Measure,
+}
+
+/// What `eval` reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub reference: PathBuf,
+    pub quantized: PathBuf,
+    pub data: PathBuf,
+    #[serde(flatten)]
+    pub comparison: Comparison,
+    pub seconds: f64,
+}
+
+/// Runs `eval`: loads both models and the data, compares.
+pub fn evaluate(job: &EvalJob, warn: &dyn Fn(&str)) -> Result<EvalReport, Error> {
+    let start = std::time::Instant::now();
+    let reference = crate::pipeline::open_model(&job.reference)?;
+    let quantized = crate::onnx::load(&job.quantized)?;
+    for w in reference.loaded.warnings.iter().chain(&quantized.warnings) {
+        warn(w);
+    }
+    same_outputs(
+        Source {
+            model: &reference.loaded.model,
+            path: &job.reference,
+        },
+        Source {
+            model: &quantized.model,
+            path: &job.quantized,
+        },
+    )?;
+    let data = Dataset::open(&job.data.path, &reference.inputs, job.data.max_samples)?;
+    let labels = job
+        .labels
+        .as_deref()
+        .map(crate::calib::read_labels)
+        .transpose()?;
+    let opts = RunOptions {
+        threads: job.data.threads.max(1),
+        progress: job.data.progress,
+    };
+    let comparison = compare(
+        Source {
+            model: &reference.loaded.model,
+            path: &job.reference,
+        },
+        Source {
+            model: &quantized.model,
+            path: &job.quantized,
+        },
+        &reference.inputs,
+        data,
+        &opts,
+        labels.as_deref().map(|values| Labels {
+            path: job.labels.as_deref().expect("labels read from a path"),
+            values,
+        }),
+        job.measure,
+    )?;
+    Ok(EvalReport {
+        reference: job.reference.clone(),
+        quantized: job.quantized.clone(),
+        data: job.data.path.clone(),
+        comparison,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// One accuracy gate and whether it held.
+#[derive(Clone, Debug, Serialize)]
+pub struct Gate {
+    pub gate: &'static str,
+    pub value: Option<f64>,
+    pub limit: f64,
+    pub passed: bool,
+}
+
+impl Gate {
+    pub fn describe(&self) -> String {
+        let v = self.value.map_or("inf".into(), |v| format!("{v:.2}"));
+        match self.gate {
+            "min_sqnr" => format!("output SQNR {v} dB, at least {} wanted", self.limit),
+            _ => format!("top-1 drop {v} points, at most {} allowed", self.limit),
+        }
+    }
+}
+
+/// The gates asked for: worst output SQNR at least `min_sqnr` dB, top-1 drop at most
+/// `max_top1_drop` points (needs labels: `None` value then, and the gate fails).
+pub fn gates(c: &Comparison, min_sqnr: Option<f64>, max_top1_drop: Option<f64>) -> Vec<Gate> {
+    let mut out = Vec::new();
+    if let Some(limit) = min_sqnr {
+        let value = c.worst_sqnr();
+        out.push(Gate {
+            gate: "min_sqnr",
+            value,
+            limit,
+            passed: value.is_none_or(|v| v >= limit),
+        });
+    }
+    if let Some(limit) = max_top1_drop {
+        let value = c.labels.as_ref().map(|l| l.top1_drop);
+        out.push(Gate {
+            gate: "max_top1_drop",
+            value,
+            limit,
+            passed: value.is_some_and(|v| v <= limit),
+        });
+    }
+    out
+}
+
+impl Comparison {
+    /// The human summary: outputs, accuracy, the `worst` worst layers.
+    pub fn summary(&self, worst: usize) -> String {
+        use crate::accuracy::db;
+        use std::fmt::Write;
+        let mut s = String::new();
+        let width = self
+            .outputs
+            .iter()
+            .map(|o| o.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        let _ = writeln!(
+            s,
+            "  {:width$}  {:>8}  {:>8}  {:>10}  {:>6}",
+            "output", "SQNR dB", "cosine", "max |err|", "top-1"
+        );
+        for o in &self.outputs {
+            let _ = writeln!(
+                s,
+                "  {:width$}  {:>8}  {:>8.5}  {:>10.4}  {:>6}",
+                o.name,
+                db(o.sqnr_db),
+                o.cosine,
+                o.max_abs_error,
+                o.top1_agreement.map_or("-".into(), |a| format!("{a:.1}%"))
+            );
+        }
+        if let Some(l) = &self.labels {
+            let _ = writeln!(
+                s,
+                "  accuracy on {} labelled row(s): fp32 {:.2}%, quantized {:.2}% (drop {:.2} points)",
+                l.rows,
+                l.fp32_top1,
+                l.quantized_top1,
+                l.top1_drop + 0.0
+            );
+        }
+        if !self.layers.is_empty() {
+            let _ = writeln!(
+                s,
+                "  worst of {} quantized tensors (SQNR vs fp32 / own rounding, dB):",
+                self.layers.len()
+            );
+            for l in self.layers.iter().take(worst) {
+                let _ = writeln!(
+                    s,
+                    "    {:>6} / {:>6}  {}",
+                    db(l.sqnr_db),
+                    db(l.local_sqnr_db),
+                    l.tensor
+                );
+            }
+        }
+        s
+    }
+}

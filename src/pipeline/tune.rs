@@ -1,0 +1,235 @@
+//! Measuring quantized versions of one model built from the same statistics: sensitivity
+//! analysis and automatic mixed precision. Each version is planned with some layers kept float
+//! (`skip: true` overrides after the user's), built in memory and run simulated on held-out
+//! samples against the float outputs computed once; calibration is not repeated.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::{
+    Built, DataSource, Planned, Planning, build, load_stats, observe_for, open_model, plan_model,
+    replan, with_exceptions,
+};
+use crate::calib::{Dataset, InputSpec, RunOptions, Runner, TensorInfo};
+use crate::config::Config;
+use crate::error::{CalibError, Error};
+use crate::evaluate::{Labels, Reference, Source};
+use crate::mixed::{LayerEffect, Score};
+use crate::policy::{Overrides, QuantPlan};
+use crate::proto::ModelProto;
+use crate::stats::StatsTable;
+
+/// The layers a plan quantizes: the candidates to keep float.
+pub(super) fn units(plan: &QuantPlan) -> Vec<String> {
+    plan.nodes
+        .iter()
+        .filter(|n| n.quantized)
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+/// Everything needed to build and score a version of the model.
+pub(super) struct Bench<'a> {
+    pub written: &'a ModelProto,
+    pub types: &'a HashMap<String, TensorInfo>,
+    pub prep_notes: &'a [String],
+    pub config: &'a Config,
+    pub user: &'a Overrides,
+    pub runner: &'a Runner,
+    pub inputs: &'a [InputSpec],
+    /// Calibration samples, to measure tensors a version needs and the statistics lack
+    /// (`None`: statistics from a file; such a version is an error).
+    pub calib: Option<Dataset>,
+    pub src: &'a DataSource,
+    pub stats: &'a mut StatsTable,
+    pub source: &'a Path,
+    pub reference: Reference,
+    pub labels: Option<Labels<'a>>,
+    pub output: &'a Path,
+}
+
+impl Bench<'_> {
+    fn opts(&self) -> RunOptions {
+        RunOptions {
+            threads: self.src.threads.max(1),
+            progress: false,
+        }
+    }
+
+    /// The model with the layers in `float` kept float.
+    pub fn build(&mut self, float: &[String]) -> Result<Built, Error> {
+        let overrides = with_exceptions(self.user, float);
+        let plan = replan(
+            self.written,
+            self.types,
+            self.config,
+            &overrides,
+            self.prep_notes,
+        );
+        self.ensure_stats(&plan)?;
+        build(self.written, plan, self.stats, self.config, self.source)
+    }
+
+    /// Its output SQNR and top-1 drop on the held-out samples.
+    pub fn score(&mut self, float: &[String]) -> Result<Score, Error> {
+        let b = self.build(float)?;
+        let q = Source {
+            model: &b.model,
+            path: self.output,
+        };
+        let c = self
+            .reference
+            .compare(q, self.inputs, &self.opts(), self.labels)?;
+        Ok(Score {
+            sqnr_db: c.worst_sqnr(),
+            top1_drop: c.labels.as_ref().map(|l| l.top1_drop),
+        })
+    }
+
+    /// Calibrates the tensors `plan` needs that the statistics lack (a plan with layers kept
+    /// float can quantize tensors the full plan did not), and adds them.
+    fn ensure_stats(&mut self, plan: &QuantPlan) -> Result<(), Error> {
+        let missing: Vec<String> = plan
+            .observed()
+            .into_iter()
+            .filter(|t| !self.stats.tensors.contains_key(t))
+            .collect();
+        let Some(data) = self.calib.clone() else {
+            return Ok(());
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let shapes = data.fixed_shapes();
+        let observe = observe_for(self.config, plan);
+        let more =
+            self.runner
+                .calibrate(&missing, self.inputs, &shapes, data, &self.opts(), observe)?;
+        self.stats.tensors.extend(more.tensors);
+        Ok(())
+    }
+}
+
+/// Everything `onnx-quant sensitivity` needs.
+#[derive(Clone, Debug)]
+pub struct SensitivityJob {
+    pub input: PathBuf,
+    /// Samples to run (the first part calibrates unless `stats` is given, the rest measures).
+    pub data: DataSource,
+    /// Ranges from this statistics file instead: every sample of `data` then measures.
+    pub stats: Option<PathBuf>,
+    pub planning: Planning,
+    pub labels: Option<PathBuf>,
+    pub holdout: Option<usize>,
+}
+
+/// What `sensitivity` found.
+#[derive(Clone, Debug, Serialize)]
+pub struct SensitivityReport {
+    pub model: PathBuf,
+    /// Samples each configuration was measured on.
+    pub samples: usize,
+    /// Samples the ranges were calibrated on (0: from a statistics file).
+    pub calibration_samples: usize,
+    /// Every layer quantized.
+    pub baseline: Score,
+    /// Most harmful first.
+    pub layers: Vec<LayerEffect>,
+    pub evaluations: usize,
+    pub seconds: f64,
+}
+
+/// Quantizes each layer alone (and all but each layer) and ranks the layers by the harm done.
+pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<SensitivityReport, Error> {
+    let start = Instant::now();
+    let model = open_model(&job.input)?;
+    model.loaded.warnings.iter().for_each(|w| warn(w));
+    let labels = job
+        .labels
+        .as_deref()
+        .map(crate::calib::read_labels)
+        .transpose()?;
+    let label_ref = match (&job.labels, &labels) {
+        (Some(path), Some(values)) => Some(Labels { path, values }),
+        _ => None,
+    };
+    let Planned {
+        runner,
+        plan,
+        written,
+        data,
+        types,
+        prep_notes,
+    } = plan_model(&model, Some(&job.data), &job.planning.rules(warn))?;
+    let (set, shapes) = data.expect("planned with data");
+    let config = &job.planning.config;
+    let (calib, measure, mut stats, source) = match &job.stats {
+        Some(path) => (None, set, load_stats(path, &job.input, warn)?, path.clone()),
+        None => {
+            let n = set.len();
+            if n < 2 {
+                return Err(CalibError::BadFile {
+                    path: job.data.path.clone(),
+                    reason: "holds 1 sample: sensitivity needs some to calibrate and some to measure (or --stats)".into(),
+                }
+                .into());
+            }
+            let (head, tail) = set.split_last(job.holdout.unwrap_or(n / 4).clamp(1, n - 1));
+            let m = super::calibrate(
+                &runner,
+                &plan,
+                &model.inputs,
+                (head.clone(), shapes),
+                &job.data,
+                observe_for(config, &plan),
+            )?;
+            (Some(head), tail, m.stats, job.data.path.clone())
+        }
+    };
+    let calibration_samples = if job.stats.is_some() {
+        0
+    } else {
+        stats.samples
+    };
+    let opts = RunOptions {
+        threads: job.data.threads.max(1),
+        progress: false,
+    };
+    let units = units(&plan);
+    let input = Source {
+        model: &model.loaded.model,
+        path: &job.input,
+    };
+    let reference = Reference::new(input, &model.inputs, measure, &opts)?;
+    let samples = reference.samples();
+    let mut bench = Bench {
+        written: &written,
+        types: &types,
+        prep_notes: &prep_notes,
+        config,
+        user: &job.planning.overrides,
+        runner: &runner,
+        inputs: &model.inputs,
+        calib,
+        src: &job.data,
+        stats: &mut stats,
+        source: &source,
+        reference,
+        labels: label_ref,
+        output: &job.input,
+    };
+    let (baseline, layers, evaluations) =
+        crate::mixed::sensitivity(&units, &mut |f| bench.score(f))?;
+    Ok(SensitivityReport {
+        model: job.input.clone(),
+        samples,
+        calibration_samples,
+        baseline,
+        layers,
+        evaluations,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

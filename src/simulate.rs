@@ -1,0 +1,750 @@
+//! Simulated quantization: any QDQ model rewritten as a float model that computes the same values
+//! with plain float ops, so tract runs it exactly as ONNX specifies QuantizeLinear and
+//! DequantizeLinear (tract's own int8 kernels round half away from zero, and it runs no int16,
+//! int4 or block-wise Q/DQ).
+//!
+//! - A DequantizeLinear of a constant (weights, int32 biases, stored constants) becomes a float
+//!   initializer holding `(q - zero_point) · scale`, per tensor, per axis or per block.
+//! - A QuantizeLinear → DequantizeLinear pair on an activation becomes
+//!   `Mul(Min/Max-clipped(Round(x / s) + zp) - zp, s)`: `Round` is ONNX's round half to even.
+//! - A DequantizeLinear of any other integer tensor becomes `Cast → Sub → Mul`.
+//!
+//! Pure: reads a model, returns another. Which quantizer wrote the model does not matter.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::ir::{self, Index, Names, Patch, Placement};
+use crate::onnx::tensor::{element_count, f32_tensor};
+use crate::proto::{
+    AttributeProto, ModelProto, NodeProto, TensorProto, attribute_proto::AttributeType,
+    tensor_proto::DataType,
+};
+
+/// A QDQ model turned float, and where its quantization points are.
+#[derive(Debug)]
+pub struct Simulated {
+    pub model: ModelProto,
+    /// Every quantized activation (QuantizeLinear → DequantizeLinear pair), in graph order.
+    pub activations: Vec<SimSite>,
+    /// Constant tensors replaced by their dequantized values (weights, biases, constants).
+    pub constants: usize,
+}
+
+/// One quantization point of an activation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimSite {
+    /// The QuantizeLinear node.
+    pub node: String,
+    /// The float tensor it quantizes.
+    pub input: String,
+    /// The simulated dequantized value (the output of the first DequantizeLinear reading it).
+    pub output: String,
+}
+
+fn is_qdq_domain(domain: &str) -> bool {
+    ir::is_default_domain(domain) || domain == "com.microsoft"
+}
+
+fn is_op(node: &NodeProto, op: &str) -> bool {
+    node.op_type() == op && is_qdq_domain(node.domain())
+}
+
+/// The integer range of a quantized element type, `Err` for types simulation does not handle.
+fn int_range(data_type: i32) -> Result<(i32, i32), String> {
+    Ok(match DataType::try_from(data_type) {
+        Ok(DataType::Int8) => (-128, 127),
+        Ok(DataType::Uint8) => (0, 255),
+        Ok(DataType::Int16) => (-32768, 32767),
+        Ok(DataType::Uint16) => (0, 65535),
+        Ok(DataType::Int4) => (-8, 7),
+        Ok(DataType::Uint4) => (0, 15),
+        Ok(DataType::Int32) => (i32::MIN, i32::MAX),
+        _ => {
+            return Err(format!(
+                "{} quantization is not simulated",
+                crate::onnx::tensor::elem_type_name(data_type)
+            ));
+        }
+    })
+}
+
+/// The integer values of an integer tensor (int4/uint4 packed two per byte, low nibble first).
+fn int_values(t: &TensorProto) -> Result<Vec<i32>, String> {
+    let n = element_count(&t.dims).ok_or("invalid dims")?;
+    let raw = t.raw_data.as_deref().unwrap_or(&[]);
+    let dt = DataType::try_from(t.data_type()).map_err(|_| "unknown element type".to_string())?;
+    let from_raw = !raw.is_empty() || t.int32_data.is_empty();
+    let v: Vec<i32> = match dt {
+        DataType::Int8 if from_raw => raw.iter().map(|&b| i32::from(b as i8)).collect(),
+        DataType::Uint8 if from_raw => raw.iter().map(|&b| i32::from(b)).collect(),
+        DataType::Int16 if from_raw => raw
+            .chunks_exact(2)
+            .map(|c| i32::from(i16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        DataType::Uint16 if from_raw => raw
+            .chunks_exact(2)
+            .map(|c| i32::from(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        DataType::Int32 if from_raw => raw
+            .chunks_exact(4)
+            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        DataType::Int4 | DataType::Uint4 => {
+            let bytes: Vec<u8> = if from_raw {
+                raw.to_vec()
+            } else {
+                t.int32_data.iter().map(|&b| b as u8).collect()
+            };
+            let signed = dt == DataType::Int4;
+            (0..n)
+                .map(|i| {
+                    let b = *bytes.get(i / 2)?;
+                    let nib = if i % 2 == 0 { b & 0x0f } else { b >> 4 };
+                    Some(if signed && nib >= 8 {
+                        i32::from(nib) - 16
+                    } else {
+                        i32::from(nib)
+                    })
+                })
+                .collect::<Option<_>>()
+                .ok_or("holds fewer int4 values than its dims need")?
+        }
+        DataType::Int8 | DataType::Uint8 | DataType::Int16 | DataType::Uint16 | DataType::Int32 => {
+            t.int32_data.clone()
+        }
+        _ => return Err(int_range(t.data_type()).err().unwrap_or_default()),
+    };
+    if v.len() != n {
+        return Err(format!(
+            "holds {} values where its dims {:?} need {n}",
+            v.len(),
+            t.dims
+        ));
+    }
+    Ok(v)
+}
+
+/// The tensor value of `name` when it is constant: an initializer (not overridable) or the
+/// output of a `Constant` node.
+fn constant<'g>(index: &Index<'g>, name: &str) -> Option<&'g TensorProto> {
+    if let Some(t) = index.initializer(name) {
+        return (!index.is_graph_input(name)).then_some(t);
+    }
+    let (id, _) = index.producer(name)?;
+    let node = index.node(id);
+    if node.op_type() != "Constant" || !ir::is_default_domain(node.domain()) {
+        return None;
+    }
+    let a = ir::attr(node, "value")?;
+    (a.r#type() == AttributeType::Tensor).then_some(())?;
+    a.t.as_ref()
+}
+
+/// Scale and zero-point of a Q or DQ node: float scales (one per element), integer zero-points
+/// (zeros when absent), and the quantized type's range.
+struct Params {
+    scale: Vec<f32>,
+    scale_dims: Vec<usize>,
+    zero_point: Vec<i32>,
+    range: (i32, i32),
+}
+
+fn params(index: &Index, node: &NodeProto, label: &str) -> Result<Params, String> {
+    let scale_name = node.input.get(1).map_or("", |s| s.as_str());
+    let scale_t = constant(index, scale_name)
+        .ok_or_else(|| format!("`{label}`: its scale `{scale_name}` is not a constant"))?;
+    let scale = ir::constant::float_values(scale_t)
+        .ok_or_else(|| format!("`{label}`: its scale `{scale_name}` is not a float tensor"))?;
+    let scale_dims = scale_t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).unwrap_or(0))
+        .collect();
+    let zp_name = node.input.get(2).map_or("", |s| s.as_str());
+    let (zero_point, data_type) = if zp_name.is_empty() {
+        let dt = ir::attr_int(node, "output_dtype")
+            .filter(|&d| d != 0)
+            .unwrap_or(DataType::Uint8 as i64);
+        (vec![0; scale.len()], dt as i32)
+    } else {
+        let zp_t = constant(index, zp_name)
+            .ok_or_else(|| format!("`{label}`: its zero-point `{zp_name}` is not a constant"))?;
+        let v = int_values(zp_t).map_err(|e| format!("`{label}`: zero-point `{zp_name}`: {e}"))?;
+        (v, zp_t.data_type())
+    };
+    if zero_point.len() != scale.len() {
+        return Err(format!(
+            "`{label}`: {} zero-points for {} scales",
+            zero_point.len(),
+            scale.len()
+        ));
+    }
+    let range = int_range(data_type).map_err(|e| format!("`{label}`: {e}"))?;
+    Ok(Params {
+        scale,
+        scale_dims,
+        zero_point,
+        range,
+    })
+}
+
+/// `(q - zp) · scale` of a constant, as DequantizeLinear computes it (per tensor, per axis or
+/// per block along `axis`).
+fn dequantize(
+    node: &NodeProto,
+    label: &str,
+    q: &TensorProto,
+    p: &Params,
+) -> Result<Vec<f32>, String> {
+    let values = int_values(q).map_err(|e| format!("`{label}`: {e}"))?;
+    let dims: Vec<usize> = q
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).unwrap_or(0))
+        .collect();
+    let rank = dims.len() as i64;
+    let axis = ir::attr_int(node, "axis").unwrap_or(1);
+    let block = ir::attr_int(node, "block_size").unwrap_or(0);
+    let at = |i: usize, k: usize| (values[i] - p.zero_point[k]) as f32 * p.scale[k];
+    if p.scale.len() == 1 && block == 0 {
+        return Ok((0..values.len()).map(|i| at(i, 0)).collect());
+    }
+    let axis = if axis < 0 { axis + rank } else { axis };
+    let axis = usize::try_from(axis)
+        .ok()
+        .filter(|&a| a < dims.len())
+        .ok_or_else(|| format!("`{label}`: axis {axis} outside a rank-{rank} tensor"))?;
+    let inner: usize = dims[axis + 1..].iter().product();
+    if block == 0 {
+        if p.scale.len() != dims[axis] {
+            return Err(format!(
+                "`{label}`: {} scales for axis {axis} of size {}",
+                p.scale.len(),
+                dims[axis]
+            ));
+        }
+        return Ok((0..values.len())
+            .map(|i| at(i, (i / inner) % dims[axis]))
+            .collect());
+    }
+    // block-wise: the scale has the input's shape with `axis` divided by the block size
+    let block = usize::try_from(block).map_err(|_| format!("`{label}`: negative block_size"))?;
+    let mut sdims = dims.clone();
+    sdims[axis] = dims[axis].div_ceil(block);
+    if p.scale_dims != sdims {
+        return Err(format!(
+            "`{label}`: block-wise scale of shape {:?} for data {:?} and block size {block}",
+            p.scale_dims, dims
+        ));
+    }
+    let outer_stride = dims[axis] * inner;
+    let s_outer_stride = sdims[axis] * inner;
+    Ok((0..values.len())
+        .map(|i| {
+            let (o, rest) = (i / outer_stride, i % outer_stride);
+            let (a, r) = (rest / inner, rest % inner);
+            at(i, o * s_outer_stride + (a / block) * inner + r)
+        })
+        .collect())
+}
+
+fn cast_to(to: DataType) -> AttributeProto {
+    AttributeProto {
+        name: Some("to".into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(to as i64),
+        ..Default::default()
+    }
+}
+
+fn node(op: &str, inputs: &[&str], output: &str, name: String) -> NodeProto {
+    NodeProto {
+        op_type: Some(op.into()),
+        name: Some(name),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        ..Default::default()
+    }
+}
+
+/// Builds the float nodes of one model and the scalar constants they share.
+struct Builder<'a> {
+    names: Names,
+    patch: Patch,
+    scalars: HashMap<u32, String>,
+    prefix: &'a str,
+}
+
+impl Builder<'_> {
+    fn scalar(&mut self, v: f32) -> String {
+        if let Some(n) = self.scalars.get(&v.to_bits()) {
+            return n.clone();
+        }
+        let name = self.names.fresh(&format!("{}const_{v}", self.prefix));
+        self.patch
+            .add_initializers
+            .push(f32_tensor(&name, &[], &[v]));
+        self.scalars.insert(v.to_bits(), name.clone());
+        name
+    }
+
+    fn scalar64(&mut self, v: f64) -> String {
+        let name = self.names.fresh(&format!("{}const64_{v}", self.prefix));
+        self.patch.add_initializers.push(TensorProto {
+            name: Some(name.clone()),
+            data_type: Some(DataType::Double as i32),
+            raw_data: Some(v.to_le_bytes().to_vec().into()),
+            ..Default::default()
+        });
+        name
+    }
+
+    /// `Cast(input, to)` after `anchor`'s producer; returns its output.
+    fn cast(&mut self, input: &str, to: DataType, anchor: &str) -> String {
+        let out = self.names.fresh(&format!("{anchor}_sim_cast"));
+        let name = self.names.fresh(&out);
+        let mut n = node("Cast", &[input], &out, name);
+        n.attribute.push(cast_to(to));
+        self.patch
+            .nodes
+            .push((Placement::After(anchor.to_string()), n));
+        out
+    }
+
+    /// Adds `op(inputs)` after `anchor`'s producer; returns its output.
+    fn op(&mut self, op: &str, inputs: &[&str], anchor: &str, base: &str) -> String {
+        let out = self
+            .names
+            .fresh(&format!("{base}_sim_{}", op.to_lowercase()));
+        let name = self.names.fresh(&out);
+        self.patch.nodes.push((
+            Placement::After(anchor.to_string()),
+            node(op, inputs, &out, name),
+        ));
+        out
+    }
+
+    fn op_to(&mut self, op: &str, inputs: &[&str], anchor: &str, output: &str) {
+        let name = self
+            .names
+            .fresh(&format!("{output}_sim_{}", op.to_lowercase()));
+        self.patch.nodes.push((
+            Placement::After(anchor.to_string()),
+            node(op, inputs, output, name),
+        ));
+    }
+
+    /// `output = (q - zp) · scale` for a per-tensor DequantizeLinear of a float tensor `q`.
+    fn dequantize_value(&mut self, q: &str, p: &Params, anchor: &str, output: &str) {
+        let mut t = q.to_string();
+        if p.zero_point[0] != 0 {
+            let zp = self.scalar(p.zero_point[0] as f32);
+            t = self.op("Sub", &[&t, &zp], anchor, output);
+        }
+        let s = self.scalar(p.scale[0]);
+        self.op_to("Mul", &[&t, &s], anchor, output);
+    }
+}
+
+/// The float model computing what `model`'s QDQ nodes compute. `Err` names every node it
+/// cannot simulate (per-channel activations, float8, QuantizeLinear read by a QLinear op, ...).
+pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
+    let graph = model.graph.as_ref().ok_or("model has no graph")?;
+    let index = Index::new(graph);
+    let mut b = Builder {
+        names: Names::new(&index),
+        patch: Patch::default(),
+        scalars: HashMap::new(),
+        prefix: "sim_",
+    };
+    let mut problems = Vec::new();
+    let mut removed: HashSet<usize> = HashSet::new();
+    let mut activations = Vec::new();
+    let mut constants = 0;
+
+    // Q → DQ pairs
+    for (id, q) in graph.node.iter().enumerate() {
+        if !is_op(q, "QuantizeLinear") {
+            continue;
+        }
+        let label = ir::node_label(q, id);
+        let (Some(x), Some(qout)) = (q.input.first(), q.output.first()) else {
+            continue;
+        };
+        let mut step = || -> Result<(), String> {
+            let p = params(&index, q, &label)?;
+            if p.scale.len() != 1 || ir::attr_int(q, "block_size").unwrap_or(0) != 0 {
+                return Err(format!(
+                    "`{label}`: per-channel or block-wise activation quantization is not simulated"
+                ));
+            }
+            let readers = index.consumers(qout);
+            let mut dqs = Vec::new();
+            for &(r, slot) in readers {
+                let rn = index.node(r);
+                if !is_op(rn, "DequantizeLinear") || slot != 0 {
+                    return Err(format!(
+                        "`{label}`: `{}` ({}) reads the quantized tensor `{qout}`: only QDQ models are simulated",
+                        ir::node_label(rn, r),
+                        rn.op_type()
+                    ));
+                }
+                let dp = params(&index, rn, &ir::node_label(rn, r))?;
+                if dp.scale.len() != 1 {
+                    return Err(format!(
+                        "`{}`: per-channel dequantization of an activation is not simulated",
+                        ir::node_label(rn, r)
+                    ));
+                }
+                dqs.push((r, dp));
+            }
+            // x / s as ONNX (and ONNX Runtime) computes it: one correctly rounded float32
+            // division. tract turns a division by a constant into a product with its
+            // reciprocal, which moves ties (x a multiple of s/2, common after an earlier
+            // quantization) by an ulp; in float64 that product rounds to the same float32.
+            let wide = b.cast(x, DataType::Double, x);
+            let s64 = b.scalar64(f64::from(p.scale[0]));
+            let quotient = b.op("Div", &[&wide, &s64], x, x);
+            let mut t = b.cast(&quotient, DataType::Float, x);
+            t = b.op("Round", &[&t], x, x);
+            if p.zero_point[0] != 0 {
+                let zp = b.scalar(p.zero_point[0] as f32);
+                t = b.op("Add", &[&t, &zp], x, x);
+            }
+            let (lo, hi) = (b.scalar(p.range.0 as f32), b.scalar(p.range.1 as f32));
+            t = b.op("Min", &[&t, &hi], x, x);
+            let quantized = b.op("Max", &[&t, &lo], x, x);
+            if index.is_graph_output(qout) {
+                let name = b.names.fresh(&format!("{qout}_sim_cast"));
+                let mut cast = node("Cast", &[&quantized], qout, name);
+                let to = constant(&index, q.input.get(2).map_or("", |s| s.as_str()))
+                    .map_or(DataType::Uint8 as i64, |z| i64::from(z.data_type()));
+                cast.attribute.push(AttributeProto {
+                    name: Some("to".into()),
+                    r#type: Some(AttributeType::Int as i32),
+                    i: Some(to),
+                    ..Default::default()
+                });
+                b.patch.nodes.push((Placement::After(x.clone()), cast));
+            }
+            for (r, dp) in &dqs {
+                let out = &index.node(*r).output[0];
+                b.dequantize_value(&quantized, dp, x, out);
+                removed.insert(*r);
+            }
+            if let Some((r, _)) = dqs.first() {
+                activations.push(SimSite {
+                    node: label.clone(),
+                    input: x.clone(),
+                    output: index.node(*r).output[0].clone(),
+                });
+            }
+            removed.insert(id);
+            Ok(())
+        };
+        if let Err(e) = step() {
+            problems.push(e);
+        }
+    }
+
+    // the other DequantizeLinear nodes: of constants, or of integer tensors
+    for (id, dq) in graph.node.iter().enumerate() {
+        if !is_op(dq, "DequantizeLinear") || removed.contains(&id) {
+            continue;
+        }
+        let label = ir::node_label(dq, id);
+        let (Some(x), Some(out)) = (dq.input.first(), dq.output.first()) else {
+            continue;
+        };
+        let mut step = || -> Result<(), String> {
+            let p = params(&index, dq, &label)?;
+            match constant(&index, x) {
+                Some(q) => {
+                    let values = dequantize(dq, &label, q, &p)?;
+                    let dims: Vec<usize> = q
+                        .dims
+                        .iter()
+                        .map(|&d| usize::try_from(d).unwrap_or(0))
+                        .collect();
+                    b.patch
+                        .add_initializers
+                        .push(f32_tensor(out, &dims, &values));
+                    constants += 1;
+                }
+                None if p.scale.len() == 1 => {
+                    let name = b.names.fresh(&format!("{out}_sim_cast"));
+                    let cast_out = b.names.fresh(&format!("{out}_sim_float"));
+                    let mut cast = node("Cast", &[x], &cast_out, name);
+                    cast.attribute.push(AttributeProto {
+                        name: Some("to".into()),
+                        r#type: Some(AttributeType::Int as i32),
+                        i: Some(DataType::Float as i64),
+                        ..Default::default()
+                    });
+                    b.patch.nodes.push((Placement::After(x.clone()), cast));
+                    b.dequantize_value(&cast_out, &p, x, out);
+                }
+                None => {
+                    return Err(format!(
+                        "`{label}`: per-channel dequantization of a computed tensor is not simulated"
+                    ));
+                }
+            }
+            removed.insert(id);
+            Ok(())
+        };
+        if let Err(e) = step() {
+            problems.push(e);
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+
+    // constants (integer values, scales, zero-points) nothing reads any more
+    let mut dropped: Vec<&str> = removed
+        .iter()
+        .flat_map(|&id| graph.node[id].input.iter())
+        .map(|s| s.as_str())
+        .filter(|name| constant(&index, name).is_some())
+        .collect();
+    dropped.sort_unstable();
+    dropped.dedup();
+    dropped.retain(|name| {
+        !index.is_graph_output(name)
+            && index
+                .consumers(name)
+                .iter()
+                .all(|(r, _)| removed.contains(r))
+    });
+    for name in dropped {
+        match index.producer(name) {
+            Some((p, _)) => {
+                removed.insert(p);
+            }
+            None => b.patch.remove_initializers.push(name.to_string()),
+        }
+    }
+    let mut patch = b.patch;
+    patch.remove = removed.into_iter().collect();
+    patch.remove.sort_unstable();
+    if ir::default_opset(model).unwrap_or(0) < 11 {
+        patch.opset = Some(11); // Round
+    }
+    let mut out = model.clone();
+    if let Some(g) = out.graph.as_mut() {
+        // types of removed integer tensors would mislead the runtime; it infers the rest
+        g.value_info.clear();
+    }
+    ir::apply(&mut out, patch).map_err(|e| format!("internal error: {e}"))?;
+    Ok(Simulated {
+        model: out,
+        activations,
+        constants,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::onnx::tensor::{i8_tensor, u8_tensor};
+
+    fn dq_node(axis: Option<i64>, block: Option<i64>) -> NodeProto {
+        let mut n = node("DequantizeLinear", &["w", "s", "z"], "y", "dq".into());
+        for (k, v) in [("axis", axis), ("block_size", block)] {
+            if let Some(v) = v {
+                n.attribute.push(AttributeProto {
+                    name: Some(k.into()),
+                    r#type: Some(AttributeType::Int as i32),
+                    i: Some(v),
+                    ..Default::default()
+                });
+            }
+        }
+        n
+    }
+
+    fn p(scale: Vec<f32>, scale_dims: Vec<usize>, zp: Vec<i32>) -> Params {
+        Params {
+            scale,
+            scale_dims,
+            zero_point: zp,
+            range: (-128, 127),
+        }
+    }
+
+    #[test]
+    fn dequantizes_per_tensor_axis_and_block() {
+        let q = i8_tensor("w", &[2, 4], &[1, 2, 3, 4, -1, -2, -3, -4]);
+        let per_tensor = dequantize(
+            &dq_node(None, None),
+            "dq",
+            &q,
+            &p(vec![0.5], vec![], vec![1]),
+        )
+        .unwrap();
+        assert_eq!(per_tensor, vec![0.0, 0.5, 1.0, 1.5, -1.0, -1.5, -2.0, -2.5]);
+        let axis0 = dequantize(
+            &dq_node(Some(0), None),
+            "dq",
+            &q,
+            &p(vec![1.0, 2.0], vec![2], vec![0, 0]),
+        )
+        .unwrap();
+        assert_eq!(axis0, vec![1.0, 2.0, 3.0, 4.0, -2.0, -4.0, -6.0, -8.0]);
+        // blocks of 2 along axis 1: scale [2, 2]
+        let blocks = dequantize(
+            &dq_node(Some(1), Some(2)),
+            "dq",
+            &q,
+            &p(vec![1.0, 10.0, 2.0, 20.0], vec![2, 2], vec![0; 4]),
+        )
+        .unwrap();
+        assert_eq!(blocks, vec![1.0, 2.0, 30.0, 40.0, -2.0, -4.0, -60.0, -80.0]);
+        // a last, shorter block
+        let ragged = dequantize(
+            &dq_node(Some(1), Some(3)),
+            "dq",
+            &q,
+            &p(vec![1.0, 10.0, 2.0, 20.0], vec![2, 2], vec![0; 4]),
+        )
+        .unwrap();
+        assert_eq!(ragged, vec![1.0, 2.0, 3.0, 40.0, -2.0, -4.0, -6.0, -80.0]);
+        let wrong = dequantize(
+            &dq_node(Some(1), Some(4)),
+            "dq",
+            &q,
+            &p(vec![1.0, 10.0, 2.0, 20.0], vec![2, 2], vec![0; 4]),
+        );
+        assert!(wrong.unwrap_err().contains("block-wise scale"));
+    }
+
+    #[test]
+    fn reads_packed_int4_and_typed_fields() {
+        let t = TensorProto {
+            dims: vec![3],
+            data_type: Some(DataType::Int4 as i32),
+            raw_data: Some(vec![0x8f, 0x07].into()),
+            ..Default::default()
+        };
+        assert_eq!(int_values(&t).unwrap(), vec![-1, -8, 7]);
+        let u = u8_tensor("z", &[2], &[0, 255]);
+        assert_eq!(int_values(&u).unwrap(), vec![0, 255]);
+        let typed = TensorProto {
+            dims: vec![2],
+            data_type: Some(DataType::Int16 as i32),
+            int32_data: vec![-300, 300],
+            ..Default::default()
+        };
+        assert_eq!(int_values(&typed).unwrap(), vec![-300, 300]);
+        let f8 = TensorProto {
+            dims: vec![1],
+            data_type: Some(DataType::Float8e4m3fn as i32),
+            raw_data: Some(vec![0].into()),
+            ..Default::default()
+        };
+        assert!(int_values(&f8).unwrap_err().contains("not simulated"));
+    }
+
+    fn tiny_qdq_model() -> ModelProto {
+        use crate::proto::{GraphProto, OperatorSetIdProto, ValueInfoProto};
+        let vi = |n: &str| ValueInfoProto {
+            name: Some(n.into()),
+            ..Default::default()
+        };
+        let graph = GraphProto {
+            node: vec![
+                node("QuantizeLinear", &["x", "x_s", "x_z"], "x_q", "q".into()),
+                node(
+                    "DequantizeLinear",
+                    &["x_q", "x_s", "x_z"],
+                    "x_dq",
+                    "dq".into(),
+                ),
+                {
+                    let mut n = node(
+                        "DequantizeLinear",
+                        &["w_q", "w_s", "w_z"],
+                        "w",
+                        "wdq".into(),
+                    );
+                    n.attribute.push(AttributeProto {
+                        name: Some("axis".into()),
+                        r#type: Some(AttributeType::Int as i32),
+                        i: Some(0),
+                        ..Default::default()
+                    });
+                    n
+                },
+                node("MatMul", &["x_dq", "w"], "y", "mm".into()),
+            ],
+            initializer: vec![
+                f32_tensor("x_s", &[], &[0.5]),
+                u8_tensor("x_z", &[], &[10]),
+                i8_tensor("w_q", &[2, 2], &[1, -2, 3, 4]),
+                f32_tensor("w_s", &[2], &[0.25, 2.0]),
+                i8_tensor("w_z", &[2], &[0, 0]),
+            ],
+            input: vec![vi("x")],
+            output: vec![vi("y")],
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: Some(8),
+            opset_import: vec![OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(13),
+            }],
+            graph: Some(graph),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_qdq_model_becomes_float_ops_and_dequantized_weights() {
+        let sim = simulate(&tiny_qdq_model()).unwrap();
+        let g = sim.model.graph.as_ref().unwrap();
+        let ops: Vec<&str> = g.node.iter().map(|n| n.op_type()).collect();
+        assert!(
+            !ops.contains(&"QuantizeLinear") && !ops.contains(&"DequantizeLinear"),
+            "{ops:?}"
+        );
+        for op in ["Div", "Round", "Add", "Min", "Max", "Sub", "Mul", "MatMul"] {
+            assert!(ops.contains(&op), "{op} missing in {ops:?}");
+        }
+        // weights: (q - 0) * scale of their row (axis 0)
+        let w = g.initializer.iter().find(|t| t.name() == "w").unwrap();
+        assert_eq!(
+            crate::onnx::tensor::f32_data(w).unwrap(),
+            vec![0.25, -0.5, 6.0, 8.0]
+        );
+        // nothing left of the integer tensors and the Q/DQ parameters
+        let names: Vec<&str> = g.initializer.iter().map(|t| t.name()).collect();
+        for gone in ["w_q", "w_s", "w_z", "x_s", "x_z"] {
+            assert!(!names.contains(&gone), "{gone} left in {names:?}");
+        }
+        assert_eq!(
+            sim.activations,
+            vec![SimSite {
+                node: "q".into(),
+                input: "x".into(),
+                output: "x_dq".into()
+            }]
+        );
+        assert_eq!(sim.constants, 1);
+        assert!(crate::ir::verify(&sim.model).is_empty());
+    }
+
+    #[test]
+    fn quantized_tensors_read_by_other_ops_are_refused() {
+        let mut m = tiny_qdq_model();
+        let g = m.graph.as_mut().unwrap();
+        g.node
+            .push(node("Identity", &["x_q"], "z", "qlinear_reader".into()));
+        let e = simulate(&m).unwrap_err();
+        assert!(
+            e.contains("`qlinear_reader` (Identity) reads the quantized tensor `x_q`"),
+            "{e}"
+        );
+    }
+}
