@@ -31,6 +31,16 @@ pub struct Score {
     pub top1_drop: Option<f64>,
 }
 
+impl std::fmt::Display for Score {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "output SQNR {} dB", crate::accuracy::db(self.sqnr_db))?;
+        if let Some(d) = self.top1_drop {
+            write!(f, ", top-1 drop {:.2} points", d + 0.0)?;
+        }
+        Ok(())
+    }
+}
+
 /// The accuracy to reach.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Target {

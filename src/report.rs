@@ -96,14 +96,6 @@ fn counts<'a>(items: impl Iterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
-fn score(s: &crate::mixed::Score) -> String {
-    let mut out = format!("output SQNR {} dB", crate::accuracy::db(s.sqnr_db));
-    if let Some(d) = s.top1_drop {
-        let _ = write!(out, ", top-1 drop {:.2} points", d + 0.0);
-    }
-    out
-}
-
 impl Report {
     /// The multi-line summary printed on stderr.
     pub fn summary(&self) -> String {
@@ -202,8 +194,7 @@ impl Report {
             let _ = writeln!(
                 s,
                 "  mixed precision, {} (all int8: {}):",
-                m.target,
-                score(&m.baseline)
+                m.target, m.baseline
             );
             for (i, o) in m.outcomes.iter().enumerate() {
                 let _ = writeln!(
@@ -212,7 +203,7 @@ impl Report {
                     if i == m.chosen { "*" } else { " " },
                     o.strategy,
                     o.float.len(),
-                    score(&o.score),
+                    o.score,
                     if o.met { "" } else { " (target missed)" }
                 );
             }

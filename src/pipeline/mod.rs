@@ -753,6 +753,14 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             search.chosen().strategy,
             search.evaluations
         ));
+        if !search.chosen().met {
+            warn(&format!(
+                "mixed precision: no choice of float layers met {} on the held-out samples; written: the closest ({}, {} float layer(s))",
+                search.target,
+                search.chosen().score,
+                chosen.len()
+            ));
+        }
         mixed_report = Some(search);
         clock.lap("mixed-precision");
     }
