@@ -111,10 +111,15 @@ pub enum ModelError {
         problems: Vec<String>,
     },
     #[error(
-        "model `{path}` uses default-domain opset {opset}; QuantizeLinear needs opset 10 or newer \
-         (upgrade the model with onnx.version_converter)"
+        "model `{path}` uses default-domain opset {opset}; QuantizeLinear needs opset 10 or newer, \
+         and raising it to 13 is blocked by {}",
+        blockers.join("; ")
     )]
-    OpsetTooOld { path: PathBuf, opset: i64 },
+    OpsetTooOld {
+        path: PathBuf,
+        opset: i64,
+        blockers: Vec<String>,
+    },
     #[error("tract cannot run {} node(s) of `{path}`: {}", nodes.len(), nodes.join(", "))]
     UnsupportedOps { path: PathBuf, nodes: Vec<String> },
     #[error("model `{path}` has {what}, which onnx-quant does not support yet")]

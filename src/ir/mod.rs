@@ -19,7 +19,7 @@ use crate::proto::{
 };
 
 pub use dump::dump;
-pub use opset::{OpsetUpgrade, plan_upgrade};
+pub use opset::{OpsetUpgrade, plan_upgrade, upgrade_in_place};
 pub use patch::{Patch, Placement, apply};
 pub use topo::topo_sort;
 pub use verify::verify;

@@ -1,10 +1,15 @@
-//! Raising the default-domain opset of a model from 10-12 to 13, the first version whose
+//! Raising the default-domain opset of a model to 13, the first version whose
 //! `DequantizeLinear` takes an `axis` (per-channel weights).
 //!
 //! Only ops whose signature changed between the model's opset and 13 need work. The ones whose
 //! attributes simply became inputs are converted (Squeeze, Unsqueeze, Split, ReduceSum axes;
-//! Dropout's ratio); ones whose meaning changed block the upgrade, and the caller falls back to
-//! per-tensor weights, which work at any opset from 10.
+//! Slice starts/ends/axes, Reshape's shape, TopK's k, Clip's bounds, Pad's pads and value);
+//! attributes that became no-ops are dropped (Dropout's ratio and is_test, BatchNormalization's
+//! spatial=1, legacy `broadcast` without `axis`, `consumed_inputs`); Upsample and Resize-10 become
+//! the Resize-13 that computes the same (asymmetric coordinates, floor for nearest). Ops whose
+//! meaning changed block the upgrade. From 10-12 the caller then falls back to per-tensor
+//! weights, which work at any opset from 10; below 10 (no QuantizeLinear) the model is refused
+//! with every blocking node named.
 
 use crate::proto::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
 
@@ -31,9 +36,6 @@ pub fn plan_upgrade(model: &ModelProto, names: &mut Names) -> Result<OpsetUpgrad
     if from >= TARGET {
         return Ok(up);
     }
-    if from < 10 {
-        return Err(vec![format!("opset {from} is older than 10")]);
-    }
     let graph = model.graph.as_ref().expect("loaded models have a graph");
     let mut blockers = Vec::new();
     for (id, node) in graph.node.iter().enumerate() {
@@ -59,8 +61,12 @@ pub fn plan_upgrade(model: &ModelProto, names: &mut Names) -> Result<OpsetUpgrad
             }
         }
         if changed {
-            up.converted
-                .push(format!("{} ({})", node_label(&node, id), node.op_type()));
+            let was = graph.node[id].op_type();
+            up.converted.push(if was == node.op_type() {
+                format!("{} ({was})", node_label(&node, id))
+            } else {
+                format!("{} ({was} → {})", node_label(&node, id), node.op_type())
+            });
             up.patch.replace.push((id as NodeId, node));
         }
     }
@@ -70,6 +76,26 @@ pub fn plan_upgrade(model: &ModelProto, names: &mut Names) -> Result<OpsetUpgrad
     up.patch.opset = Some(TARGET);
     up.patch.min_ir_version = Some(TARGET_IR);
     Ok(up)
+}
+
+/// Raises `model` to opset 13 in place, for models older than QuantizeLinear (opset 10).
+/// Returns the converted nodes; `Err` lists every node that prevents it. Initializers that
+/// IR versions before 4 had to list as graph inputs are removed from the inputs (from IR 4 on,
+/// such an input may be fed, and runtimes stop treating the tensor as a constant).
+pub fn upgrade_in_place(model: &mut ModelProto) -> Result<Vec<String>, Vec<String>> {
+    let mut names = super::Names::new(&super::Index::new(
+        model.graph.as_ref().expect("loaded models have a graph"),
+    ));
+    let up = plan_upgrade(model, &mut names)?;
+    let legacy_inputs = model.ir_version() < 4;
+    super::apply(model, up.patch).map_err(|e| vec![e])?;
+    if legacy_inputs {
+        let g = model.graph.as_mut().expect("loaded models have a graph");
+        let inits: std::collections::HashSet<String> =
+            g.initializer.iter().map(|t| t.name().to_string()).collect();
+        g.input.retain(|v| !inits.contains(v.name()));
+    }
+    Ok(up.converted)
 }
 
 fn convert_graph(
@@ -108,25 +134,173 @@ fn convert_node(
     if !is_default_domain(node.domain()) {
         return Ok(false);
     }
-    match node.op_type() {
-        "Squeeze" | "Unsqueeze" | "ReduceSum" => Ok(attr_to_input(node, "axes", 1, inits, names)),
-        "Split" => Ok(attr_to_input(node, "split", 1, inits, names)),
+    // An in-place hint of opsets 1-5, without effect on the result.
+    let mut changed = from < 7 && drop_attrs(node, &["consumed_inputs"]);
+    let op = node.op_type().to_string();
+    changed |= match op.as_str() {
+        "Squeeze" | "Unsqueeze" | "ReduceSum" => attr_to_input(node, "axes", 1, inits, names),
+        "Split" => attr_to_input(node, "split", 1, inits, names),
         "Softmax" | "LogSoftmax" | "Hardmax" => match super::attr_int(node, "axis") {
-            Some(-1) => Ok(false),
-            _ => Err(
-                "its axis semantics changed in opset 13 (only an explicit axis=-1 is kept)".into(),
-            ),
+            Some(-1) => false,
+            _ => {
+                return Err(
+                    "its axis semantics changed in opset 13 (only an explicit axis=-1 is kept)"
+                        .into(),
+                );
+            }
         },
-        "Dropout" if from < 12 => {
-            // Inference ignores the ratio; opset 12 moved it to an optional input.
-            let before = node.attribute.len();
-            node.attribute.retain(|a| a.name() != "ratio");
-            Ok(node.attribute.len() != before)
+        // Inference ignores the ratio; opset 12 moved it to an optional input.
+        "Dropout" if from < 12 => drop_attrs(node, &["ratio", "is_test"]),
+        "Clip" if from < 11 => {
+            let lo = float_attr_to_input(node, "min", 1, inits, names);
+            let hi = float_attr_to_input(node, "max", 2, inits, names);
+            lo | hi
         }
-        "Clip" | "Pad" | "Resize" if from < 11 => Err("its inputs changed in opset 11".into()),
-        "Upsample" | "Scatter" => Err("deprecated after its opset".into()),
-        _ => Ok(false),
+        "Pad" if from < 11 => {
+            let pads = attr_to_input(node, "pads", 1, inits, names);
+            let value = float_attr_to_input(node, "value", 2, inits, names);
+            pads | value
+        }
+        "Resize" if from < 11 => resize_from_10(node),
+        "Upsample" if from < 10 => {
+            if let Some(a) = node.attribute.iter().position(|a| a.name() == "scales") {
+                let a = node.attribute.remove(a);
+                let name = names.fresh(&format!("{}_scales", output_base(node)));
+                inits.push(crate::onnx::tensor::f32_tensor(
+                    &name,
+                    &[a.floats.len()],
+                    &a.floats,
+                ));
+                node.input.push(name);
+            }
+            node.op_type = Some("Resize".into());
+            resize_from_10(node)
+        }
+        "Slice" if from < 10 => {
+            let starts = attr_to_input(node, "starts", 1, inits, names);
+            let ends = attr_to_input(node, "ends", 2, inits, names);
+            let axes = attr_to_input(node, "axes", 3, inits, names);
+            starts | ends | axes
+        }
+        "TopK" if from < 10 => {
+            if let Some(k) = super::attr_int(node, "k") {
+                drop_attrs(node, &["k"]);
+                let name = names.fresh(&format!("{}_k", output_base(node)));
+                inits.push(crate::onnx::tensor::i64_tensor(&name, &[1], &[k]));
+                node.input.insert(1.min(node.input.len()), name);
+                true
+            } else {
+                false
+            }
+        }
+        "BatchNormalization" if from < 9 => {
+            if super::attr_int(node, "spatial").is_some_and(|s| s != 1) {
+                return Err("spatial=0 (per-activation statistics) was removed in opset 9".into());
+            }
+            drop_attrs(node, &["spatial", "is_test", "momentum_unused"])
+        }
+        "Reshape" if from < 5 => attr_to_input(node, "shape", 1, inits, names),
+        "Concat" if from < 4 && super::attr_int(node, "axis").is_none() => {
+            node.attribute.push(int_attr("axis", 1));
+            true
+        }
+        "Add" | "Sub" | "Mul" | "Div" | "Pow" | "And" | "Or" | "Xor" | "Equal" | "Greater"
+        | "Less" | "Gemm" | "PRelu"
+            if from < 7 =>
+        {
+            if op != "Gemm"
+                && super::attr_int(node, "broadcast") == Some(1)
+                && super::attr(node, "axis").is_some()
+            {
+                return Err(
+                    "legacy broadcasting along `axis` was replaced by numpy broadcasting in opset 7"
+                        .into(),
+                );
+            }
+            drop_attrs(node, &["broadcast", "axis"])
+        }
+        "Cast" | "Tile" if from < 6 => return Err("its signature changed in opset 6".into()),
+        "Scan" if from < 9 => return Err("its semantics changed in opset 9".into()),
+        "Affine" | "Crop" | "DynamicSlice" | "GRUUnit" | "GivenTensorFill" | "ImageScaler"
+        | "ParametricSoftplus" | "Scale" | "ScaledTanh" => {
+            return Err("experimental op removed in opset 10".into());
+        }
+        "Upsample" | "Scatter" => return Err("deprecated after its opset".into()),
+        _ => false,
+    };
+    Ok(changed)
+}
+
+/// Resize-10 (and Upsample, already renamed) as the Resize-13 computing the same: an empty `roi`
+/// input before `scales`, asymmetric coordinates, nearest rounding down.
+fn resize_from_10(node: &mut NodeProto) -> bool {
+    if node.input.len() >= 2 {
+        node.input.insert(1, String::new());
     }
+    node.attribute
+        .retain(|a| a.name() != "coordinate_transformation_mode" && a.name() != "nearest_mode");
+    node.attribute
+        .push(string_attr("coordinate_transformation_mode", "asymmetric"));
+    if node
+        .attribute
+        .iter()
+        .find(|a| a.name() == "mode")
+        .is_none_or(|a| a.s() == b"nearest")
+    {
+        node.attribute.push(string_attr("nearest_mode", "floor"));
+    }
+    true
+}
+
+fn drop_attrs(node: &mut NodeProto, names: &[&str]) -> bool {
+    let before = node.attribute.len();
+    node.attribute.retain(|a| !names.contains(&a.name()));
+    node.attribute.len() != before
+}
+
+fn int_attr(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(crate::proto::attribute_proto::AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+fn string_attr(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(crate::proto::attribute_proto::AttributeType::String as i32),
+        s: Some(v.as_bytes().to_vec().into()),
+        ..Default::default()
+    }
+}
+
+fn output_base(node: &NodeProto) -> String {
+    node.output
+        .first()
+        .map_or("node".to_string(), |s| s.clone())
+}
+
+/// Moves a float attribute to a float32 scalar initializer at input `slot`.
+fn float_attr_to_input(
+    node: &mut NodeProto,
+    attr: &str,
+    slot: usize,
+    inits: &mut Vec<TensorProto>,
+    names: &mut Names,
+) -> bool {
+    let Some(pos) = node.attribute.iter().position(|a| a.name() == attr) else {
+        return false;
+    };
+    let a: AttributeProto = node.attribute.remove(pos);
+    let name = names.fresh(&format!("{}_{attr}", output_base(node)));
+    inits.push(crate::onnx::tensor::f32_tensor(&name, &[], &[a.f()]));
+    while node.input.len() < slot {
+        node.input.push(String::new());
+    }
+    node.input.insert(slot, name);
+    true
 }
 
 /// Moves an ints attribute to an int64 initializer at input `slot`. Returns whether it did.
@@ -141,11 +315,7 @@ fn attr_to_input(
         return false;
     };
     let a: AttributeProto = node.attribute.remove(pos);
-    let base = format!(
-        "{}_{attr}",
-        node.output.first().map_or("node", |s| s.as_str())
-    );
-    let name = names.fresh(&base);
+    let name = names.fresh(&format!("{}_{attr}", output_base(node)));
     inits.push(crate::onnx::tensor::i64_tensor(
         &name,
         &[a.ints.len()],
@@ -156,4 +326,165 @@ fn attr_to_input(
     }
     node.input.insert(slot, name);
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::GraphProto;
+    use crate::proto::attribute_proto::AttributeType;
+
+    fn node(op: &str, inputs: &[&str], attrs: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            op_type: Some(op.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec!["y".into()],
+            attribute: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn ints(name: &str, v: &[i64]) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Ints as i32),
+            ints: v.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    fn int(name: &str, v: i64) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Int as i32),
+            i: Some(v),
+            ..Default::default()
+        }
+    }
+
+    fn float(name: &str, v: f32) -> AttributeProto {
+        AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Float as i32),
+            f: Some(v),
+            ..Default::default()
+        }
+    }
+
+    fn i64s(t: &TensorProto) -> Vec<i64> {
+        t.raw_data
+            .as_ref()
+            .unwrap()
+            .chunks(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    /// Converts `n` from `from`; returns it and the initializers it added.
+    fn convert(mut n: NodeProto, from: i64) -> Result<(NodeProto, Vec<TensorProto>), String> {
+        let g = GraphProto::default();
+        let mut names = crate::ir::Names::new(&crate::ir::Index::new(&g));
+        let mut inits = Vec::new();
+        convert_node(&mut n, from, &mut inits, &mut names)?;
+        Ok((n, inits))
+    }
+
+    fn attr_names(n: &NodeProto) -> Vec<&str> {
+        n.attribute.iter().map(|a| a.name()).collect()
+    }
+
+    #[test]
+    fn attributes_that_became_inputs_land_in_their_slots() {
+        let (n, inits) = convert(
+            node(
+                "Slice",
+                &["x"],
+                vec![ints("starts", &[0]), ints("ends", &[4])],
+            ),
+            9,
+        )
+        .unwrap();
+        assert_eq!(n.input, ["x", "y_starts", "y_ends"]);
+        assert!(n.attribute.is_empty());
+        assert_eq!(i64s(&inits[1]), [4]);
+
+        // Clip-6 with only `max`: `min` stays an empty optional input
+        let (n, inits) = convert(node("Clip", &["x"], vec![float("max", 6.0)]), 6).unwrap();
+        assert_eq!(n.input, ["x", "", "y_max"]);
+        assert!(inits[0].dims.is_empty(), "a scalar bound");
+
+        let (n, _) = convert(
+            node(
+                "Pad",
+                &["x"],
+                vec![ints("pads", &[1, 1, 1, 1]), float("value", 0.5)],
+            ),
+            2,
+        )
+        .unwrap();
+        assert_eq!(n.input, ["x", "y_pads", "y_value"]);
+
+        let (n, inits) = convert(node("TopK", &["x"], vec![int("k", 3)]), 1).unwrap();
+        assert_eq!(n.input, ["x", "y_k"]);
+        assert_eq!(
+            (inits[0].dims.as_slice(), i64s(&inits[0])),
+            (&[1][..], vec![3])
+        );
+
+        let (n, _) = convert(node("Reshape", &["x"], vec![ints("shape", &[1, -1])]), 1).unwrap();
+        assert_eq!(n.input, ["x", "y_shape"]);
+    }
+
+    #[test]
+    fn upsample_becomes_the_equivalent_resize() {
+        let scales = AttributeProto {
+            name: Some("scales".into()),
+            r#type: Some(AttributeType::Floats as i32),
+            floats: vec![1.0, 1.0, 2.0, 2.0],
+            ..Default::default()
+        };
+        let (n, inits) = convert(node("Upsample", &["x"], vec![scales]), 8).unwrap();
+        assert_eq!(n.op_type(), "Resize");
+        assert_eq!(n.input, ["x", "", "y_scales"]);
+        assert_eq!(
+            crate::onnx::tensor::f32_data(&inits[0]).unwrap(),
+            [1.0, 1.0, 2.0, 2.0]
+        );
+        assert_eq!(
+            attr_names(&n),
+            ["coordinate_transformation_mode", "nearest_mode"]
+        );
+        // Upsample-9 already takes scales as an input
+        let (n, _) = convert(node("Upsample", &["x", "s"], vec![]), 9).unwrap();
+        assert_eq!(n.input, ["x", "", "s"]);
+        // at opset 10 and later, Upsample is deprecated: blocked
+        assert!(convert(node("Upsample", &["x", "s"], vec![]), 10).is_err());
+    }
+
+    #[test]
+    fn no_op_attributes_are_dropped_and_changed_meanings_block() {
+        let (n, _) = convert(
+            node("BatchNormalization", &["x"], vec![int("spatial", 1)]),
+            8,
+        )
+        .unwrap();
+        assert!(n.attribute.is_empty());
+        assert!(
+            convert(
+                node("BatchNormalization", &["x"], vec![int("spatial", 0)]),
+                8
+            )
+            .is_err()
+        );
+
+        let (n, _) = convert(node("Relu", &["x"], vec![ints("consumed_inputs", &[0])]), 1).unwrap();
+        assert!(n.attribute.is_empty());
+        let (n, _) = convert(node("Concat", &["a", "b"], vec![]), 1).unwrap();
+        assert_eq!(attr_names(&n), ["axis"]);
+        assert!(convert(node("ImageScaler", &["x"], vec![]), 8).is_err());
+        assert!(convert(node("Cast", &["x"], vec![]), 5).is_err());
+        // the same ops from a recent opset are left alone
+        let (n, _) = convert(node("Concat", &["a", "b"], vec![]), 11).unwrap();
+        assert!(n.attribute.is_empty());
+    }
 }

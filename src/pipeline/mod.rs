@@ -191,7 +191,7 @@ pub struct Model {
 
 /// Loads `path`, checks the graph and the opset, and lists the inputs a caller feeds.
 pub fn open_model(path: &Path) -> Result<Model, Error> {
-    let loaded = onnx::load(path)?;
+    let mut loaded = onnx::load(path)?;
     let problems = crate::ir::verify(&loaded.model);
     if !problems.is_empty() {
         return Err(ModelError::Invalid {
@@ -202,11 +202,22 @@ pub fn open_model(path: &Path) -> Result<Model, Error> {
     }
     let opset = crate::ir::default_opset(&loaded.model).unwrap_or(0);
     if opset < 10 {
-        return Err(ModelError::OpsetTooOld {
-            path: path.to_path_buf(),
-            opset,
-        }
-        .into());
+        let converted = crate::ir::upgrade_in_place(&mut loaded.model).map_err(|blockers| {
+            ModelError::OpsetTooOld {
+                path: path.to_path_buf(),
+                opset,
+                blockers,
+            }
+        })?;
+        loaded.warnings.push(format!(
+            "`{}` uses opset {opset}, older than QuantizeLinear (10): raised to opset 13{}",
+            path.display(),
+            if converted.is_empty() {
+                String::new()
+            } else {
+                format!(", converting {}", converted.join(", "))
+            }
+        ));
     }
     let inputs = input_specs(&loaded.model, path)?;
     Ok(Model { loaded, inputs })

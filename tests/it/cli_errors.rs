@@ -306,12 +306,59 @@ fn unsupported_ops_are_all_named() {
 }
 
 #[test]
-fn old_opset_is_refused() {
+fn old_opset_that_cannot_be_raised_is_refused_naming_every_blocking_node() {
+    use onnx_quant::proto::{AttributeProto, attribute_proto::AttributeType};
+    let int = |name: &str, v: i64| AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    };
     let dir = scratch();
-    let model = edited_digits(dir.path(), |m| m.opset_import[0].version = Some(9));
+    // opset 6: Add with legacy broadcasting along an axis (removed in opset 7)
+    let model = edited_digits(dir.path(), |m| {
+        m.opset_import[0].version = Some(6);
+        let g = m.graph.as_mut().unwrap();
+        for n in g.node.iter_mut().filter(|n| n.op_type() == "Add") {
+            n.attribute.push(int("broadcast", 1));
+            n.attribute.push(int("axis", 1));
+        }
+    });
     let mut c = digits();
     c.model = model;
-    check(c, None, 3, &["opset 9", "QuantizeLinear needs opset 10"]);
+    check(
+        c,
+        None,
+        3,
+        &[
+            "opset 6",
+            "QuantizeLinear needs opset 10",
+            "`/res/Add` (Add): legacy broadcasting",
+            "`/fc1/Add` (Add): legacy broadcasting",
+        ],
+    );
+}
+
+#[test]
+fn old_opset_is_raised_to_13_with_a_warning() {
+    let dir = scratch();
+    let model = edited_digits(dir.path(), |m| m.opset_import[0].version = Some(9));
+    let out = dir.path().join("q.onnx");
+    let o = run([
+        model.as_os_str(),
+        out.as_os_str(),
+        "--calib".as_ref(),
+        fixture(DIGITS_CALIB).as_os_str(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("uses opset 9, older than QuantizeLinear (10): raised to opset 13"),
+        "{}",
+        stderr(&o)
+    );
+    let m = load_model(&out);
+    assert_eq!(m.opset_import[0].version(), 13);
+    assert!(m.ir_version() >= 7);
 }
 
 #[test]

@@ -157,23 +157,28 @@ fn two_input_model_is_accepted_everywhere() {
 
 #[test]
 fn raised_and_fallback_opsets_are_valid() {
-    let calib = fixture("models/opset11_calib.npy")
-        .to_string_lossy()
-        .into_owned();
     // the 4 -> 5 Gemm is below TensorRT's min_matmul_dim: only the conv weight is per channel
-    for (model, opset, per_channel) in [
-        ("models/opset11.onnx", 13, 1),
-        ("models/opset11_softmax1.onnx", 11, 0),
+    // (opset8: both convs; its Gemm has N = 10)
+    for (model, calib, opset, per_channel) in [
+        ("models/opset11.onnx", "models/opset11_calib.npy", 13, 1),
+        (
+            "models/opset11_softmax1.onnx",
+            "models/opset11_calib.npy",
+            11,
+            0,
+        ),
+        ("models/opset8.onnx", "models/opset8_calib.npy", 13, 2),
     ] {
-        let (_d, out) = quantized(model, "models/opset11_calib.npy", &[]);
+        let (_d, out) = quantized(model, calib, &[]);
         let reference = fixture(model).to_string_lossy().into_owned();
+        let x = fixture(calib).to_string_lossy().into_owned();
         let r = check(
             &out,
             &[
                 "--ref",
                 &reference,
                 "--x",
-                &calib,
+                &x,
                 "--ort",
                 "--openvino",
                 "--trt",
