@@ -110,6 +110,16 @@ pub struct RangeArgs {
     /// One scale per weight instead of one per output channel.
     #[arg(long)]
     pub per_tensor: bool,
+    /// Type of what stays unquantized: fp16 converts it to float16 (float16 scales, opset 19,
+    /// fp32 graph inputs and outputs) [preset: fp32]
+    #[arg(long, value_name = "TYPE")]
+    pub high_precision: Option<HighPrecision>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum HighPrecision {
+    Fp32,
+    Fp16,
 }
 
 #[derive(Debug, Args)]

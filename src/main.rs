@@ -364,6 +364,9 @@ fn flag_layer(args: &RangeArgs, cache_source: bool) -> Result<Layer, Error> {
     if args.per_tensor {
         cli.set("weights.per_channel", Value::Bool(false));
     }
+    if let Some(h) = args.high_precision {
+        cli.set("high_precision", Value::Word(name_of(h)));
+    }
     Ok(cli)
 }
 
@@ -398,6 +401,15 @@ fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Settings, Erro
     let config = resolved.config();
     if args.moving_average && !matches!(config.method, Method::MinMax { .. }) {
         return Err(usage("--moving-average goes with --method minmax"));
+    }
+    if config.fp16 && config.bias_int32 {
+        let from = |k: &str| resolved.values.get(k).map_or("", |(_, src)| src.as_str());
+        return Err(usage(format!(
+            "`high_precision: fp16` ({}) contradicts `bias: int32` ({}): int32 bias scales \
+             (s_x·s_w) underflow float16; use the tensorrt or openvino target, or `bias: float`",
+            from("high_precision"),
+            from("bias")
+        )));
     }
     let allow_unmatched = args.allow_unmatched;
     let planning = Planning {
@@ -537,6 +549,11 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
 }
 
 fn run_calibrate(args: CalibrateArgs) -> Result<(), Error> {
+    if args.ranges.high_precision.is_some() {
+        return Err(usage(
+            "--high-precision changes the written model, not the statistics: give it to the quantize run",
+        ));
+    }
     let settings = resolve_config(&args.ranges, false)?;
     let models = [args.input.as_path(), args.stats.as_path()];
     check_side_output(args.trt_cache.as_deref(), "--trt-cache", &models)?;

@@ -75,6 +75,9 @@ pub struct Report {
     /// The automatic mixed-precision search (`--target-sqnr`, `--max-top1-drop`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mixed_precision: Option<crate::mixed::Search>,
+    /// The float16 conversion (`--high-precision fp16`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fp16: Option<crate::rewrite::fp16::Fp16Report>,
     /// Wall time per stage, in milliseconds, in stage order.
     pub timings_ms: Vec<(String, f64)>,
 }
@@ -171,6 +174,23 @@ impl Report {
             per_channel,
             self.weights.len() - per_channel
         );
+        if let Some(h) = &self.fp16 {
+            let _ = writeln!(
+                s,
+                "  float16: the unquantized rest (opset 19; {} initializer(s) converted, {} Cast(s), {} node(s) kept float32{})",
+                h.initializers,
+                h.casts,
+                h.kept_fp32.len(),
+                if h.clamped_values > 0 {
+                    format!(", {} value(s) clamped to ±65504", h.clamped_values)
+                } else {
+                    String::new()
+                }
+            );
+            for k in &h.kept_fp32 {
+                let _ = writeln!(s, "    kept float32: {k}");
+            }
+        }
         if let Some(o) = out {
             let ratio = o.total() as f64 / self.input.total().max(1) as f64;
             let _ = writeln!(

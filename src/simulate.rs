@@ -351,6 +351,18 @@ impl Builder<'_> {
 pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
     let graph = model.graph.as_ref().ok_or("model has no graph")?;
     let index = Index::new(graph);
+    let float16_scales = graph
+        .node
+        .iter()
+        .filter(|n| is_op(n, "QuantizeLinear") || is_op(n, "DequantizeLinear"))
+        .filter_map(|n| constant(&index, n.input.get(1)?))
+        .filter(|t| t.data_type() != DataType::Float as i32)
+        .count();
+    if float16_scales > 0 {
+        return Err(format!(
+            "{float16_scales} Q/DQ node(s) with scales that are not float32: a float16 model (--high-precision fp16) is not simulated; evaluate the model quantized without that option"
+        ));
+    }
     let mut b = Builder {
         names: Names::new(&index),
         patch: Patch::default(),

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use serde::Serialize;
 
 use crate::ir::{self, Index, NodeId, node_label};
-use crate::onnx::tensor::{elem_type_name, f32_data};
+use crate::onnx::tensor::elem_type_name;
 use crate::proto::{ModelProto, NodeProto, TensorProto, tensor_proto::DataType};
 
 /// One finding.
@@ -207,7 +207,7 @@ fn tensorrt_node(c: &mut Ctx, node: &NodeProto, id: NodeId) {
             ),
         ),
         Some(s) => {
-            if let Ok(v) = f32_data(s)
+            if let Some(v) = crate::ir::constant::float_values(s)
                 && v.iter().any(|x| !(x.is_finite() && *x > 0.0))
             {
                 c.violation(
@@ -215,6 +215,19 @@ fn tensorrt_node(c: &mut Ctx, node: &NodeProto, id: NodeId) {
                     node,
                     id,
                     format!("scale `{}` has values that are not positive", s.name()),
+                );
+            }
+            if s.data_type() != crate::proto::tensor_proto::DataType::Float as i32 && c.opset < 19 {
+                c.violation(
+                    "opset",
+                    node,
+                    id,
+                    format!(
+                        "scale `{}` is {}: scales other than float32 need opset 19, the model has {}",
+                        s.name(),
+                        elem_type_name(s.data_type()),
+                        c.opset
+                    ),
                 );
             }
             per_channel(c, node, id, s);

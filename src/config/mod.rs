@@ -251,6 +251,7 @@ impl Resolved {
             bins: self.number("activations.bins") as usize,
             per_channel: self.bool("weights.per_channel"),
             bias_int32: self.word("bias") == "int32",
+            fp16: self.word("high_precision") == "fp16",
             placement: Placement {
                 weighted_ops: self.ops("placement.weighted_ops"),
                 input_ops: self.ops("placement.input_ops"),
@@ -313,6 +314,9 @@ pub struct Config {
     pub bins: usize,
     pub per_channel: bool,
     pub bias_int32: bool,
+    /// `high_precision: fp16`: scales rounded up to float16 values, and what stays unquantized
+    /// converted to float16 after the rewrite.
+    pub fp16: bool,
     pub placement: Placement,
 }
 

@@ -87,6 +87,11 @@ pub const KEYS: &[Key] = &[
         doc: "float: biases untouched; int32: quantized with scale s_x·s_w",
     },
     Key {
+        path: "high_precision",
+        ty: Ty::Enum(&["fp32", "fp16"]),
+        doc: "type of what stays unquantized: fp16 converts it, with float16 scales (opset 19) and fp32 graph inputs and outputs",
+    },
+    Key {
         path: "placement.weighted_ops",
         ty: Ty::Ops,
         doc: "ops whose data and weight inputs are quantized",

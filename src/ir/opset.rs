@@ -22,38 +22,55 @@ pub struct OpsetUpgrade {
     pub converted: Vec<String>,
 }
 
-const TARGET: i64 = 13;
-/// ONNX IR version 7 introduced opset 13.
-const TARGET_IR: i64 = 7;
+/// The IR version that introduced an opset (13: IR 7, 19: IR 9).
+fn ir_for(opset: i64) -> i64 {
+    match opset {
+        ..=12 => 6,
+        13..=14 => 7,
+        15..=18 => 8,
+        19..=20 => 9,
+        _ => 10,
+    }
+}
 
-/// Plans the upgrade of `model` to opset 13. `Err` lists every blocking node with the reason.
-pub fn plan_upgrade(model: &ModelProto, names: &mut Names) -> Result<OpsetUpgrade, Vec<String>> {
+/// Plans the upgrade of `model` to opset `target` (13 for per-channel weights, 19 for float16
+/// scales). `Err` lists every blocking node with the reason.
+pub fn plan_upgrade(
+    model: &ModelProto,
+    names: &mut Names,
+    target: i64,
+) -> Result<OpsetUpgrade, Vec<String>> {
     let from = default_opset(model).unwrap_or(0);
     let mut up = OpsetUpgrade {
         patch: Patch::default(),
         converted: Vec::new(),
     };
-    if from >= TARGET {
+    if from >= target {
         return Ok(up);
     }
     let graph = model.graph.as_ref().expect("loaded models have a graph");
     let mut blockers = Vec::new();
     for (id, node) in graph.node.iter().enumerate() {
         let mut node = node.clone();
-        let mut changed = convert_node(&mut node, from, &mut up.patch.add_initializers, names)
-            .map_err(|why| {
-                blockers.push(format!(
-                    "node `{}` ({}): {why}",
-                    node_label(&node, id),
-                    node.op_type()
-                ))
-            })
-            .unwrap_or(false);
+        let mut changed = convert_node(
+            &mut node,
+            (from, target),
+            &mut up.patch.add_initializers,
+            names,
+        )
+        .map_err(|why| {
+            blockers.push(format!(
+                "node `{}` ({}): {why}",
+                node_label(&node, id),
+                node.op_type()
+            ))
+        })
+        .unwrap_or(false);
         for a in &mut node.attribute {
             for g in a.g.iter_mut().chain(a.graphs.iter_mut()) {
                 changed |= convert_graph(
                     g,
-                    from,
+                    (from, target),
                     &mut up.patch.add_initializers,
                     names,
                     &mut blockers,
@@ -73,8 +90,8 @@ pub fn plan_upgrade(model: &ModelProto, names: &mut Names) -> Result<OpsetUpgrad
     if !blockers.is_empty() {
         return Err(blockers);
     }
-    up.patch.opset = Some(TARGET);
-    up.patch.min_ir_version = Some(TARGET_IR);
+    up.patch.opset = Some(target);
+    up.patch.min_ir_version = Some(ir_for(target));
     Ok(up)
 }
 
@@ -86,7 +103,7 @@ pub fn upgrade_in_place(model: &mut ModelProto) -> Result<Vec<String>, Vec<Strin
     let mut names = super::Names::new(&super::Index::new(
         model.graph.as_ref().expect("loaded models have a graph"),
     ));
-    let up = plan_upgrade(model, &mut names)?;
+    let up = plan_upgrade(model, &mut names, 13)?;
     let legacy_inputs = model.ir_version() < 4;
     super::apply(model, up.patch).map_err(|e| vec![e])?;
     if legacy_inputs {
@@ -100,14 +117,14 @@ pub fn upgrade_in_place(model: &mut ModelProto) -> Result<Vec<String>, Vec<Strin
 
 fn convert_graph(
     g: &mut GraphProto,
-    from: i64,
+    versions: (i64, i64),
     inits: &mut Vec<TensorProto>,
     names: &mut Names,
     blockers: &mut Vec<String>,
 ) -> bool {
     let mut changed = false;
     for (id, node) in g.node.iter_mut().enumerate() {
-        match convert_node(node, from, inits, names) {
+        match convert_node(node, versions, inits, names) {
             Ok(c) => changed |= c,
             Err(why) => blockers.push(format!(
                 "subgraph node `{}` ({}): {why}",
@@ -117,17 +134,18 @@ fn convert_graph(
         }
         for a in &mut node.attribute {
             for sub in a.g.iter_mut().chain(a.graphs.iter_mut()) {
-                changed |= convert_graph(sub, from, inits, names, blockers);
+                changed |= convert_graph(sub, versions, inits, names, blockers);
             }
         }
     }
     changed
 }
 
-/// Converts one node to its opset-13 form. `Ok(true)` when changed, `Err` when it cannot be.
+/// Converts one node from opset `from` to its form at `target`. `Ok(true)` when changed, `Err`
+/// when it cannot be.
 fn convert_node(
     node: &mut NodeProto,
-    from: i64,
+    (from, target): (i64, i64),
     inits: &mut Vec<TensorProto>,
     names: &mut Names,
 ) -> Result<bool, String> {
@@ -140,7 +158,7 @@ fn convert_node(
     changed |= match op.as_str() {
         "Squeeze" | "Unsqueeze" | "ReduceSum" => attr_to_input(node, "axes", 1, inits, names),
         "Split" => attr_to_input(node, "split", 1, inits, names),
-        "Softmax" | "LogSoftmax" | "Hardmax" => match super::attr_int(node, "axis") {
+        "Softmax" | "LogSoftmax" | "Hardmax" if from < 13 => match super::attr_int(node, "axis") {
             Some(-1) => false,
             _ => {
                 return Err(
@@ -224,6 +242,12 @@ fn convert_node(
         "Affine" | "Crop" | "DynamicSlice" | "GRUUnit" | "GivenTensorFill" | "ImageScaler"
         | "ParametricSoftplus" | "Scale" | "ScaledTanh" => {
             return Err("experimental op removed in opset 10".into());
+        }
+        "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1" | "ReduceL2"
+        | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceSumSquare"
+            if from < 18 && target >= 18 =>
+        {
+            attr_to_input(node, "axes", 1, inits, names)
         }
         "Upsample" | "Scatter" => return Err("deprecated after its opset".into()),
         _ => false,
@@ -385,7 +409,7 @@ mod tests {
         let g = GraphProto::default();
         let mut names = crate::ir::Names::new(&crate::ir::Index::new(&g));
         let mut inits = Vec::new();
-        convert_node(&mut n, from, &mut inits, &mut names)?;
+        convert_node(&mut n, (from, 13), &mut inits, &mut names)?;
         Ok((n, inits))
     }
 

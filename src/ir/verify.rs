@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use crate::onnx::tensor::{element_count, f32_data};
+use crate::onnx::tensor::element_count;
 use crate::proto::{ModelProto, NodeProto, TensorProto, tensor_proto::DataType};
 
 use super::{Index, node_label};
@@ -93,13 +93,16 @@ fn check_qdq_params(index: &Index, node: &NodeProto, id: usize, problems: &mut V
     let label = node_label(node, id);
     let init = |slot: usize| node.input.get(slot).and_then(|n| index.initializer(n));
     if let Some(scale) = init(1) {
-        match f32_data(scale) {
-            Ok(v) if v.iter().all(|s| s.is_finite() && *s > 0.0) => {}
-            Ok(_) => problems.push(format!(
+        match super::constant::float_values(scale) {
+            Some(v) if v.iter().all(|s| s.is_finite() && *s > 0.0) => {}
+            Some(_) => problems.push(format!(
                 "node `{label}`: scale `{}` is not finite and positive",
                 scale.name()
             )),
-            Err(e) => problems.push(format!("node `{label}`: scale `{}` {e}", scale.name())),
+            None => problems.push(format!(
+                "node `{label}`: scale `{}` is not a float32 or float16 tensor of its dims",
+                scale.name()
+            )),
         }
         if let Some(zp) = init(2) {
             check_zero_point(zp, scale, &label, problems);

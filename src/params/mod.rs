@@ -106,6 +106,37 @@ pub fn weight_params(amax: f32) -> QParams {
     }
 }
 
+/// The smallest float16 value at or above `s` (at least the smallest positive float16, at most
+/// the largest), as f32: a scale that converts to float16 exactly and clips nothing `s` kept.
+pub fn f16_ceil(s: f32) -> f32 {
+    use half::f16;
+    if s >= f16::MAX.to_f32() {
+        return f16::MAX.to_f32();
+    }
+    let h = f16::from_f32(s);
+    let v = if h.to_f32() < s {
+        f16::from_bits(h.to_bits() + 1).to_f32()
+    } else {
+        h.to_f32()
+    };
+    v.max(f16::from_bits(1).to_f32())
+}
+
+/// `p` with its scale raised to a float16 value ([`f16_ceil`]); an asymmetric zero-point is
+/// recomputed so that `lo` (the range's lower end, ≤ 0) still maps inside the integer range.
+pub fn with_f16_scale(p: QParams, scheme: ActivationScheme, lo: f32) -> QParams {
+    let scale = f16_ceil(p.scale);
+    if scheme.symmetric || scale == p.scale {
+        return QParams { scale, ..p };
+    }
+    let (qmin, qmax) = scheme.qtype.range();
+    let zp = (f64::from(qmin) - f64::from(lo.min(0.0)) / f64::from(scale)).round_ties_even();
+    QParams {
+        scale,
+        zero_point: (zp as i32).clamp(qmin, qmax),
+    }
+}
+
 /// ONNX QuantizeLinear of one value.
 pub fn quantize(x: f32, p: QParams, (qmin, qmax): (i32, i32)) -> i32 {
     let q = (x / p.scale).round_ties_even() as i64 + i64::from(p.zero_point);
@@ -135,12 +166,14 @@ fn round_even_small(x: f32) -> f32 {
 
 /// Quantizes `data` (row-major, shape `dims`) symmetrically to [-127, 127], per channel along
 /// `axis` when given (`axis < dims.len()`), else per tensor. `floors` (empty, one value, or
-/// one per channel) are the smallest scales allowed, e.g. so that an int32 bias fits.
+/// one per channel) are the smallest scales allowed, e.g. so that an int32 bias fits. With
+/// `f16`, scales are raised to float16 values ([`f16_ceil`]) before quantizing.
 pub fn quantize_weight(
     data: &[f32],
     dims: &[usize],
     axis: Option<usize>,
     floors: &[f32],
+    f16: bool,
 ) -> QuantizedWeight {
     let (channels, inner) = match axis {
         Some(a) => (dims[a], dims[a + 1..].iter().product::<usize>()),
@@ -163,8 +196,9 @@ pub fn quantize_weight(
         .enumerate()
         .map(|(c, &a)| {
             let p = weight_params(a);
+            let scale = p.scale.max(floor(c));
             QParams {
-                scale: p.scale.max(floor(c)),
+                scale: if f16 { f16_ceil(scale) } else { scale },
                 ..p
             }
         })
@@ -207,6 +241,35 @@ mod tests {
         qtype: QType::Uint8,
         symmetric: true,
     };
+
+    #[test]
+    fn float16_scales_round_up_to_representable_values() {
+        use half::f16;
+        for s in [1e-9f32, 3e-6, 6.1e-5, 0.01, 0.0123457, 1.0, 3.3, 70000.0] {
+            let c = f16_ceil(s);
+            assert_eq!(f16::from_f32(c).to_f32(), c, "{s} -> {c} is a float16");
+            assert!(c >= s.min(f16::MAX.to_f32()), "{s} -> {c}");
+            // the next float16 below is below s: c is the smallest such value
+            let below = f16::from_bits(f16::from_f32(c).to_bits() - 1).to_f32();
+            assert!(below < s || c == f16::from_bits(1).to_f32(), "{s} -> {c}");
+        }
+        // asymmetric: the zero-point follows the larger scale, the range still fits
+        let a = ActivationScheme {
+            qtype: QType::Uint8,
+            symmetric: false,
+        };
+        let p = activation_params(-1.0, 3.0, a);
+        let h = with_f16_scale(p, a, -1.0);
+        assert!(h.scale >= p.scale);
+        assert_eq!(quantize(-1.0, h, a.qtype.range()), 0);
+        assert!(quantize(3.0, h, a.qtype.range()) <= 255);
+        let w = quantize_weight(&[1e-3, -2e-3, 5e-4], &[3], None, &[], true);
+        assert_eq!(f16::from_f32(w.scales[0]).to_f32(), w.scales[0]);
+        assert_eq!(
+            f32::from(w.values[1]),
+            (-2e-3f32 / w.scales[0]).round_ties_even().max(-127.0)
+        );
+    }
 
     #[test]
     fn symmetric_int8_maps_amax_to_127() {
@@ -271,13 +334,26 @@ mod tests {
             &[2, 3],
             Some(0),
             &[],
+            false,
         );
         assert_eq!(w.values, vec![127, -64, 0, 127, 64, -127]);
         assert_eq!(w.scales.len(), 2);
         // axis 1 of [2, 3]: columns
-        let w = quantize_weight(&[1.0, 2.0, 4.0, -1.0, -2.0, -4.0], &[2, 3], Some(1), &[]);
+        let w = quantize_weight(
+            &[1.0, 2.0, 4.0, -1.0, -2.0, -4.0],
+            &[2, 3],
+            Some(1),
+            &[],
+            false,
+        );
         assert_eq!(w.values, vec![127, 127, 127, -127, -127, -127]);
-        let t = quantize_weight(&[1.0, 2.0, 4.0, -1.0, -2.0, -4.0], &[2, 3], None, &[]);
+        let t = quantize_weight(
+            &[1.0, 2.0, 4.0, -1.0, -2.0, -4.0],
+            &[2, 3],
+            None,
+            &[],
+            false,
+        );
         assert_eq!(t.scales, vec![4.0 / 127.0]);
         assert_eq!(t.values, vec![32, 64, 127, -32, -64, -127]);
     }
@@ -308,7 +384,7 @@ mod tests {
             data in prop::collection::vec(-50f32..50.0, 1..64), per_channel in any::<bool>()
         ) {
             let dims = [data.len()];
-            let w = quantize_weight(&data, &dims, per_channel.then_some(0), &[]);
+            let w = quantize_weight(&data, &dims, per_channel.then_some(0), &[], false);
             for (i, (&x, &q)) in data.iter().zip(&w.values).enumerate() {
                 prop_assert!((-127..=127).contains(&q));
                 let s = w.scales[if per_channel { i } else { 0 }];

@@ -555,7 +555,10 @@ fn activation_params_of(
             *u = (u.0.min(r.0), u.1.max(r.1));
         }
     }
-    let mut act = ActivationParams::default();
+    let mut act = ActivationParams {
+        f16_scales: config.fp16,
+        ..ActivationParams::default()
+    };
     let mut reports = Vec::new();
     for (site, own) in plan.activations.iter().zip(ranges) {
         let (lo, hi) = site.group.map_or(own, |g| union[&g]);
@@ -582,6 +585,11 @@ fn activation_params_of(
                 }
             }
             None => activation_params(lo, hi, scheme),
+        };
+        let p = if config.fp16 {
+            crate::params::with_f16_scale(p, scheme, lo)
+        } else {
+            p
         };
         act.tensors.insert(site.tensor.clone(), (scheme.qtype, p));
         let (min, max) = stats
@@ -785,7 +793,27 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         external: !loaded.side_files.is_empty(),
         external_threshold: EXTERNAL_THRESHOLD,
     };
+    // accuracy is measured before the float16 conversion (the simulation is float32)
     let kept_model = job.per_layer.then(|| built.model.clone());
+    let mut fp16 = None;
+    let mut opset = built.rewritten.opset;
+    if job.planning.config.fp16 {
+        let r =
+            crate::rewrite::fp16::convert(&mut built.model).map_err(|reason| ModelError::Fp16 {
+                path: job.input.clone(),
+                reason,
+            })?;
+        if !r.ort_concat_units.is_empty() {
+            warn(&format!(
+                "ONNX Runtime 1.32 with extended graph optimizations fuses {} into QLinearConcat, which rejects float16 scales: run `{}` there at ORT_ENABLE_BASIC, or quantize without --high-precision fp16 for ONNX Runtime",
+                r.ort_concat_units.join(", "),
+                job.output.display()
+            ));
+        }
+        opset = Some(crate::rewrite::fp16::FP16_OPSET);
+        clock.lap("float16");
+        fp16 = Some(r);
+    }
     let saved = onnx::save(built.model, &job.output, &save)?;
     clock.lap("save");
 
@@ -837,7 +865,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         config: job.planning.config.clone(),
         sources: job.sources.clone(),
         calibration,
-        opset: built.rewritten.opset,
+        opset,
         nodes: built.plan.nodes,
         activations: built.activations,
         weights: built.rewritten.weights,
@@ -845,6 +873,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         warnings: loaded.warnings,
         accuracy,
         mixed_precision: mixed_report,
+        fp16,
         timings_ms: clock.stages,
     })
 }

@@ -171,7 +171,7 @@ fn plan_opset(
         return None;
     }
     let index = ir::Index::new(model.graph.as_ref().expect("loaded models have a graph"));
-    match ir::plan_upgrade(model, &mut ir::Names::new(&index)) {
+    match ir::plan_upgrade(model, &mut ir::Names::new(&index), 13) {
         Ok(up) => {
             notes.push(format!(
                 "opset raised from {opset} to 13 for per-channel weights"

@@ -8,6 +8,7 @@
 
 mod fold_bn;
 mod fold_relu;
+pub mod fp16;
 mod qdq;
 mod weights;
 
@@ -28,6 +29,8 @@ use crate::proto::{AttributeProto, ModelProto, NodeProto, attribute_proto::Attri
 #[derive(Clone, Debug, Default)]
 pub struct ActivationParams {
     pub tensors: BTreeMap<String, (QType, QParams)>,
+    /// Weight scales are raised to float16 values too (`high_precision: fp16`).
+    pub f16_scales: bool,
 }
 
 /// What the weight pass did to one weight.

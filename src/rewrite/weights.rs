@@ -82,7 +82,7 @@ pub(super) fn quantize_weights(
             }
         };
         let floor = floors.get(w).map_or(&[][..], |f| f.as_slice());
-        let q = quantize_weight(&data, &dims, site.axis, floor);
+        let q = quantize_weight(&data, &dims, site.axis, floor, act.f16_scales);
         let param_dims: Vec<usize> = if site.axis.is_some() {
             vec![q.scales.len()]
         } else {

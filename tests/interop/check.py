@@ -73,12 +73,17 @@ def pick(x):
     return x if CHANNELS is None else x[:, CHANNELS[0]:CHANNELS[1]]
 
 
+ORT_BASIC = False
+
+
 def run_ort(path, feeds, optimize=True):
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.log_severity_level = 3
     if not optimize:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    elif ORT_BASIC:
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     s = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     names = [OUTPUT] if OUTPUT else None
     return pick(np.concatenate([s.run(names, f)[0] for f in feeds]))
@@ -185,9 +190,12 @@ def main():
     ap.add_argument("--output")
     ap.add_argument("--channels")
     ap.add_argument("--sim")
+    ap.add_argument("--ort-basic", action="store_true",
+                    help="run the quantized model in ONNX Runtime with basic graph optimizations only")
     a = ap.parse_args()
-    global OUTPUT, CHANNELS
+    global OUTPUT, CHANNELS, ORT_BASIC
     OUTPUT = a.output
+    ORT_BASIC = a.ort_basic
     CHANNELS = tuple(int(v) for v in a.channels.split(":")) if a.channels else None
     out = {}
     try:

@@ -391,3 +391,43 @@ fn usage_errors_exit_2() {
     c.extra = vec!["--max-samples".into(), "0".into()];
     check(c, None, 2, &["--max-samples must be at least 1"]);
 }
+
+#[test]
+fn float16_with_int32_biases_is_refused_naming_both_settings() {
+    let mut c = digits();
+    c.extra = ["--target", "ort", "--high-precision", "fp16"]
+        .map(String::from)
+        .to_vec();
+    check(
+        c,
+        None,
+        2,
+        &[
+            "`high_precision: fp16` (command line)",
+            "`bias: int32` (preset ort)",
+        ],
+    );
+}
+
+#[test]
+fn high_precision_is_refused_by_calibrate() {
+    let dir = scratch();
+    let stats = dir.path().join("s.json");
+    let o = run([
+        "calibrate".as_ref(),
+        fixture(DIGITS).as_os_str(),
+        "--calib".as_ref(),
+        fixture(DIGITS_CALIB).as_os_str(),
+        "--stats".as_ref(),
+        stats.as_os_str(),
+        "--high-precision".as_ref(),
+        "fp16".as_ref(),
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("give it to the quantize run"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!stats.exists());
+}

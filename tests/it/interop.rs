@@ -473,3 +473,102 @@ fn simulation_matches_onnx_runtime_on_a_model_quantized_by_onnx_runtime() {
     let r = check(&q, &["--x", &x, "--sim", &sim]);
     assert_simulation_matches(&r, "ORT quantize_static output");
 }
+
+/// Element type of a graph input or output.
+fn io_elem(v: &onnx_quant::proto::ValueInfoProto) -> i32 {
+    use onnx_quant::proto::type_proto::Value as T;
+    match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(T::TensorType(t)) => t.elem_type(),
+        _ => 0,
+    }
+}
+
+#[test]
+fn high_precision_fp16_runs_everywhere_and_builds_in_tensorrt() {
+    use onnx_quant::proto::tensor_proto::DataType;
+    let f16 = DataType::Float16 as i32;
+    let f32 = DataType::Float as i32;
+    // (model, calib, data to compare on, ORT at the basic level: the model has a Concat unit)
+    for (model, calib, x, basic) in [
+        (DIGITS, DIGITS_CALIB, "digits/eval_x.npy", false),
+        (
+            "models/blocks.onnx",
+            "models/blocks_calib.npy",
+            "models/blocks_eval.npy",
+            true,
+        ),
+        (
+            "models/transformer.onnx",
+            "models/transformer_calib.npy",
+            "models/transformer_eval.npy",
+            false,
+        ),
+        (
+            "models/opset8.onnx",
+            "models/opset8_calib.npy",
+            "models/opset8_calib.npy",
+            false,
+        ),
+    ] {
+        let (_d, out) = quantized(model, calib, &["--high-precision", "fp16"]);
+        let m = load_model(&out);
+        assert_eq!(m.opset_import[0].version(), 19, "{model}");
+        let g = m.graph.as_ref().unwrap();
+        // callers feed and read float32; inside, every float initializer but Resize's scales
+        // is float16, scales included
+        assert!(
+            g.input.iter().chain(&g.output).all(|v| io_elem(v) == f32),
+            "{model}"
+        );
+        let inits: std::collections::HashMap<&str, i32> = g
+            .initializer
+            .iter()
+            .map(|t| (t.name(), t.data_type()))
+            .collect();
+        for n in g
+            .node
+            .iter()
+            .filter(|n| n.op_type().ends_with("QuantizeLinear"))
+        {
+            assert_eq!(inits[n.input[1].as_str()], f16, "{model}: {}", n.name());
+        }
+        let float32: Vec<&&str> = inits
+            .iter()
+            .filter(|(_, t)| **t == f32)
+            .map(|(n, _)| n)
+            .collect();
+        assert!(
+            float32.iter().all(|n| n.ends_with("scales")),
+            "{model}: {float32:?}"
+        );
+
+        let (reference, x) = (
+            fixture(model).to_string_lossy().into_owned(),
+            fixture(x).to_string_lossy().into_owned(),
+        );
+        let mut args = vec![
+            "--ref",
+            &reference,
+            "--x",
+            &x,
+            "--ort",
+            "--openvino",
+            "--trt",
+        ];
+        if basic {
+            args.push("--ort-basic");
+        }
+        let r = check(&out, &args);
+        assert_checker(&r);
+        assert_runs_close(&r, "ort", 30.0);
+        assert_runs_close(&r, "openvino", 30.0);
+        assert_trt_accepts(&r);
+        let o = run([
+            "check".as_ref(),
+            out.as_os_str(),
+            "--target".as_ref(),
+            "tensorrt".as_ref(),
+        ]);
+        assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stdout));
+    }
+}
