@@ -51,6 +51,28 @@ pub fn plan_upgrade(
     let graph = model.graph.as_ref().expect("loaded models have a graph");
     let mut blockers = Vec::new();
     for (id, node) in graph.node.iter().enumerate() {
+        // a one-value slope means the same in every PRelu version
+        if node.op_type() == "PRelu"
+            && node.input.get(1).is_some_and(|s| {
+                graph
+                    .initializer
+                    .iter()
+                    .any(|t| t.name() == s && t.dims.iter().product::<i64>() == 1)
+            })
+        {
+            continue;
+        }
+        // Below opset 10 there is no per-tensor fallback: a Softmax over the flattened trailing
+        // axes (its meaning before opset 13) is rewritten exactly as Flatten → Softmax(-1) →
+        // Reshape back to the input's shape
+        if from < 10
+            && matches!(node.op_type(), "Softmax" | "LogSoftmax" | "Hardmax")
+            && super::attr_int(node, "axis") != Some(-1)
+            && is_default_domain(node.domain())
+        {
+            softmax_as_flattened(node, id, names, &mut up);
+            continue;
+        }
         let mut node = node.clone();
         let mut changed = convert_node(
             &mut node,
@@ -93,6 +115,65 @@ pub fn plan_upgrade(
     up.patch.opset = Some(target);
     up.patch.min_ir_version = Some(ir_for(target));
     Ok(up)
+}
+
+/// `Softmax(x, axis=a)` of opsets before 13 as `Reshape(Softmax(Flatten(x, a), -1), Shape(x))`.
+fn softmax_as_flattened(node: &NodeProto, id: NodeId, names: &mut Names, up: &mut OpsetUpgrade) {
+    let axis = super::attr_int(node, "axis").unwrap_or(1);
+    let (Some(x), Some(y)) = (node.input.first(), node.output.first()) else {
+        return;
+    };
+    let shape = names.fresh(&format!("{y}_input_shape"));
+    let flat = names.fresh(&format!("{y}_flat"));
+    let inner = names.fresh(&format!("{y}_2d"));
+    let make =
+        |op: &str, inputs: Vec<String>, output: &str, attrs: Vec<AttributeProto>, n: &mut Names| {
+            NodeProto {
+                name: Some(n.fresh(&format!(
+                    "{}_{op}",
+                    if node.name().is_empty() {
+                        y.as_str()
+                    } else {
+                        node.name()
+                    }
+                ))),
+                op_type: Some(op.into()),
+                input: inputs,
+                output: vec![output.to_string()],
+                attribute: attrs,
+                ..Default::default()
+            }
+        };
+    let shape_node = make("Shape", vec![x.clone()], &shape, vec![], names);
+    let flatten = make(
+        "Flatten",
+        vec![x.clone()],
+        &flat,
+        vec![int_attr("axis", axis)],
+        names,
+    );
+    let reshape = make(
+        "Reshape",
+        vec![inner.clone(), shape.clone()],
+        y,
+        vec![],
+        names,
+    );
+    let mut soft = node.clone();
+    soft.input[0] = flat;
+    soft.output[0] = inner;
+    soft.attribute.retain(|a| a.name() != "axis");
+    soft.attribute.push(int_attr("axis", -1));
+    up.converted.push(format!(
+        "{} ({} over the flattened trailing axes: Flatten → {} → Reshape)",
+        node_label(node, id),
+        node.op_type(),
+        node.op_type()
+    ));
+    up.patch.replace.push((id, soft));
+    for n in [shape_node, flatten, reshape] {
+        up.patch.nodes.push((super::Placement::Before(id), n));
+    }
 }
 
 /// Raises `model` to opset 13 in place, for models older than QuantizeLinear (opset 10).
@@ -222,8 +303,13 @@ fn convert_node(
             node.attribute.push(int_attr("axis", 1));
             true
         }
+        // PRelu-6 applies a slope of C values along the channel axis; from opset 7 it broadcasts
+        // from the right (a C-vector would meet the last axis)
+        "PRelu" if from < 7 => {
+            return Err("its slope broadcasting changed in opset 7".into());
+        }
         "Add" | "Sub" | "Mul" | "Div" | "Pow" | "And" | "Or" | "Xor" | "Equal" | "Greater"
-        | "Less" | "Gemm" | "PRelu"
+        | "Less" | "Gemm"
             if from < 7 =>
         {
             if op != "Gemm"

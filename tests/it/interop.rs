@@ -572,3 +572,39 @@ fn high_precision_fp16_runs_everywhere_and_builds_in_tensorrt() {
         assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stdout));
     }
 }
+
+#[test]
+fn conformance_sweep_over_the_onnx_backend_models_has_no_failure() {
+    // every model of the onnx package's backend test data: quantized (checker, ORT, output
+    // close to the expected one) or refused with a documented error; never a panic, a crash,
+    // a timeout, an invalid or wrong output, or a partial file (tests/conformance/sweep.py)
+    let dir = scratch();
+    let json = dir.path().join("sweep.json");
+    let o = Command::new(python())
+        .arg(root().join("tests/conformance/sweep.py"))
+        .arg("--bin")
+        .arg(env!("CARGO_BIN_EXE_onnx-quant"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("python runs");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out}\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let r: serde_json::Map<String, Value> =
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert!(
+        r.len() >= 140,
+        "{} models: the backend data moved? {out}",
+        r.len()
+    );
+    let quantized = r
+        .values()
+        .filter(|v| v["outcome"] == "quantized" && v["quantized_nodes"].as_u64() > Some(0))
+        .count();
+    // opset 6-9 models are raised to 13; most have something to quantize
+    assert!(quantized >= 35, "{quantized} quantized: {out}");
+}
