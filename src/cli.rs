@@ -71,6 +71,16 @@ pub struct DataArgs {
     /// Print nothing but errors and warnings.
     #[arg(short, long)]
     pub quiet: bool,
+    /// NaN or infinity in an observed tensor: `fail` names the tensor and sample and stops;
+    /// `ignore` leaves those values out of the ranges and reports how many per tensor.
+    #[arg(long, value_name = "POLICY", default_value = "fail")]
+    pub nan_policy: NanPolicy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NanPolicy {
+    Fail,
+    Ignore,
 }
 
 /// The target and the settings that override its preset.

@@ -169,7 +169,7 @@ fn run_eval(args: EvalArgs) -> Result<(), Error> {
     let job = onnx_quant::evaluate::EvalJob {
         reference: args.reference.clone(),
         quantized: args.quantized.clone(),
-        data: data_source(args.data.clone(), &args.data_args)?,
+        data: data_source(args.data.clone(), args.data_args.no_observers("eval")?)?,
         labels: args.labels.clone(),
         measure: onnx_quant::evaluate::Measure {
             per_layer: args.per_layer || args.plot.is_some(),
@@ -302,6 +302,18 @@ fn usage(msg: impl Into<String>) -> Error {
     UsageError::Invalid(msg.into()).into()
 }
 
+impl DataArgs {
+    /// These arguments, refused when they ask for a NaN policy a command has no use for.
+    fn no_observers(&self, command: &str) -> Result<&Self, Error> {
+        if self.nan_policy == cli::NanPolicy::Ignore {
+            return Err(usage(format!(
+                "--nan-policy applies to calibration (quantize, calibrate, sensitivity), not to `{command}`"
+            )));
+        }
+        Ok(self)
+    }
+}
+
 fn data_source(path: PathBuf, args: &DataArgs) -> Result<DataSource, Error> {
     if args.max_samples == Some(0) {
         return Err(usage("--max-samples must be at least 1"));
@@ -316,6 +328,7 @@ fn data_source(path: PathBuf, args: &DataArgs) -> Result<DataSource, Error> {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         progress: !args.quiet,
+        skip_non_finite: args.nan_policy == cli::NanPolicy::Ignore,
     })
 }
 
@@ -607,7 +620,7 @@ fn run_merge_stats(args: MergeStatsArgs) -> Result<(), Error> {
 }
 
 fn run_run(args: RunArgs) -> Result<(), Error> {
-    let data = data_source(args.calib, &args.data)?;
+    let data = data_source(args.calib, args.data.no_observers("run")?)?;
     let threads = data.threads;
     let (n, secs) = run_job(&args.model, &data)?;
     let per = secs * 1e3 / n.max(1) as f64;

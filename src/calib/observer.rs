@@ -9,6 +9,8 @@ pub struct Observe {
     pub histogram_bins: Option<usize>,
     /// Per-sample extremes, for averaged min/max.
     pub averaged: bool,
+    /// Skip NaN and ±infinity (counted) instead of refusing them (`--nan-policy ignore`).
+    pub skip_non_finite: bool,
 }
 
 impl Observe {
@@ -17,6 +19,7 @@ impl Observe {
         Observe {
             histogram_bins: Some(bins),
             averaged: true,
+            skip_non_finite: false,
         }
     }
 }
@@ -28,6 +31,8 @@ pub struct Observer {
     /// (sample index, min, max) per sample, when averaging: summed in sample order at the end,
     /// so the result does not depend on which thread saw which sample.
     extremes: Option<Vec<(usize, f32, f32)>>,
+    /// `Some(count)` of values skipped when non-finite values are skipped.
+    non_finite: Option<u64>,
 }
 
 impl Observer {
@@ -36,12 +41,23 @@ impl Observer {
             minmax: MinMax::default(),
             histogram: o.histogram_bins.map(Histogram::new),
             extremes: o.averaged.then(Vec::new),
+            non_finite: o.skip_non_finite.then_some(0),
         }
     }
 
-    /// Folds in the values of sample `sample`. Non-finite values are refused (`Err` names them).
+    /// Folds in the values of sample `sample`. Non-finite values are refused (`Err` names them),
+    /// or skipped and counted when the observer was made to skip them.
     pub fn update(&mut self, sample: usize, values: &[f32]) -> Result<(), &'static str> {
-        let batch = MinMax::of(values)?;
+        let finite: Vec<f32>;
+        let (batch, values) = match (MinMax::of(values), &mut self.non_finite) {
+            (Ok(b), _) => (b, values),
+            (Err(_), Some(skipped)) => {
+                finite = values.iter().copied().filter(|v| v.is_finite()).collect();
+                *skipped += (values.len() - finite.len()) as u64;
+                (MinMax::of(&finite)?, &finite[..])
+            }
+            (Err(e), None) => return Err(e),
+        };
         self.minmax.merge(&batch);
         if let Some(h) = &mut self.histogram {
             h.add_with_amax(values, batch.amax());
@@ -63,6 +79,9 @@ impl Observer {
         if let (Some(a), Some(b)) = (&mut self.extremes, other.extremes) {
             a.extend(b);
         }
+        if let (Some(a), Some(b)) = (&mut self.non_finite, other.non_finite) {
+            *a += b;
+        }
     }
 
     pub fn finish(self) -> TensorStats {
@@ -79,6 +98,7 @@ impl Observer {
             minmax: self.minmax,
             averaged,
             histogram: self.histogram,
+            non_finite: self.non_finite.unwrap_or(0),
         }
     }
 }

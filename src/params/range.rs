@@ -418,6 +418,7 @@ mod tests {
             minmax,
             averaged: None,
             histogram: Some(h),
+            non_finite: 0,
         }
     }
 

@@ -29,6 +29,9 @@ pub struct DataSource {
     pub max_samples: Option<usize>,
     pub threads: usize,
     pub progress: bool,
+    /// `--nan-policy ignore`: NaN and ±infinity in observed tensors are skipped and counted
+    /// instead of ending the run.
+    pub skip_non_finite: bool,
 }
 
 /// Where activation statistics come from.
@@ -395,7 +398,12 @@ fn calibrate(
     data: (Dataset, Vec<Option<Vec<usize>>>),
     src: &DataSource,
     observe: Observe,
+    warn: &dyn Fn(&str),
 ) -> Result<Measured, Error> {
+    let observe = Observe {
+        skip_non_finite: src.skip_non_finite,
+        ..observe
+    };
     let (data, shapes) = data;
     let samples = data.len();
     let skipped_files = data.skipped_files;
@@ -412,6 +420,19 @@ fn calibrate(
         };
         runner.calibrate(&plan.observed(), inputs, &shapes, data, &opts, observe)?
     };
+    let skipped: Vec<String> = stats
+        .tensors
+        .iter()
+        .filter(|(_, t)| t.non_finite > 0)
+        .map(|(n, t)| format!("`{n}` {}", t.non_finite))
+        .collect();
+    if !skipped.is_empty() {
+        warn(&format!(
+            "--nan-policy ignore: NaN or infinite values left out of the ranges of {} tensor(s): {}",
+            skipped.len(),
+            skipped.join(", ")
+        ));
+    }
     Ok(Measured {
         stats,
         report: CalibrationReport {
@@ -457,6 +478,7 @@ fn load_stats(path: &Path, model: &Path, warn: &dyn Fn(&str)) -> Result<StatsTab
                         minmax,
                         averaged: None,
                         histogram: None,
+                        non_finite: 0,
                     },
                 )
             })
@@ -637,6 +659,7 @@ fn observe_for(config: &Config, plan: &QuantPlan) -> Observe {
         averaged: methods
             .iter()
             .any(|m| matches!(m, Method::MinMax { averaged: true })),
+        skip_non_finite: false,
     }
 }
 
@@ -695,6 +718,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
                 data,
                 d,
                 observe_for(&job.planning.config, &plan),
+                warn,
             )?;
             (m.stats, m.report, d.path.clone())
         }
@@ -933,6 +957,7 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
         data,
         &job.data,
         Observe::all(job.planning.config.bins),
+        warn,
     )?;
     clock.lap("calibrate");
     if let Some(cache) = &job.trt_cache {

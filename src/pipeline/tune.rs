@@ -13,7 +13,7 @@ use super::{
     Built, DataSource, Planned, Planning, build, load_stats, observe_for, open_model, plan_model,
     replan, with_exceptions,
 };
-use crate::calib::{Dataset, InputSpec, RunOptions, Runner, TensorInfo};
+use crate::calib::{Dataset, InputSpec, Observe, RunOptions, Runner, TensorInfo};
 use crate::config::Config;
 use crate::error::{CalibError, Error};
 use crate::evaluate::{Labels, Reference, Source};
@@ -104,7 +104,10 @@ impl Bench<'_> {
             return Ok(());
         }
         let shapes = data.fixed_shapes();
-        let observe = observe_for(self.config, plan);
+        let observe = Observe {
+            skip_non_finite: self.src.skip_non_finite,
+            ..observe_for(self.config, plan)
+        };
         let more =
             self.runner
                 .calibrate(&missing, self.inputs, &shapes, data, &self.opts(), observe)?;
@@ -185,6 +188,7 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
                 (head.clone(), shapes),
                 &job.data,
                 observe_for(config, &plan),
+                warn,
             )?;
             (Some(head), tail, m.stats, job.data.path.clone())
         }

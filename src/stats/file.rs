@@ -160,6 +160,7 @@ mod tests {
                 batches: 3,
             }),
             histogram: Some(h),
+            non_finite: 0,
         }
     }
 

@@ -52,6 +52,13 @@ pub struct TensorStats {
     pub averaged: Option<Averaged>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub histogram: Option<Histogram>,
+    /// NaN and ±infinity values skipped (`--nan-policy ignore`); not part of any range.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub non_finite: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl TensorStats {
@@ -59,6 +66,7 @@ impl TensorStats {
     /// longer describe all the data).
     pub fn merge(&mut self, other: &TensorStats) -> Result<(), String> {
         self.minmax.merge(&other.minmax);
+        self.non_finite += other.non_finite;
         self.averaged = match (self.averaged, other.averaged) {
             (Some(mut a), Some(b)) => {
                 a.merge(&b);

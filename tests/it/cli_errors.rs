@@ -431,3 +431,61 @@ fn high_precision_is_refused_by_calibrate() {
     );
     assert!(!stats.exists());
 }
+
+#[test]
+fn nan_policy_ignore_leaves_non_finite_values_out_and_counts_them() {
+    let dir = scratch();
+    let (shape, mut data) = digits_calib();
+    data[3 * 64 + 5] = f32::NAN; // sample 3
+    data[7 * 64 + 1] = f32::INFINITY; // sample 7
+    let path = dir.path().join("nan.npy");
+    write_npy_f32(&path, &shape, &data);
+    let out = dir.path().join("q.onnx");
+    let o = quantize_ok(&fixture(DIGITS), &path, &out, &["--nan-policy", "ignore"]);
+    let err = stderr(&o);
+    assert!(err.contains("--nan-policy ignore"), "{err}");
+    // the input holds exactly the two values; every layer after it sees some too
+    assert!(err.contains("`input` 2"), "{err}");
+    let m = load_model(&out);
+    assert!(!nodes_of(&m, "QuantizeLinear").is_empty());
+
+    // recorded in a statistics file, and refused where nothing is calibrated
+    let stats = dir.path().join("s.json");
+    let o = run([
+        "calibrate".as_ref(),
+        fixture(DIGITS).as_os_str(),
+        "--calib".as_ref(),
+        path.as_os_str(),
+        "--stats".as_ref(),
+        stats.as_os_str(),
+        "--nan-policy".as_ref(),
+        "ignore".as_ref(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(v["tensors"]["input"]["non_finite"], 2);
+    let o = run([
+        "eval".as_ref(),
+        fixture(DIGITS).as_os_str(),
+        out.as_os_str(),
+        "--data".as_ref(),
+        path.as_os_str(),
+        "--nan-policy".as_ref(),
+        "ignore".as_ref(),
+    ]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("not to `eval`"), "{}", stderr(&o));
+}
+
+fn nodes_of<'a>(
+    m: &'a onnx_quant::proto::ModelProto,
+    op: &str,
+) -> Vec<&'a onnx_quant::proto::NodeProto> {
+    m.graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type() == op)
+        .collect()
+}
