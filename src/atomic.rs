@@ -1,8 +1,33 @@
 //! Writing files so that readers only ever see the old file or the complete new one: data goes
 //! to a temporary file in the destination folder, which is renamed over the destination.
+//!
+//! Temporary files are also listed in a process-wide registry, so that an interruption (Ctrl-C,
+//! SIGTERM: [`remove_pending`], called by the binary's signal handler) deletes them instead of
+//! leaving `.onnx-quant-*.tmp` files behind; the destination keeps its old content.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Temporary files created and not yet renamed or dropped.
+static PENDING: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+
+fn pending() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    PENDING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Deletes every temporary file not yet renamed into place; returns how many. For signal
+/// handlers: the process is about to exit.
+pub fn remove_pending() -> usize {
+    let mut set = pending();
+    let n = set
+        .iter()
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .count();
+    set.clear();
+    n
+}
 
 use crate::error::OutputError;
 
@@ -30,6 +55,7 @@ pub fn temp_for(dest: &Path) -> Result<tempfile::NamedTempFile, OutputError> {
             path: dest.to_path_buf(),
             source,
         })?;
+    pending().insert(tmp.path().to_path_buf());
     let perms = perms.unwrap_or_else(default_permissions);
     tmp.as_file()
         .set_permissions(perms)
@@ -59,9 +85,27 @@ pub fn commit(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), OutputErr
         path: dest.to_path_buf(),
         source,
     };
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist(dest).map_err(|e| err(e.error))?;
-    Ok(())
+    let path = tmp.path().to_path_buf();
+    let done = (|| {
+        tmp.as_file().sync_all().map_err(err)?;
+        pause_before_rename();
+        tmp.persist(dest).map_err(|e| err(e.error))?;
+        Ok(())
+    })();
+    pending().remove(&path);
+    done
+}
+
+/// Debug builds only: waits `ONNX_QUANT_TEST_PAUSE_BEFORE_RENAME_MS` milliseconds before the
+/// rename, so tests can interrupt a run while its temporary file exists.
+fn pause_before_rename() {
+    if cfg!(debug_assertions)
+        && let Some(ms) = std::env::var("ONNX_QUANT_TEST_PAUSE_BEFORE_RENAME_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 /// Writes `bytes` to `dest` atomically.

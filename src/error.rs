@@ -26,6 +26,8 @@ pub enum ExitCode {
     CheckFailed = 6,
     /// An accuracy gate of `eval` (`--min-sqnr`, `--max-top1-drop`) was missed.
     AccuracyMissed = 7,
+    /// Interrupted (Ctrl-C, SIGTERM): temporary files removed, nothing written.
+    Interrupted = 130,
 }
 
 /// Any error onnx-quant reports.

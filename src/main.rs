@@ -27,6 +27,13 @@ fn main() -> ExitCode {
     std::panic::set_hook(Box::new(|info| {
         eprintln!("error: internal error (a bug in onnx-quant, please report it): {info}");
     }));
+    // Ctrl-C or SIGTERM: no half-written file stays behind (outputs are renamed into place only
+    // when complete, so destinations keep their old content)
+    let _ = ctrlc::set_handler(|| {
+        let removed = onnx_quant::atomic::remove_pending();
+        eprintln!("error: interrupted; nothing written ({removed} temporary file(s) removed)");
+        std::process::exit(onnx_quant::ExitCode::Interrupted as i32);
+    });
     let cli = match Cli::try_parse_from(with_default_command(std::env::args_os().collect())) {
         Ok(cli) => cli,
         Err(e) => {

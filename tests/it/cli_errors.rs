@@ -489,3 +489,44 @@ fn nodes_of<'a>(
         .filter(|n| n.op_type() == op)
         .collect()
 }
+
+#[cfg(unix)]
+#[test]
+fn interruption_leaves_no_partial_file_and_keeps_the_old_output() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let dir = scratch();
+    let out = dir.path().join("q.onnx");
+    std::fs::write(&out, b"previous output").unwrap();
+    // debug builds wait before renaming when asked: the temporary file exists meanwhile
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onnx-quant"))
+        .args([fixture(DIGITS).as_os_str(), out.as_os_str()])
+        .arg("--calib")
+        .arg(fixture(DIGITS_CALIB))
+        .env("ONNX_QUANT_TEST_PAUSE_BEFORE_RENAME_MS", "20000")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while temp_leftovers(dir.path()).is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no temporary file appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", stderr(&o));
+    assert!(stderr(&o).contains("interrupted"), "{}", stderr(&o));
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "the pause was not cut short"
+    );
+    assert_eq!(temp_leftovers(dir.path()), Vec::<String>::new());
+    assert_eq!(std::fs::read(&out).unwrap(), b"previous output");
+}
