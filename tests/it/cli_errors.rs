@@ -499,7 +499,7 @@ fn interruption_leaves_no_partial_file_and_keeps_the_old_output() {
     let out = dir.path().join("q.onnx");
     std::fs::write(&out, b"previous output").unwrap();
     // debug builds wait before renaming when asked: the temporary file exists meanwhile
-    let mut child = Command::new(env!("CARGO_BIN_EXE_onnx-quant"))
+    let child = Command::new(env!("CARGO_BIN_EXE_onnx-quant"))
         .args([fixture(DIGITS).as_os_str(), out.as_os_str()])
         .arg("--calib")
         .arg(fixture(DIGITS_CALIB))
