@@ -108,7 +108,12 @@ fn parse_dict(text: &str) -> Result<(Elem, Vec<usize>), String> {
 }
 
 fn parse_descr(descr: &str) -> Result<Elem, String> {
-    let (order, code) = descr.split_at(1.min(descr.len()));
+    // the byte-order mark is one ASCII character; anything else is not a dtype we read (split
+    // on a character boundary: the header is arbitrary text)
+    let (order, code) = match descr.char_indices().nth(1) {
+        Some((i, _)) => descr.split_at(i),
+        None => (descr, ""),
+    };
     let elem = match code {
         "f2" => Elem::F16,
         "f4" => Elem::F32,
@@ -326,6 +331,12 @@ mod tests {
             ),
             (
                 "{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }",
+                "unsupported dtype",
+            ),
+            (
+                // found by fuzzing (fuzz/seeds/calib_file/crash-npy-descr-not-ascii): a
+                // multi-byte first character was once split inside itself
+                "{'descr': '\u{299}4', 'fortran_order': False, 'shape': (2,), }",
                 "unsupported dtype",
             ),
             (

@@ -530,3 +530,32 @@ fn interruption_leaves_no_partial_file_and_keeps_the_old_output() {
     assert_eq!(temp_leftovers(dir.path()), Vec::<String>::new());
     assert_eq!(std::fs::read(&out).unwrap(), b"previous output");
 }
+
+#[test]
+fn fuzzer_found_calibration_files_are_clear_errors() {
+    // each file of fuzz/seeds/calib_file/crash-* once panicked; the first byte picks the file
+    // type (npy, npz, pb) as in fuzz/fuzz_targets/calib_file.rs
+    let dir = scratch();
+    let seeds = root().join("fuzz/seeds/calib_file");
+    let mut n = 0;
+    for e in std::fs::read_dir(&seeds).unwrap() {
+        let path = e.unwrap().path();
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("crash-")
+        {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let ext = ["npy", "npz", "pb"][usize::from(bytes[0]) % 3];
+        let calib = dir.path().join(format!("x.{ext}"));
+        std::fs::write(&calib, &bytes[1..]).unwrap();
+        let mut c = digits();
+        c.calib = calib;
+        check(c, None, 4, &["x."]);
+        n += 1;
+    }
+    assert!(n > 0, "no crash file in {}", seeds.display());
+}
