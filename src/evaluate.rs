@@ -599,16 +599,15 @@ pub fn evaluate(job: &EvalJob, warn: &dyn Fn(&str)) -> Result<EvalReport, Error>
     for w in reference.loaded.warnings.iter().chain(&quantized.warnings) {
         warn(w);
     }
-    same_outputs(
-        Source {
-            model: &reference.loaded.model,
-            path: &job.reference,
-        },
-        Source {
-            model: &quantized.model,
-            path: &job.quantized,
-        },
-    )?;
+    let float = Source {
+        model: &reference.loaded.model,
+        path: &job.reference,
+    };
+    let quant = Source {
+        model: &quantized.model,
+        path: &job.quantized,
+    };
+    same_outputs(float, quant)?;
     let data = Dataset::open(&job.data.path, &reference.inputs, job.data.max_samples)?;
     let labels = job
         .labels
@@ -620,14 +619,8 @@ pub fn evaluate(job: &EvalJob, warn: &dyn Fn(&str)) -> Result<EvalReport, Error>
         progress: job.data.progress,
     };
     let comparison = compare(
-        Source {
-            model: &reference.loaded.model,
-            path: &job.reference,
-        },
-        Source {
-            model: &quantized.model,
-            path: &job.quantized,
-        },
+        float,
+        quant,
         &reference.inputs,
         data,
         &opts,

@@ -125,15 +125,7 @@ fn run_sensitivity(args: SensitivityArgs) -> Result<(), Error> {
         r.evaluations,
         r.seconds
     );
-    let _ = writeln!(
-        out,
-        "all quantized: output SQNR {} dB{}",
-        onnx_quant::accuracy::db(r.baseline.sqnr_db),
-        r.baseline.top1_drop.map_or(String::new(), |d| format!(
-            ", top-1 drop {:.2} points",
-            d + 0.0
-        ))
-    );
+    let _ = writeln!(out, "all quantized: {}", r.baseline);
     let width = r
         .layers
         .iter()

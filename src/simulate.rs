@@ -249,12 +249,7 @@ fn dequantize(
 }
 
 fn cast_to(to: DataType) -> AttributeProto {
-    AttributeProto {
-        name: Some("to".into()),
-        r#type: Some(AttributeType::Int as i32),
-        i: Some(to as i64),
-        ..Default::default()
-    }
+    ir::int_attr("to", to as i64)
 }
 
 fn node(op: &str, inputs: &[&str], output: &str, name: String) -> NodeProto {
@@ -431,12 +426,7 @@ pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
                 let mut cast = node("Cast", &[&quantized], qout, name);
                 let to = constant(&index, q.input.get(2).map_or("", |s| s.as_str()))
                     .map_or(DataType::Uint8 as i64, |z| i64::from(z.data_type()));
-                cast.attribute.push(AttributeProto {
-                    name: Some("to".into()),
-                    r#type: Some(AttributeType::Int as i32),
-                    i: Some(to),
-                    ..Default::default()
-                });
+                cast.attribute.push(ir::int_attr("to", to));
                 b.patch.nodes.push((Placement::After(x.clone()), cast));
             }
             for (r, dp) in &dqs {
@@ -487,12 +477,7 @@ pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
                     let name = b.names.fresh(&format!("{out}_sim_cast"));
                     let cast_out = b.names.fresh(&format!("{out}_sim_float"));
                     let mut cast = node("Cast", &[x], &cast_out, name);
-                    cast.attribute.push(AttributeProto {
-                        name: Some("to".into()),
-                        r#type: Some(AttributeType::Int as i32),
-                        i: Some(DataType::Float as i64),
-                        ..Default::default()
-                    });
+                    cast.attribute.push(cast_to(DataType::Float));
                     b.patch.nodes.push((Placement::After(x.clone()), cast));
                     b.dequantize_value(&cast_out, &p, x, out);
                 }
@@ -565,12 +550,7 @@ mod tests {
         let mut n = node("DequantizeLinear", &["w", "s", "z"], "y", "dq".into());
         for (k, v) in [("axis", axis), ("block_size", block)] {
             if let Some(v) = v {
-                n.attribute.push(AttributeProto {
-                    name: Some(k.into()),
-                    r#type: Some(AttributeType::Int as i32),
-                    i: Some(v),
-                    ..Default::default()
-                });
+                n.attribute.push(ir::int_attr(k, v));
             }
         }
         n
@@ -680,12 +660,7 @@ mod tests {
                         "w",
                         "wdq".into(),
                     );
-                    n.attribute.push(AttributeProto {
-                        name: Some("axis".into()),
-                        r#type: Some(AttributeType::Int as i32),
-                        i: Some(0),
-                        ..Default::default()
-                    });
+                    n.attribute.push(ir::int_attr("axis", 0));
                     n
                 },
                 node("MatMul", &["x_dq", "w"], "y", "mm".into()),

@@ -73,6 +73,26 @@ pub fn attr<'a>(node: &'a NodeProto, name: &str) -> Option<&'a AttributeProto> {
     node.attribute.iter().find(|a| a.name() == name)
 }
 
+/// An integer attribute `name = v`.
+pub fn int_attr(name: &str, v: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(crate::proto::attribute_proto::AttributeType::Int as i32),
+        i: Some(v),
+        ..Default::default()
+    }
+}
+
+/// A string attribute `name = v`.
+pub fn string_attr(name: &str, v: &str) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(crate::proto::attribute_proto::AttributeType::String as i32),
+        s: Some(v.as_bytes().to_vec().into()),
+        ..Default::default()
+    }
+}
+
 /// An integer attribute.
 pub fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
     attr(node, name)

@@ -13,7 +13,9 @@
 
 use crate::proto::{AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto};
 
-use super::{Names, NodeId, Patch, default_opset, is_default_domain, node_label};
+use super::{
+    Names, NodeId, Patch, default_opset, int_attr, is_default_domain, node_label, string_attr,
+};
 
 /// What raising the opset takes: a patch, or the nodes that prevent it.
 pub struct OpsetUpgrade {
@@ -262,16 +264,9 @@ fn convert_node(
         }
         "Resize" if from < 11 => resize_from_10(node),
         "Upsample" if from < 10 => {
-            if let Some(a) = node.attribute.iter().position(|a| a.name() == "scales") {
-                let a = node.attribute.remove(a);
-                let name = names.fresh(&format!("{}_scales", output_base(node)));
-                inits.push(crate::onnx::tensor::f32_tensor(
-                    &name,
-                    &[a.floats.len()],
-                    &a.floats,
-                ));
-                node.input.push(name);
-            }
+            move_to_input(node, "scales", 1, inits, names, |n, a| {
+                crate::onnx::tensor::f32_tensor(n, &[a.floats.len()], &a.floats)
+            });
             node.op_type = Some("Resize".into());
             resize_from_10(node)
         }
@@ -281,17 +276,9 @@ fn convert_node(
             let axes = attr_to_input(node, "axes", 3, inits, names);
             starts | ends | axes
         }
-        "TopK" if from < 10 => {
-            if let Some(k) = super::attr_int(node, "k") {
-                drop_attrs(node, &["k"]);
-                let name = names.fresh(&format!("{}_k", output_base(node)));
-                inits.push(crate::onnx::tensor::i64_tensor(&name, &[1], &[k]));
-                node.input.insert(1.min(node.input.len()), name);
-                true
-            } else {
-                false
-            }
-        }
+        "TopK" if from < 10 => move_to_input(node, "k", 1, inits, names, |n, a| {
+            crate::onnx::tensor::i64_tensor(n, &[1], &[a.i()])
+        }),
         "BatchNormalization" if from < 9 => {
             if super::attr_int(node, "spatial").is_some_and(|s| s != 1) {
                 return Err("spatial=0 (per-activation statistics) was removed in opset 9".into());
@@ -368,28 +355,46 @@ fn drop_attrs(node: &mut NodeProto, names: &[&str]) -> bool {
     node.attribute.len() != before
 }
 
-fn int_attr(name: &str, v: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(crate::proto::attribute_proto::AttributeType::Int as i32),
-        i: Some(v),
-        ..Default::default()
-    }
-}
-
-fn string_attr(name: &str, v: &str) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(crate::proto::attribute_proto::AttributeType::String as i32),
-        s: Some(v.as_bytes().to_vec().into()),
-        ..Default::default()
-    }
-}
-
 fn output_base(node: &NodeProto) -> String {
     node.output
         .first()
         .map_or("node".to_string(), |s| s.clone())
+}
+
+/// Moves attribute `attr` to an initializer at input `slot` (`tensor` builds it from its name
+/// and the attribute), padding with empty optional inputs. Returns whether the attribute was there.
+fn move_to_input(
+    node: &mut NodeProto,
+    attr: &str,
+    slot: usize,
+    inits: &mut Vec<TensorProto>,
+    names: &mut Names,
+    tensor: impl FnOnce(&str, &AttributeProto) -> TensorProto,
+) -> bool {
+    let Some(pos) = node.attribute.iter().position(|a| a.name() == attr) else {
+        return false;
+    };
+    let a: AttributeProto = node.attribute.remove(pos);
+    let name = names.fresh(&format!("{}_{attr}", output_base(node)));
+    inits.push(tensor(&name, &a));
+    while node.input.len() < slot {
+        node.input.push(String::new());
+    }
+    node.input.insert(slot, name);
+    true
+}
+
+/// Moves an ints attribute to an int64 initializer at input `slot`.
+fn attr_to_input(
+    node: &mut NodeProto,
+    attr: &str,
+    slot: usize,
+    inits: &mut Vec<TensorProto>,
+    names: &mut Names,
+) -> bool {
+    move_to_input(node, attr, slot, inits, names, |n, a| {
+        crate::onnx::tensor::i64_tensor(n, &[a.ints.len()], &a.ints)
+    })
 }
 
 /// Moves a float attribute to a float32 scalar initializer at input `slot`.
@@ -400,42 +405,9 @@ fn float_attr_to_input(
     inits: &mut Vec<TensorProto>,
     names: &mut Names,
 ) -> bool {
-    let Some(pos) = node.attribute.iter().position(|a| a.name() == attr) else {
-        return false;
-    };
-    let a: AttributeProto = node.attribute.remove(pos);
-    let name = names.fresh(&format!("{}_{attr}", output_base(node)));
-    inits.push(crate::onnx::tensor::f32_tensor(&name, &[], &[a.f()]));
-    while node.input.len() < slot {
-        node.input.push(String::new());
-    }
-    node.input.insert(slot, name);
-    true
-}
-
-/// Moves an ints attribute to an int64 initializer at input `slot`. Returns whether it did.
-fn attr_to_input(
-    node: &mut NodeProto,
-    attr: &str,
-    slot: usize,
-    inits: &mut Vec<TensorProto>,
-    names: &mut Names,
-) -> bool {
-    let Some(pos) = node.attribute.iter().position(|a| a.name() == attr) else {
-        return false;
-    };
-    let a: AttributeProto = node.attribute.remove(pos);
-    let name = names.fresh(&format!("{}_{attr}", output_base(node)));
-    inits.push(crate::onnx::tensor::i64_tensor(
-        &name,
-        &[a.ints.len()],
-        &a.ints,
-    ));
-    while node.input.len() < slot {
-        node.input.push(String::new());
-    }
-    node.input.insert(slot, name);
-    true
+    move_to_input(node, attr, slot, inits, names, |n, a| {
+        crate::onnx::tensor::f32_tensor(n, &[], &[a.f()])
+    })
 }
 
 #[cfg(test)]
@@ -459,15 +431,6 @@ mod tests {
             name: Some(name.into()),
             r#type: Some(AttributeType::Ints as i32),
             ints: v.to_vec(),
-            ..Default::default()
-        }
-    }
-
-    fn int(name: &str, v: i64) -> AttributeProto {
-        AttributeProto {
-            name: Some(name.into()),
-            r#type: Some(AttributeType::Int as i32),
-            i: Some(v),
             ..Default::default()
         }
     }
@@ -534,7 +497,7 @@ mod tests {
         .unwrap();
         assert_eq!(n.input, ["x", "y_pads", "y_value"]);
 
-        let (n, inits) = convert(node("TopK", &["x"], vec![int("k", 3)]), 1).unwrap();
+        let (n, inits) = convert(node("TopK", &["x"], vec![int_attr("k", 3)]), 1).unwrap();
         assert_eq!(n.input, ["x", "y_k"]);
         assert_eq!(
             (inits[0].dims.as_slice(), i64s(&inits[0])),
@@ -574,14 +537,14 @@ mod tests {
     #[test]
     fn no_op_attributes_are_dropped_and_changed_meanings_block() {
         let (n, _) = convert(
-            node("BatchNormalization", &["x"], vec![int("spatial", 1)]),
+            node("BatchNormalization", &["x"], vec![int_attr("spatial", 1)]),
             8,
         )
         .unwrap();
         assert!(n.attribute.is_empty());
         assert!(
             convert(
-                node("BatchNormalization", &["x"], vec![int("spatial", 0)]),
+                node("BatchNormalization", &["x"], vec![int_attr("spatial", 0)]),
                 8
             )
             .is_err()

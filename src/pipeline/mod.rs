@@ -663,6 +663,25 @@ fn observe_for(config: &Config, plan: &QuantPlan) -> Observe {
     }
 }
 
+/// Splits `set` into samples that calibrate and the last `holdout` (default: a quarter) that
+/// measure; `needs` names what needs both, for the error when there is one sample only.
+fn split_holdout(
+    set: Dataset,
+    holdout: Option<usize>,
+    path: &Path,
+    needs: &str,
+) -> Result<(Dataset, Dataset), Error> {
+    let n = set.len();
+    if n < 2 {
+        return Err(CalibError::BadFile {
+            path: path.to_path_buf(),
+            reason: format!("holds 1 sample: {needs} needs some to calibrate and some to measure"),
+        }
+        .into());
+    }
+    Ok(set.split_last(holdout.unwrap_or(n / 4).clamp(1, n - 1)))
+}
+
 /// Runs the quantize job. Warnings go to `warn` as soon as they are known (and into the report).
 pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error> {
     let mut clock = Clock::new();
@@ -694,16 +713,8 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     // with a target, the last samples are held out of calibration to measure it on
     let (data, holdout) = match (data, &job.mixed) {
         (Some((set, shapes)), Some(mixed)) => {
-            let n = set.len();
-            if n < 2 {
-                return Err(CalibError::BadFile {
-                    path: data_src.map(|d| d.path.clone()).unwrap_or_default(),
-                    reason: "holds 1 sample: an accuracy target needs some to calibrate and some to measure".into(),
-                }
-                .into());
-            }
-            let h = mixed.holdout.unwrap_or(n / 4).clamp(1, n - 1);
-            let (head, tail) = set.split_last(h);
+            let path = data_src.map(|d| d.path.clone()).unwrap_or_default();
+            let (head, tail) = split_holdout(set, mixed.holdout, &path, "an accuracy target")?;
             (Some((head, shapes)), Some(tail))
         }
         (data, _) => (data, None),

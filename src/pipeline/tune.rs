@@ -15,7 +15,7 @@ use super::{
 };
 use crate::calib::{Dataset, InputSpec, Observe, RunOptions, Runner, TensorInfo};
 use crate::config::Config;
-use crate::error::{CalibError, Error};
+use crate::error::Error;
 use crate::evaluate::{Labels, Reference, Source};
 use crate::mixed::{LayerEffect, Score};
 use crate::policy::{Overrides, QuantPlan};
@@ -172,15 +172,12 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
     let (calib, measure, mut stats, source) = match &job.stats {
         Some(path) => (None, set, load_stats(path, &job.input, warn)?, path.clone()),
         None => {
-            let n = set.len();
-            if n < 2 {
-                return Err(CalibError::BadFile {
-                    path: job.data.path.clone(),
-                    reason: "holds 1 sample: sensitivity needs some to calibrate and some to measure (or --stats)".into(),
-                }
-                .into());
-            }
-            let (head, tail) = set.split_last(job.holdout.unwrap_or(n / 4).clamp(1, n - 1));
+            let (head, tail) = super::split_holdout(
+                set,
+                job.holdout,
+                &job.data.path,
+                "sensitivity (without --stats)",
+            )?;
             let m = super::calibrate(
                 &runner,
                 &plan,

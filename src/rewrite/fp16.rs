@@ -192,12 +192,7 @@ fn cast_node(name: String, input: &str, output: &str, to: i32) -> NodeProto {
         op_type: Some("Cast".into()),
         input: vec![input.to_string()],
         output: vec![output.to_string()],
-        attribute: vec![AttributeProto {
-            name: Some("to".into()),
-            r#type: Some(AttributeType::Int as i32),
-            i: Some(i64::from(to)),
-            ..Default::default()
-        }],
+        attribute: vec![ir::int_attr("to", i64::from(to))],
         ..Default::default()
     }
 }
@@ -264,15 +259,13 @@ pub fn convert(model: &mut ModelProto) -> Result<Fp16Report, String> {
     // 3. the type each float32 tensor gets
     let graph_inputs: HashSet<&str> = graph.input.iter().map(|v| v.name()).collect();
     let graph_outputs: HashSet<&str> = graph.output.iter().map(|v| v.name()).collect();
+    // ops kept float32 that touch a float32 tensor
     let kept: BTreeMap<usize, &'static str> = graph
         .node
         .iter()
         .enumerate()
+        .filter(|(_, n)| n.input.iter().chain(&n.output).any(|t| is_f32(t)))
         .filter_map(|(id, n)| keeps_fp32(n).map(|why| (id, why)))
-        .filter(|(id, _)| {
-            graph.node[*id].output.iter().any(|o| is_f32(o))
-                || graph.node[*id].input.iter().any(|i| is_f32(i))
-        })
         .collect();
     let wants = |id: usize, slot: usize| -> i32 {
         let n = &graph.node[id];
@@ -282,7 +275,8 @@ pub fn convert(model: &mut ModelProto) -> Result<Fp16Report, String> {
             F16
         }
     };
-    let mut new_type: HashMap<&str, i32> = HashMap::new();
+    // float32 tensors that become float16 (the others stay float32)
+    let mut to_f16: HashSet<&str> = HashSet::new();
     let mut patch = Patch::default();
     for t in &graph.initializer {
         let name = t.name();
@@ -299,7 +293,7 @@ pub fn convert(model: &mut ModelProto) -> Result<Fp16Report, String> {
         patch
             .add_initializers
             .push(f16_tensor(t, &values, &mut report));
-        new_type.insert(name, F16);
+        to_f16.insert(name);
     }
     let mut replaced: BTreeMap<usize, NodeProto> = BTreeMap::new();
     for (id, node) in graph.node.iter().enumerate() {
@@ -307,7 +301,7 @@ pub fn convert(model: &mut ModelProto) -> Result<Fp16Report, String> {
             continue;
         }
         for o in node.output.iter().filter(|o| is_f32(o)) {
-            new_type.insert(o, F16);
+            to_f16.insert(o);
         }
         // ops whose output type an attribute sets
         let mut n = node.clone();
@@ -358,7 +352,7 @@ pub fn convert(model: &mut ModelProto) -> Result<Fp16Report, String> {
             replaced.insert(id, n);
         }
     }
-    let current = |t: &str| -> i32 { new_type.get(t).copied().unwrap_or(F32) };
+    let current = |t: &str| -> i32 { if to_f16.contains(t) { F16 } else { F32 } };
 
     // 4. Casts where a reader wants the other type (one per tensor and type)
     let mut casts: HashMap<(String, i32), String> = HashMap::new();
@@ -450,23 +444,18 @@ pub fn convert(model: &mut ModelProto) -> Result<Fp16Report, String> {
         })
         .collect();
     patch.replace.extend(replaced);
-    let f16_names: HashSet<String> = new_type
-        .iter()
-        .filter(|(_, t)| **t == F16)
-        .map(|(n, _)| n.to_string())
-        .collect();
+    let f16_names: HashSet<String> = to_f16.iter().map(|n| n.to_string()).collect();
     ir::apply(model, patch).map_err(|e| format!("the float16 conversion broke the graph: {e}"))?;
 
     // 6. declared types follow
     let graph = model.graph.as_mut().expect("checked above");
     let renamed: HashMap<String, String> = renamed_outputs.into_iter().collect();
     for v in &mut graph.value_info {
+        let f16 = f16_names.contains(v.name());
         if let Some(inner) = renamed.get(v.name()) {
             v.name = Some(inner.clone());
         }
-        if (f16_names.contains(v.name()) || renamed.values().any(|i| i == v.name()))
-            && elem_type(v) == Some(F32)
-        {
+        if f16 && elem_type(v) == Some(F32) {
             set_elem_type(v, F16);
         }
     }

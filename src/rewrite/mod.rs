@@ -23,7 +23,7 @@ use crate::error::Error;
 use crate::ir::{self, NodeId};
 use crate::params::{QParams, QType};
 use crate::policy::QuantPlan;
-use crate::proto::{AttributeProto, ModelProto, NodeProto, attribute_proto::AttributeType};
+use crate::proto::{ModelProto, NodeProto};
 
 /// Integer type and parameters of every planned activation, by tensor name.
 #[derive(Clone, Debug, Default)]
@@ -98,12 +98,7 @@ impl QdqNames {
             _ => (self.quantized.as_str(), &self.dequantized),
         };
         let attribute = axis
-            .map(|a| AttributeProto {
-                name: Some("axis".into()),
-                r#type: Some(AttributeType::Int as i32),
-                i: Some(a as i64),
-                ..Default::default()
-            })
+            .map(|a| ir::int_attr("axis", a as i64))
             .into_iter()
             .collect();
         NodeProto {

@@ -58,21 +58,27 @@ def cases(suites):
                     yield suite, os.path.basename(d), m, d
 
 
-def expected_of(model, test_dir):
-    """The outputs each test data set expects (`output_K.pb`), or None."""
-    if test_dir is None:
-        return None
+def read_sets(test_dir, kind, names):
+    """Per `test_data_set_*` folder, the tensors `<kind>_K.pb` present, keyed by names[K]."""
     runs = []
     for s in sorted(glob.glob(os.path.join(test_dir, "test_data_set_*"))):
         r = {}
-        for k, o in enumerate(model.graph.output):
-            p = os.path.join(s, f"output_{k}.pb")
+        for k, name in enumerate(names):
+            p = os.path.join(s, f"{kind}_{k}.pb")
             if os.path.exists(p):
                 t = onnx.TensorProto()
                 with open(p, "rb") as fh:
                     t.ParseFromString(fh.read())
-                r[o.name] = numpy_helper.to_array(t)
+                r[name] = numpy_helper.to_array(t)
         runs.append(r)
+    return runs
+
+
+def expected_of(model, test_dir):
+    """The outputs each test data set expects (`output_K.pb`), or None."""
+    if test_dir is None:
+        return None
+    runs = read_sets(test_dir, "output", [o.name for o in model.graph.output])
     return runs if any(runs) else None
 
 
@@ -81,19 +87,7 @@ def feeds_of(model, test_dir, tmp):
     inits = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if test_dir is not None:
-        sets = sorted(glob.glob(os.path.join(test_dir, "test_data_set_*")))
-        feeds = []
-        for s in sets:
-            f = {}
-            for k, i in enumerate(inputs):
-                p = os.path.join(s, f"input_{k}.pb")
-                if os.path.exists(p):
-                    t = onnx.TensorProto()
-                    with open(p, "rb") as fh:
-                        t.ParseFromString(fh.read())
-                    f[i.name] = numpy_helper.to_array(t)
-            feeds.append(f)
-        return test_dir, feeds
+        return test_dir, read_sets(test_dir, "input", [i.name for i in inputs])
     rng = np.random.default_rng(0)
     f = {}
     for i in inputs:

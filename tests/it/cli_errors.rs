@@ -447,7 +447,7 @@ fn nan_policy_ignore_leaves_non_finite_values_out_and_counts_them() {
     // the input holds exactly the two values; every layer after it sees some too
     assert!(err.contains("`input` 2"), "{err}");
     let m = load_model(&out);
-    assert!(!nodes_of(&m, "QuantizeLinear").is_empty());
+    assert!(!nodes(&m, "QuantizeLinear").is_empty());
 
     // recorded in a statistics file, and refused where nothing is calibrated
     let stats = dir.path().join("s.json");
@@ -475,19 +475,6 @@ fn nan_policy_ignore_leaves_non_finite_values_out_and_counts_them() {
     ]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert!(stderr(&o).contains("not to `eval`"), "{}", stderr(&o));
-}
-
-fn nodes_of<'a>(
-    m: &'a onnx_quant::proto::ModelProto,
-    op: &str,
-) -> Vec<&'a onnx_quant::proto::NodeProto> {
-    m.graph
-        .as_ref()
-        .unwrap()
-        .node
-        .iter()
-        .filter(|n| n.op_type() == op)
-        .collect()
 }
 
 #[cfg(unix)]

@@ -66,21 +66,11 @@ fn overrides_do_exactly_what_they_say() {
         );
     }
     // a fixed range is written exactly: [0, 8] symmetric int8 -> scale 8 / 127
-    let init = |name: &str| {
-        m.graph
-            .as_ref()
-            .unwrap()
-            .initializer
-            .iter()
-            .find(|t| t.name() == name)
-            .unwrap()
-            .clone()
-    };
-    let scale = onnx_quant::onnx::tensor::f32_data(&init("pool_out_scale")).unwrap()[0];
+    let scale = onnx_quant::onnx::tensor::f32_data(init(&m, "pool_out_scale")).unwrap()[0];
     assert_eq!(scale, (8.0f64 / 127.0) as f32);
     // per_channel: false for the MatMul weight
-    assert!(init("fc1.weight_scale").dims.is_empty());
-    assert_eq!(init("conv2.weight_scale").dims, vec![32]);
+    assert!(init(&m, "fc1.weight_scale").dims.is_empty());
+    assert_eq!(init(&m, "conv2.weight_scale").dims, vec![32]);
 }
 
 #[test]

@@ -68,6 +68,20 @@ fn assert_top1_within_one_point(r: &Value, runtime: &str) {
     );
 }
 
+/// `quant` against the float `model` (fixture paths) on `x` in ONNX Runtime, OpenVINO and the
+/// TensorRT-RTX parser, plus `extra` flags of check.py; asserts the checker passed.
+fn check_everywhere(quant: &Path, model: &str, x: &str, extra: &[&str]) -> Value {
+    let (model, x) = (
+        fixture(model).to_string_lossy().into_owned(),
+        fixture(x).to_string_lossy().into_owned(),
+    );
+    let mut args = vec!["--ref", &model, "--x", &x, "--ort", "--openvino", "--trt"];
+    args.extend_from_slice(extra);
+    let r = check(quant, &args);
+    assert_checker(&r);
+    r
+}
+
 fn assert_runs_close(r: &Value, runtime: &str, min_sqnr_db: f64) {
     let m = &r[runtime];
     assert!(m.get("error").is_none(), "{runtime} failed: {m}");
@@ -139,17 +153,12 @@ fn external_data_output_runs() {
 #[test]
 fn two_input_model_is_accepted_everywhere() {
     let (_d, out) = quantized("models/two_inputs.onnx", "models/two_inputs/calib.npz", &[]);
-    let model = fixture("models/two_inputs.onnx")
-        .to_string_lossy()
-        .into_owned();
-    let x = fixture("models/two_inputs/calib.npz")
-        .to_string_lossy()
-        .into_owned();
-    let r = check(
+    let r = check_everywhere(
         &out,
-        &["--ref", &model, "--x", &x, "--ort", "--openvino", "--trt"],
+        "models/two_inputs.onnx",
+        "models/two_inputs/calib.npz",
+        &[],
     );
-    assert_checker(&r);
     assert_runs_close(&r, "ort", 25.0);
     assert_runs_close(&r, "openvino", 25.0);
     assert_trt_accepts(&r);
@@ -170,21 +179,7 @@ fn raised_and_fallback_opsets_are_valid() {
         ("models/opset8.onnx", "models/opset8_calib.npy", 13, 2),
     ] {
         let (_d, out) = quantized(model, calib, &[]);
-        let reference = fixture(model).to_string_lossy().into_owned();
-        let x = fixture(calib).to_string_lossy().into_owned();
-        let r = check(
-            &out,
-            &[
-                "--ref",
-                &reference,
-                "--x",
-                &x,
-                "--ort",
-                "--openvino",
-                "--trt",
-            ],
-        );
-        assert_checker(&r);
+        let r = check_everywhere(&out, model, calib, &[]);
         assert_eq!(r["qdq"]["opset"], opset, "{model}");
         assert_eq!(r["qdq"]["per_channel"], per_channel, "{model}");
         assert_runs_close(&r, "ort", 25.0);
@@ -542,24 +537,8 @@ fn high_precision_fp16_runs_everywhere_and_builds_in_tensorrt() {
             "{model}: {float32:?}"
         );
 
-        let (reference, x) = (
-            fixture(model).to_string_lossy().into_owned(),
-            fixture(x).to_string_lossy().into_owned(),
-        );
-        let mut args = vec![
-            "--ref",
-            &reference,
-            "--x",
-            &x,
-            "--ort",
-            "--openvino",
-            "--trt",
-        ];
-        if basic {
-            args.push("--ort-basic");
-        }
-        let r = check(&out, &args);
-        assert_checker(&r);
+        let extra: &[&str] = if basic { &["--ort-basic"] } else { &[] };
+        let r = check_everywhere(&out, model, x, extra);
         assert_runs_close(&r, "ort", 30.0);
         assert_runs_close(&r, "openvino", 30.0);
         assert_trt_accepts(&r);

@@ -1,30 +1,10 @@
 //! The quantize job on the committed fixtures: structure of the output, every calibration
 //! layout, determinism, modes, opset handling, the report.
 
-use onnx_quant::proto::{ModelProto, NodeProto, tensor_proto::DataType};
+use onnx_quant::proto::{ModelProto, tensor_proto::DataType};
 use prost::Message;
 
 use crate::support::*;
-
-fn nodes<'a>(m: &'a ModelProto, op: &str) -> Vec<&'a NodeProto> {
-    m.graph
-        .as_ref()
-        .unwrap()
-        .node
-        .iter()
-        .filter(|n| n.op_type() == op)
-        .collect()
-}
-
-fn init<'a>(m: &'a ModelProto, name: &str) -> &'a onnx_quant::proto::TensorProto {
-    m.graph
-        .as_ref()
-        .unwrap()
-        .initializer
-        .iter()
-        .find(|t| t.name() == name)
-        .unwrap_or_else(|| panic!("no initializer {name}"))
-}
 
 /// Masks float scalars (`= 1.2345e-2`) so golden dumps compare structure, not the last bits of
 /// calibrated ranges (those are checked against ONNX Runtime by the interop tests).

@@ -154,3 +154,25 @@ pub fn temp_leftovers(dir: &Path) -> Vec<String> {
         .filter(|n| n.starts_with(".onnx-quant-"))
         .collect()
 }
+
+/// The nodes of op type `op`.
+pub fn nodes<'a>(m: &'a ModelProto, op: &str) -> Vec<&'a onnx_quant::proto::NodeProto> {
+    m.graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type() == op)
+        .collect()
+}
+
+/// The initializer `name` (panics when missing).
+pub fn init<'a>(m: &'a ModelProto, name: &str) -> &'a onnx_quant::proto::TensorProto {
+    m.graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .find(|t| t.name() == name)
+        .unwrap_or_else(|| panic!("no initializer {name}"))
+}
