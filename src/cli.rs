@@ -114,12 +114,23 @@ pub struct RangeArgs {
     /// Asymmetric activation ranges (non-zero zero-points; TensorRT rejects them).
     #[arg(long)]
     pub asymmetric: bool,
-    /// Integer type of activations (uint8 is rejected by TensorRT) [preset: int8].
+    /// Integer type of activations (uint8 and int16 are rejected by TensorRT; int16 needs
+    /// opset 21) [preset: int8].
     #[arg(long, value_enum, value_name = "TYPE")]
     pub activation_type: Option<ActivationType>,
     /// One scale per weight instead of one per output channel.
     #[arg(long)]
     pub per_tensor: bool,
+    /// Integer type of weights (int4: opset 21, two values per byte) [preset: int8].
+    #[arg(long, value_enum, value_name = "TYPE")]
+    pub weight_type: Option<WeightTypeArg>,
+    /// int4 weights: one scale per block of N values along the input-channel axis (N must
+    /// divide it; 0: per channel) [preset: 0].
+    #[arg(long, value_name = "N")]
+    pub block_size: Option<usize>,
+    /// Quantize weights only; activations stay float and no calibration data is needed.
+    #[arg(long)]
+    pub weight_only: bool,
     /// Type of what stays unquantized: fp16 converts it to float16 (float16 scales, opset 19,
     /// fp32 graph inputs and outputs) [preset: fp32]
     #[arg(long, value_name = "TYPE")]
@@ -139,12 +150,8 @@ pub struct QuantizeArgs {
     /// Where to write the quantized model (never the input; written atomically).
     pub output: PathBuf,
     /// Calibration data: a .npy/.npz/.pb file or a directory of them (see the user guide).
-    #[arg(
-        long,
-        value_name = "PATH",
-        required_unless_present = "stats",
-        conflicts_with = "stats"
-    )]
+    /// Required unless --stats is given or only weights are quantized (`--weight-only`).
+    #[arg(long, value_name = "PATH", conflicts_with = "stats")]
     pub calib: Option<PathBuf>,
     /// Ranges from a statistics file (`onnx-quant calibrate`) or a TensorRT calibration cache,
     /// instead of running the model.
@@ -193,8 +200,12 @@ pub struct AccuracyArgs {
     /// float layers).
     #[arg(long, value_enum, default_value_t = StrategyArg::All, value_name = "STRATEGY")]
     pub mixed_strategy: StrategyArg,
+    /// What the layers the target needs taken out of 8 bits become: float, or int16
+    /// activations (opset 21; ONNX Runtime and OpenVINO, not TensorRT).
+    #[arg(long, value_enum, default_value_t = FallbackArg::Float, value_name = "TYPE")]
+    pub mixed_fallback: FallbackArg,
     /// Write the settings file that reproduces the result: the --config given (if any) plus
-    /// one `skip: true` override per layer kept float.
+    /// one override per layer taken out of 8 bits (`skip: true`, or int16 activations).
     #[arg(long, value_name = "FILE")]
     pub write_config: Option<PathBuf>,
 }
@@ -353,6 +364,19 @@ pub enum MethodArg {
 pub enum ActivationType {
     Int8,
     Uint8,
+    Int16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FallbackArg {
+    Float,
+    Int16,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum WeightTypeArg {
+    Int8,
+    Int4,
 }
 
 #[derive(Debug, Args)]

@@ -128,6 +128,8 @@ pub enum ModelError {
     Unsupported { path: PathBuf, what: String },
     #[error("tract failed on `{path}`: {message}")]
     Runtime { path: PathBuf, message: String },
+    #[error("cannot quantize `{path}` as configured: {reason}")]
+    OpsetBlocked { path: PathBuf, reason: String },
     #[error("cannot convert `{path}` to float16 (--high-precision fp16): {reason}")]
     Fp16 { path: PathBuf, reason: String },
 }

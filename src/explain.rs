@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use crate::config::Resolved;
 use crate::ir;
+use crate::params::WeightType;
 use crate::pipeline::Explained;
 use crate::policy::{ActivationSite, QuantPlan};
 
@@ -96,21 +97,28 @@ pub fn explain(ex: &Explained, resolved: &Resolved) -> String {
             .iter()
             .filter(|w| w.consumers.iter().any(|c| c.0 == d.id))
         {
-            let layout = w.axis.map_or("per tensor".to_string(), |a| {
-                format!("per channel on axis {a}")
-            });
-            let by = if w.decided_by.is_empty() {
-                format!(
-                    "weights.per_channel: {}",
-                    source(resolved, "weights.per_channel")
-                )
-            } else {
-                w.decided_by.join(", ")
+            let layout = weight_layout(w);
+            let mut by = w.decided_by.clone();
+            let keys = match (w.dtype, w.block) {
+                (WeightType::Int8, _) => &["weights.per_channel"][..],
+                (WeightType::Int4, None) => &["weights.dtype", "weights.per_channel"],
+                (WeightType::Int4, Some(_)) => &["weights.dtype", "weights.block_size"],
+            };
+            for key in keys {
+                let leaf = key.trim_start_matches("weights.");
+                if !by.iter().any(|b| b.starts_with(leaf)) {
+                    by.push(format!("{key}: {}", source(resolved, key)));
+                }
+            }
+            let range = match w.dtype {
+                WeightType::Int8 => "int8 [-127, 127]",
+                WeightType::Int4 => "int4 [-8, 7]",
             };
             let _ = writeln!(
                 out,
-                "  weight `{}`: int8 [-127, 127], {layout} ({by})",
-                w.initializer
+                "  weight `{}`: {range}, {layout} ({})",
+                w.initializer,
+                by.join(", ")
             );
         }
         for b in plan.biases.iter().filter(|b| b.node == d.id) {
@@ -158,9 +166,15 @@ pub fn init_config(ex: &Explained, resolved: &Resolved, model: &str) -> String {
         "activations.method",
         "activations.symmetric",
         "activations.dtype",
+        "weights.dtype",
         "weights.per_channel",
+        "weights.block_size",
+        "weight_only",
     ] {
-        let (head, leaf) = key.split_once('.').expect("dotted");
+        let Some((head, leaf)) = key.split_once('.') else {
+            let _ = writeln!(out, "# {key}: {}", source_value(resolved, key));
+            continue;
+        };
         if head != section {
             let _ = writeln!(out, "# {head}:");
             section = head;
@@ -172,7 +186,7 @@ pub fn init_config(ex: &Explained, resolved: &Resolved, model: &str) -> String {
         "\n# Per-layer overrides: the first entry that matches and sets a setting wins.\n\
          # `match:` takes `name` (exact or glob), `name_regex`, `op_type`, `tensor`, `tensor_regex`.\n\
          # Settings: `skip: true`, `activations: {{dtype, symmetric, method, percentile, range, scale,\n\
-         # zero_point}}`, `weights: {{per_channel, axis}}`. The nodes the {target} placement quantizes:\n\
+         # zero_point}}`, `weights: {{dtype, per_channel, axis, block_size}}`. The nodes the {target} placement quantizes:\n\
          overrides:"
     );
     let graph = ex.model.graph.as_ref().expect("loaded models have a graph");
@@ -191,10 +205,10 @@ pub fn init_config(ex: &Explained, resolved: &Resolved, model: &str) -> String {
             .filter(|w| w.consumers.iter().any(|c| c.0 == d.id))
             .map(|w| {
                 format!(
-                    "`{}` {}",
+                    "`{}` {} {}",
                     w.initializer,
-                    w.axis
-                        .map_or("per tensor".into(), |a| format!("per channel axis {a}"))
+                    w.dtype.name(),
+                    weight_layout(w)
                 )
             })
             .collect();
@@ -232,5 +246,14 @@ fn yaml_string(s: &str) -> String {
         s.to_string()
     } else {
         format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
+/// "per tensor", "per channel on axis 0", "blocks of 32 along axis 1".
+fn weight_layout(w: &crate::policy::WeightSite) -> String {
+    match (w.block, w.axis) {
+        (Some((axis, size)), _) => format!("blocks of {size} along axis {axis}"),
+        (None, Some(a)) => format!("per channel on axis {a}"),
+        (None, None) => "per tensor".into(),
     }
 }

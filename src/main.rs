@@ -376,6 +376,20 @@ fn flag_layer(args: &RangeArgs, cache_source: bool) -> Result<Layer, Error> {
     if args.per_tensor {
         cli.set("weights.per_channel", Value::Bool(false));
     }
+    if let Some(t) = args.weight_type {
+        cli.set("weights.dtype", Value::Word(name_of(t)));
+    }
+    if let Some(b) = args.block_size {
+        if b > 1 << 16 {
+            return Err(usage(format!(
+                "--block-size must be at most 65536, got {b}"
+            )));
+        }
+        cli.set("weights.block_size", Value::Int(b as i64));
+    }
+    if args.weight_only {
+        cli.set("weight_only", Value::Bool(true));
+    }
     if let Some(h) = args.high_precision {
         cli.set("high_precision", Value::Word(name_of(h)));
     }
@@ -421,6 +435,16 @@ fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Settings, Erro
              (s_x·s_w) underflow float16; use the tensorrt or openvino target, or `bias: float`",
             from("high_precision"),
             from("bias")
+        )));
+    }
+    if config.block_size > 0 && config.weight_type != onnx_quant::params::WeightType::Int4 {
+        let from = |k: &str| resolved.values.get(k).map_or("", |(_, src)| src.as_str());
+        return Err(usage(format!(
+            "`weights.block_size: {}` ({}) needs `weights.dtype: int4` ({} says int8): \
+             blocks are for int4 weights",
+            config.block_size,
+            from("weights.block_size"),
+            from("weights.dtype")
         )));
     }
     let allow_unmatched = args.allow_unmatched;
@@ -480,10 +504,16 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
     if acc.holdout == Some(0) {
         return Err(usage("--holdout must be at least 1"));
     }
+    let weight_only = settings.planning.config.weight_only;
     let stats = match (args.calib, args.stats) {
+        (None, None) if weight_only => StatsSource::None,
         (Some(calib), None) => StatsSource::Calibrate(data_source(calib, &args.data)?),
         (None, Some(file)) => StatsSource::File(file),
-        _ => return Err(usage("give exactly one of --calib and --stats")),
+        _ => {
+            return Err(usage(
+                "give --calib DATA (or --stats FILE); without them only --weight-only runs",
+            ));
+        }
     };
     let strategy = match acc.mixed_strategy {
         cli::StrategyArg::All => onnx_quant::mixed::Strategy::All,
@@ -492,6 +522,18 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         cli::StrategyArg::Greedy => onnx_quant::mixed::Strategy::Greedy,
     };
     let user_overrides = settings.planning.overrides.clone();
+    // what a written settings file must hold to reproduce the run: the target and every value
+    // the settings file or the command line changed
+    let mut chosen_settings = config::Layer::new("written");
+    for (k, (v, src)) in &settings.resolved.values {
+        if *k == "target" || !src.starts_with("preset ") {
+            chosen_settings.values.insert(k, v.clone());
+        }
+    }
+    let fallback = match acc.mixed_fallback {
+        cli::FallbackArg::Float => onnx_quant::pipeline::Fallback::Float,
+        cli::FallbackArg::Int16 => onnx_quant::pipeline::Fallback::Int16,
+    };
     let job = QuantizeJob {
         input: args.input,
         output: args.output,
@@ -508,6 +550,7 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         mixed: target.map(|target| MixedJob {
             target,
             strategy,
+            fallback,
             holdout: acc.holdout,
         }),
         per_layer,
@@ -521,22 +564,18 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         onnx_quant::atomic::write(path, svg.as_bytes())?;
     }
     if let (Some(path), Some(m)) = (&acc.write_config, &report.mixed_precision) {
-        let user = args
-            .ranges
-            .config
-            .as_deref()
-            .map(config::load_user)
-            .transpose()?;
         let overrides =
-            onnx_quant::pipeline::with_exceptions(&user_overrides, &m.chosen().float).list;
+            onnx_quant::pipeline::with_exceptions(&user_overrides, &m.chosen().float, fallback)
+                .list;
         let header = format!(
-            "written by onnx-quant {}: {} on {} held-out sample(s) of `{}`\n{} of {} quantized layer(s) kept float (strategy {}){}",
+            "written by onnx-quant {}: {} on {} held-out sample(s) of `{}`\n{} of {} quantized layer(s) kept {} (strategy {}){}",
             env!("CARGO_PKG_VERSION"),
             m.target,
             m.samples,
             report.calibration.source.display(),
             m.chosen().float.len(),
             m.candidates,
+            fallback.name(),
             m.chosen().strategy,
             args.ranges
                 .config
@@ -546,7 +585,7 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
                     c.display()
                 ))
         );
-        let text = config::write::render(&header, user.as_ref().map(|u| &u.layer), &overrides);
+        let text = config::write::render(&header, Some(&chosen_settings), &overrides);
         onnx_quant::atomic::write(path, text.as_bytes())?;
     }
     if let Some(path) = &args.report {

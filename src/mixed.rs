@@ -125,6 +125,8 @@ pub struct Search {
     pub evaluations: usize,
     /// Held-out samples each configuration was measured on (set by the caller).
     pub samples: usize,
+    /// What the chosen layers become (`float`, or `int16`; set by the caller).
+    pub fallback: &'static str,
 }
 
 impl Search {
@@ -360,6 +362,7 @@ pub fn search(
         .expect("at least one strategy ran");
     rank(&mut effects);
     Ok(Search {
+        fallback: "float",
         target: target.describe(),
         candidates: units.len(),
         baseline,

@@ -153,26 +153,46 @@ impl Report {
             let _ = writeln!(s, "  float ({reason}): {}", counts(ops.into_iter()));
         }
         let a = &self.config.activation;
+        if self.config.weight_only {
+            let _ = writeln!(s, "  activations: float (weight_only)");
+        } else {
+            let _ = writeln!(
+                s,
+                "  activations: {} tensors, {} {}, {} over {} samples",
+                self.activations.len(),
+                a.qtype.name(),
+                if a.symmetric {
+                    "symmetric"
+                } else {
+                    "asymmetric"
+                },
+                self.config.method.name(),
+                self.calibration.samples
+            );
+        }
+        let mut kinds: BTreeMap<(&str, Option<usize>), [usize; 2]> = BTreeMap::new();
+        for w in &self.weights {
+            let k = kinds.entry((w.dtype.name(), w.block_size)).or_default();
+            k[usize::from(w.axis.is_none())] += 1;
+        }
+        let kinds: Vec<String> = kinds
+            .iter()
+            .map(|((ty, block), [channel, tensor])| match block {
+                Some(b) => format!("{channel} {ty} in blocks of {b}"),
+                None => format!(
+                    "{} {ty} ({channel} per-channel, {tensor} per-tensor)",
+                    channel + tensor
+                ),
+            })
+            .collect();
         let _ = writeln!(
             s,
-            "  activations: {} tensors, {} {}, {} over {} samples",
-            self.activations.len(),
-            a.qtype.name(),
-            if a.symmetric {
-                "symmetric"
+            "  weights: {}",
+            if kinds.is_empty() {
+                "none".to_string()
             } else {
-                "asymmetric"
-            },
-            self.config.method.name(),
-            self.calibration.samples
-        );
-        let per_channel = self.weights.iter().filter(|w| w.axis.is_some()).count();
-        let _ = writeln!(
-            s,
-            "  weights: {} int8 ({} per-channel, {} per-tensor)",
-            self.weights.len(),
-            per_channel,
-            self.weights.len() - per_channel
+                kinds.join(", ")
+            }
         );
         if let Some(h) = &self.fp16 {
             let _ = writeln!(
@@ -219,16 +239,17 @@ impl Report {
             for (i, o) in m.outcomes.iter().enumerate() {
                 let _ = writeln!(
                     s,
-                    "    {} {:<13} {} float layer(s), {}{}",
+                    "    {} {:<13} {} {} layer(s), {}{}",
                     if i == m.chosen { "*" } else { " " },
                     o.strategy,
                     o.float.len(),
+                    m.fallback,
                     o.score,
                     if o.met { "" } else { " (target missed)" }
                 );
             }
             for l in &m.chosen().float {
-                let _ = writeln!(s, "    kept float: `{l}`");
+                let _ = writeln!(s, "    kept {}: `{l}`", m.fallback);
             }
         }
         if let Some(a) = &self.accuracy {

@@ -282,19 +282,37 @@ fn per_channel(c: &mut Ctx, node: &NodeProto, id: NodeId, scale: &TensorProto) {
     let rank = weight.dims.len();
     let axis = ir::attr_int(node, "axis").unwrap_or(1);
     let axis = if axis < 0 { axis + rank as i64 } else { axis };
+    let block = ir::attr_int(node, "block_size").unwrap_or(0);
     let out = node.output.first().map_or("", |s| s.as_str());
     for &(consumer, slot) in c.index.consumers(out) {
         let cn = c.index.node(consumer);
-        let Some(want) = ir::weight_output_axis(cn, rank).filter(|_| slot == 1) else {
+        let expected = if block > 0 {
+            ir::weight_input_axis(cn, rank).map(|a| (a, "input channels (blocks)"))
+        } else {
+            ir::weight_output_axis(cn, rank).map(|a| (a, "output channels"))
+        };
+        let Some((want, what)) = expected.filter(|_| slot == 1) else {
             continue;
         };
         if axis != want as i64 {
             let msg = format!(
-                "weight scale on axis {axis}, but `{}` ({}) has its output channels on axis {want}",
+                "weight scale on axis {axis}, but `{}` ({}) has its {what} on axis {want}",
                 node_label(cn, consumer),
                 cn.op_type()
             );
             return c.violation("per_channel_axis", node, id, msg);
+        }
+        if block > 0 {
+            let fits = scale.dims.len() == rank
+                && weight.dims.get(want).copied() == Some(scale.dims[want] * block);
+            if !fits {
+                let msg = format!(
+                    "scale dims {:?} do not divide weight dims {:?} into blocks of {block} on axis {want}",
+                    scale.dims, weight.dims
+                );
+                return c.violation("per_channel_axis", node, id, msg);
+            }
+            continue;
         }
         if weight.dims.get(want) != Some(&channels) {
             let msg = format!(
@@ -385,6 +403,9 @@ fn ort_units(c: &mut Ctx, graph: &crate::proto::GraphProto) {
         }
         let op = node.op_type().to_string();
         if quantized.iter().any(|q| !q) {
+            if weight_only(c.index, graph, node) {
+                continue;
+            }
             c.warning(
                 "incomplete_unit",
                 node,
@@ -412,6 +433,27 @@ fn ort_units(c: &mut Ctx, graph: &crate::proto::GraphProto) {
     }
 }
 
+/// Whether `node` reads a float data input and a dequantized constant weight in a model that
+/// quantizes no activation: weight-only quantization, which ONNX Runtime runs as MatMulNBits
+/// (int4 blocks) or with dequantized weights, and OpenVINO as compressed weights; not a
+/// missed placement.
+fn weight_only(index: &Index, graph: &crate::proto::GraphProto, node: &NodeProto) -> bool {
+    let no_q = !graph.node.iter().any(|n| n.op_type() == "QuantizeLinear");
+    let weight = node
+        .input
+        .get(1)
+        .and_then(|w| index.producer(w))
+        .is_some_and(|(p, _)| {
+            let dq = index.node(p);
+            dq.op_type() == "DequantizeLinear"
+                && dq
+                    .input
+                    .first()
+                    .is_some_and(|q| index.initializer(q).is_some())
+        });
+    no_q && weight && node.input.first().is_some_and(|x| !from_dq(index, x))
+}
+
 /// OpenVINO runs Conv/MatMul/Gemm in int8 when both the data and the weight input are quantized.
 fn openvino_inputs(c: &mut Ctx, graph: &crate::proto::GraphProto) {
     for (id, node) in graph.node.iter().enumerate() {
@@ -424,7 +466,7 @@ fn openvino_inputs(c: &mut Ctx, graph: &crate::proto::GraphProto) {
             from_dq(c.index, &node.input[0]),
             from_dq(c.index, &node.input[1]),
         );
-        if a != b {
+        if a != b && !weight_only(c.index, graph, node) {
             let which = if a { "weight" } else { "data" };
             c.warning(
                 "half_quantized",

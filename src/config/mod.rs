@@ -13,7 +13,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::params::{ActivationScheme, Method, QType};
+use crate::params::{ActivationScheme, Method, QType, WeightType};
 use schema::{KEYS, Problem, Value};
 
 /// Values for some keys, from one source.
@@ -227,11 +227,7 @@ impl Resolved {
             "entropy" => Method::Entropy,
             _ => Method::Mse,
         };
-        let qtype = if self.word("activations.dtype") == "uint8" {
-            QType::Uint8
-        } else {
-            QType::Int8
-        };
+        let qtype = qtype_of(self.word("activations.dtype"));
         let fixed_ranges = match self.get("placement.fixed_ranges") {
             Value::Ranges(r) => r
                 .iter()
@@ -250,6 +246,14 @@ impl Resolved {
             percentile: self.number("activations.percentile"),
             bins: self.number("activations.bins") as usize,
             per_channel: self.bool("weights.per_channel"),
+            weight_type: if self.word("weights.dtype") == "int4" {
+                WeightType::Int4
+            } else {
+                WeightType::Int8
+            },
+            block_size: self.number("weights.block_size") as usize,
+            clip_search: self.bool("weights.clip_search"),
+            weight_only: self.bool("weight_only"),
             bias_int32: self.word("bias") == "int32",
             fp16: self.word("high_precision") == "fp16",
             placement: Placement {
@@ -272,6 +276,15 @@ impl Resolved {
                 fold_relu: self.bool("placement.fold_relu"),
             },
         }
+    }
+}
+
+/// The activation type named `word` (one of the schema's `activations.dtype` values).
+pub fn qtype_of(word: &str) -> QType {
+    match word {
+        "uint8" => QType::Uint8,
+        "int16" => QType::Int16,
+        _ => QType::Int8,
     }
 }
 
@@ -313,6 +326,13 @@ pub struct Config {
     pub percentile: f64,
     pub bins: usize,
     pub per_channel: bool,
+    pub weight_type: WeightType,
+    /// int4 block size along the input-channel axis (0: none).
+    pub block_size: usize,
+    /// int4 scales by least squared error.
+    pub clip_search: bool,
+    /// Activations stay float; no calibration.
+    pub weight_only: bool,
     pub bias_int32: bool,
     /// `high_precision: fp16`: scales rounded up to float16 values, and what stays unquantized
     /// converted to float16 after the rewrite.

@@ -8,7 +8,7 @@ use regex::Regex;
 
 use super::schema::{Problem, decode_value, key, suggest};
 use super::yaml::{Kind, Node, Pos};
-use crate::params::QType;
+use crate::params::{QType, WeightType};
 
 /// A name pattern: exact, glob (`*`, `?`, `[...]`) or regular expression.
 #[derive(Clone, Debug)]
@@ -103,8 +103,11 @@ pub struct ActivationOverride {
 /// Weight settings of one override.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct WeightOverride {
+    pub dtype: Option<WeightType>,
     pub per_channel: Option<bool>,
     pub axis: Option<usize>,
+    /// int4 blocks along the input-channel axis (0: none).
+    pub block_size: Option<usize>,
 }
 
 /// One entry of `overrides:`.
@@ -266,22 +269,11 @@ fn decode_activations(node: &Node, path: &str, problems: &mut Vec<Problem>) -> A
             };
         use super::schema::Value;
         match k.as_str() {
-            "dtype" => match &v.kind {
-                Kind::Str(s) if s == "int16" => problems.push(problem(
-                    v.pos,
-                    &p,
-                    "int16 activations are not supported yet (int8, uint8)",
-                )),
-                _ => {
-                    if let Some(Value::Word(w)) = via_schema("activations.dtype") {
-                        a.dtype = Some(if w == "uint8" {
-                            QType::Uint8
-                        } else {
-                            QType::Int8
-                        });
-                    }
+            "dtype" => {
+                if let Some(Value::Word(w)) = via_schema("activations.dtype") {
+                    a.dtype = Some(super::qtype_of(&w));
                 }
-            },
+            }
             "symmetric" => {
                 if let Some(Value::Bool(b)) = via_schema("activations.symmetric") {
                     a.symmetric = Some(b);
@@ -367,11 +359,7 @@ fn check_activations(a: &ActivationOverride, pos: Pos, path: &str, problems: &mu
         ));
     }
     if let (Some(z), Some(true)) = (a.zero_point, a.symmetric) {
-        let mid = if a.dtype == Some(QType::Uint8) {
-            128
-        } else {
-            0
-        };
+        let mid = a.dtype.unwrap_or(QType::Int8).mid();
         if z != mid {
             problems.push(problem(
                 pos,
@@ -406,23 +394,25 @@ fn decode_weights(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Weigh
     for (k, kpos, v) in entries(node, path, problems) {
         let p = format!("{path}.{k}");
         match (k.as_str(), &v.kind) {
-            ("dtype", Kind::Str(s)) if s == "int8" => {}
-            ("dtype", Kind::Str(s)) if s == "int4" => problems.push(problem(
-                v.pos,
-                &p,
-                "int4 weights are not supported yet (int8)",
-            )),
+            ("dtype", Kind::Str(s)) if s == "int8" => w.dtype = Some(WeightType::Int8),
+            ("dtype", Kind::Str(s)) if s == "int4" => w.dtype = Some(WeightType::Int4),
             ("dtype", other) => problems.push(problem(
                 v.pos,
                 &p,
-                format!("expected int8, got {}", other.describe()),
+                format!("expected int8 or int4, got {}", other.describe()),
             )),
             ("per_channel", Kind::Bool(b)) => w.per_channel = Some(*b),
             ("axis", Kind::Int(a)) if *a >= 0 => w.axis = Some(*a as usize),
-            ("block_size", _) => problems.push(problem(
+            ("block_size", Kind::Int(b)) if (0..=1 << 16).contains(b) => {
+                w.block_size = Some(*b as usize)
+            }
+            ("block_size", other) => problems.push(problem(
                 v.pos,
                 &p,
-                "block quantization is not supported yet (it needs int4 weights)",
+                format!(
+                    "expected a block size (0 to 65536), got {}",
+                    other.describe()
+                ),
             )),
             ("per_channel", other) => problems.push(problem(
                 v.pos,
@@ -443,6 +433,22 @@ fn decode_weights(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Weigh
             path,
             "`axis` contradicts `per_channel: false`",
         ));
+    }
+    if w.block_size.is_some_and(|b| b > 0) {
+        if w.dtype == Some(WeightType::Int8) {
+            problems.push(problem(
+                node.pos,
+                path,
+                "`block_size` needs `dtype: int4` (blocks are for int4 weights)",
+            ));
+        }
+        if w.axis.is_some() {
+            problems.push(problem(
+                node.pos,
+                path,
+                "`axis` is the per-channel axis and blocks run along the input-channel axis: give one of `axis` and `block_size`",
+            ));
+        }
     }
     w
 }
@@ -561,7 +567,7 @@ mod tests {
             "2:17: `overrides[0].activations.per_chanel`: unknown key `per_chanel`",
             "zero-point 5 contradicts `symmetric: true`",
             "5:26: `overrides[1].weights.per_channel`: expected true or false, got the string `yes`",
-            "int4 weights are not supported yet",
+            "`overrides[1].weights.per_channel`: expected true or false",
             "6:3: `overrides[2]`: every override needs a `match:`",
             "`overrides[3].activations.range`: [3, 1] is not a range",
             "`percentile` goes with `method: percentile`",

@@ -43,13 +43,13 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         path: "activations.dtype",
-        ty: Ty::Enum(&["int8", "uint8"]),
-        doc: "integer type of activations",
+        ty: Ty::Enum(&["int8", "uint8", "int16"]),
+        doc: "integer type of activations (int16: opset 21, not TensorRT)",
     },
     Key {
         path: "activations.unsigned_when_nonnegative",
         ty: Ty::Bool,
-        doc: "uint8 (zero-point 0) for activations never below 0, whatever `dtype` says",
+        doc: "uint8 (zero-point 0) for activations never below 0 when `dtype` is int8",
     },
     Key {
         path: "activations.symmetric",
@@ -77,9 +77,29 @@ pub const KEYS: &[Key] = &[
         doc: "minmax: mean of per-sample extremes",
     },
     Key {
+        path: "weights.dtype",
+        ty: Ty::Enum(&["int8", "int4"]),
+        doc: "integer type of weights (int4: opset 21, two values per byte)",
+    },
+    Key {
         path: "weights.per_channel",
         ty: Ty::Bool,
         doc: "one scale per output channel (Conv 0, ConvTranspose 1, Gemm/MatMul output axis)",
+    },
+    Key {
+        path: "weights.block_size",
+        ty: Ty::Int(0, 1 << 16),
+        doc: "int4: one scale per block of this many values along the input-channel axis, which it must divide (0: per channel or per tensor)",
+    },
+    Key {
+        path: "weights.clip_search",
+        ty: Ty::Bool,
+        doc: "int4: each scale clips the range where the squared rounding error is least, instead of at the absolute maximum",
+    },
+    Key {
+        path: "weight_only",
+        ty: Ty::Bool,
+        doc: "quantize weights only: activations stay float and no calibration data is needed",
     },
     Key {
         path: "bias",
@@ -454,7 +474,7 @@ mod tests {
         );
         assert!(
             text[2].starts_with(
-                "4:10: `activations.dtype`: `int7` is not one of int8, uint8; did you mean `int8`?"
+                "4:10: `activations.dtype`: `int7` is not one of int8, uint8, int16; did you mean `int8`?"
             ),
             "{}",
             text[2]

@@ -99,11 +99,17 @@ fn override_yaml(o: &Override) -> String {
     }
     let w = &o.weights;
     let mut wt = Vec::new();
+    if let Some(t) = w.dtype {
+        wt.push(format!("dtype: {}", t.name()));
+    }
     if let Some(pc) = w.per_channel {
         wt.push(format!("per_channel: {pc}"));
     }
     if let Some(ax) = w.axis {
         wt.push(format!("axis: {ax}"));
+    }
+    if let Some(b) = w.block_size {
+        wt.push(format!("block_size: {b}"));
     }
     if !wt.is_empty() {
         let _ = writeln!(s, "    weights: {{{}}}", wt.join(", "));
@@ -167,7 +173,8 @@ overrides:
     activations: {scale: 0.05, zero_point: 3}
     weights: {per_channel: true, axis: 1}
   - match: {name: "c*"}
-    activations: {range: [-1.5, 2]}
+    activations: {range: [-1.5, 2], dtype: int16}
+    weights: {dtype: int4, block_size: 32}
 "#;
         let a = parse_user(text, "a.yaml").unwrap();
         let written = render("generated\nby a test", Some(&a.layer), &a.overrides);

@@ -114,6 +114,30 @@ pub fn weight_output_axis(node: &NodeProto, rank: usize) -> Option<usize> {
     })
 }
 
+/// A Relu folded into the node unit before it.
+#[derive(Clone, Debug)]
+pub struct FoldedRelu {
+    /// The Relu as it was (its input is the unit's original output).
+    pub relu: NodeProto,
+    /// Its name in reports (`ir::node_label`).
+    pub label: String,
+    /// Its output, which the unit now writes.
+    pub tensor: String,
+}
+
+/// The input-channel axis of the same weights (the axis the product sums over): Conv 1,
+/// ConvTranspose 0, Gemm 0 or 1 with `transB`, MatMul `rank - 2`. `None` for other ops.
+pub fn weight_input_axis(node: &NodeProto, rank: usize) -> Option<usize> {
+    Some(match node.op_type() {
+        "Conv" => 1,
+        "ConvTranspose" => 0,
+        "Gemm" if attr_int(node, "transB").unwrap_or(0) != 0 => 1,
+        "Gemm" => 0,
+        "MatMul" => rank.checked_sub(2)?,
+        _ => return None,
+    })
+}
+
 /// Whether the node carries subgraphs (If, Loop, Scan, ...).
 pub fn has_subgraphs(node: &NodeProto) -> bool {
     node.attribute

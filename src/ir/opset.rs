@@ -322,6 +322,47 @@ fn convert_node(
         {
             attr_to_input(node, "axes", 1, inits, names)
         }
+        // RoiAlign-10 sampled as `output_half_pixel`; opset 16 made `half_pixel` the default
+        "RoiAlign" if from < 16 && target >= 16 => {
+            if super::attr(node, "coordinate_transformation_mode").is_some() {
+                false
+            } else {
+                node.attribute.push(string_attr(
+                    "coordinate_transformation_mode",
+                    "output_half_pixel",
+                ));
+                true
+            }
+        }
+        // GridSample-20 renamed its modes (and added N-D inputs)
+        "GridSample" if from < 20 && target >= 20 => {
+            let mode = node
+                .attribute
+                .iter_mut()
+                .find(|a| a.name() == "mode" && matches!(a.s(), b"bilinear" | b"bicubic"));
+            // (no `mode`: the default was bilinear and is linear now, the same)
+            match mode {
+                Some(a) => {
+                    let new: &[u8] = if a.s() == b"bilinear" {
+                        b"linear"
+                    } else {
+                        b"cubic"
+                    };
+                    a.s = Some(new.to_vec().into());
+                    true
+                }
+                None => false,
+            }
+        }
+        "DFT" if from < 20 && target >= 20 => {
+            return Err("its `axis` became an input in opset 20".into());
+        }
+        "GroupNormalization" if from < 21 && target >= 21 => {
+            return Err(
+                "its scale and bias changed from one value per group to one per channel in opset 21"
+                    .into(),
+            );
+        }
         "Upsample" | "Scatter" => return Err("deprecated after its opset".into()),
         _ => false,
     };
@@ -453,13 +494,56 @@ mod tests {
             .collect()
     }
 
-    /// Converts `n` from `from`; returns it and the initializers it added.
-    fn convert(mut n: NodeProto, from: i64) -> Result<(NodeProto, Vec<TensorProto>), String> {
+    /// Converts `n` from `from` to 13; returns it and the initializers it added.
+    fn convert(n: NodeProto, from: i64) -> Result<(NodeProto, Vec<TensorProto>), String> {
+        convert_to(n, from, 13)
+    }
+
+    fn convert_to(
+        mut n: NodeProto,
+        from: i64,
+        target: i64,
+    ) -> Result<(NodeProto, Vec<TensorProto>), String> {
         let g = GraphProto::default();
         let mut names = crate::ir::Names::new(&crate::ir::Index::new(&g));
         let mut inits = Vec::new();
-        convert_node(&mut n, (from, 13), &mut inits, &mut names)?;
+        convert_node(&mut n, (from, target), &mut inits, &mut names)?;
         Ok((n, inits))
+    }
+
+    #[test]
+    fn raising_to_21_keeps_or_refuses_what_changed_since_13() {
+        let mode = |v: &str| string_attr("mode", v);
+        // RoiAlign-10 sampled without the half-pixel shift, which opset 16 made the default
+        let (n, _) = convert_to(node("RoiAlign", &["x", "r", "i"], vec![]), 13, 21).unwrap();
+        let ctm = n
+            .attribute
+            .iter()
+            .find(|a| a.name() == "coordinate_transformation_mode")
+            .unwrap();
+        assert_eq!(ctm.s(), b"output_half_pixel");
+        // GridSample-16 `bilinear` is GridSample-20 `linear`
+        let (n, _) = convert_to(
+            node("GridSample", &["x", "g"], vec![mode("bilinear")]),
+            16,
+            21,
+        )
+        .unwrap();
+        assert_eq!(n.attribute[0].s(), b"linear");
+        let (n, _) = convert_to(
+            node("GridSample", &["x", "g"], vec![mode("nearest")]),
+            16,
+            21,
+        )
+        .unwrap();
+        assert_eq!(n.attribute[0].s(), b"nearest");
+        // scale and bias per group (opset 18) mean something else per channel (opset 21)
+        let e =
+            convert_to(node("GroupNormalization", &["x", "s", "b"], vec![]), 18, 21).unwrap_err();
+        assert!(e.contains("per channel"), "{e}");
+        assert!(convert_to(node("DFT", &["x"], vec![]), 17, 21).is_err());
+        // raising to 19 only touches what changed before 19
+        assert!(convert_to(node("GroupNormalization", &["x", "s", "b"], vec![]), 18, 19).is_ok());
     }
 
     fn attr_names(n: &NodeProto) -> Vec<&str> {

@@ -65,19 +65,21 @@ fn payload_problem(t: &TensorProto) -> Option<String> {
     let n = element_count(&t.dims)?;
     let (stored, what) = match DataType::try_from(t.data_type()).ok()? {
         _ if t.raw_data.as_ref().is_some_and(|r| !r.is_empty()) => {
-            let size = match DataType::try_from(t.data_type()).ok()? {
-                DataType::Float | DataType::Int32 | DataType::Uint32 => 4,
-                DataType::Int64 | DataType::Double | DataType::Uint64 => 8,
-                DataType::Float16 | DataType::Bfloat16 | DataType::Int16 | DataType::Uint16 => 2,
-                DataType::Int8 | DataType::Uint8 | DataType::Bool => 1,
+            let bytes = match DataType::try_from(t.data_type()).ok()? {
+                DataType::Float | DataType::Int32 | DataType::Uint32 => 4 * n,
+                DataType::Int64 | DataType::Double | DataType::Uint64 => 8 * n,
+                DataType::Float16 | DataType::Bfloat16 | DataType::Int16 | DataType::Uint16 => {
+                    2 * n
+                }
+                DataType::Int8 | DataType::Uint8 | DataType::Bool => n,
+                DataType::Int4 | DataType::Uint4 => n.div_ceil(2),
                 _ => return None,
             };
-            return (t.raw_data.as_ref()?.len() != n * size).then(|| {
+            return (t.raw_data.as_ref()?.len() != bytes).then(|| {
                 format!(
-                    "holds {} bytes where its dims {:?} need {}",
+                    "holds {} bytes where its dims {:?} need {bytes}",
                     t.raw_data.as_ref().map_or(0, |r| r.len()),
                     t.dims,
-                    n * size
                 )
             });
         }
@@ -116,10 +118,12 @@ fn check_zero_point(
     label: &str,
     problems: &mut Vec<String>,
 ) {
-    let int8ish = [DataType::Int8 as i32, DataType::Uint8 as i32];
-    if !int8ish.contains(&zp.data_type()) {
-        return; // other quantized types are checked by their consumers
-    }
+    let per_byte = match DataType::try_from(zp.data_type()) {
+        Ok(DataType::Int8 | DataType::Uint8) => 1,
+        Ok(DataType::Int16 | DataType::Uint16) => 2,
+        Ok(DataType::Int4 | DataType::Uint4) => 0,
+        _ => return, // other quantized types are checked by their consumers
+    };
     if zp.dims != scale.dims {
         problems.push(format!(
             "node `{label}`: zero-point `{}` has dims {:?} but scale `{}` has {:?}",
@@ -130,13 +134,14 @@ fn check_zero_point(
         ));
     }
     let n = element_count(&zp.dims).unwrap_or(usize::MAX);
-    let stored = zp
-        .raw_data
-        .as_ref()
-        .map_or(zp.int32_data.len(), |r| r.len());
-    if stored != n {
+    let (stored, needed) = match &zp.raw_data {
+        Some(r) if per_byte == 0 => (r.len(), n.div_ceil(2)),
+        Some(r) => (r.len(), n.saturating_mul(per_byte)),
+        None => (zp.int32_data.len(), n),
+    };
+    if stored != needed {
         problems.push(format!(
-            "node `{label}`: zero-point `{}` holds {stored} values, needs {n}",
+            "node `{label}`: zero-point `{}` holds {stored} stored values, needs {needed}",
             zp.name()
         ));
     }

@@ -94,6 +94,22 @@ pub fn i32_tensor(name: &str, dims: &[usize], values: &[i32]) -> TensorProto {
     with_raw(name, dims, DataType::Int32, raw)
 }
 
+/// An int16 initializer.
+pub fn i16_tensor(name: &str, dims: &[usize], values: &[i16]) -> TensorProto {
+    let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    with_raw(name, dims, DataType::Int16, raw)
+}
+
+/// An int4 initializer: values in [-8, 7], two per byte, the first in the low nibble (ONNX's
+/// packing; an odd count leaves the last high nibble 0).
+pub fn i4_tensor(name: &str, dims: &[usize], values: &[i8]) -> TensorProto {
+    let raw = values
+        .chunks(2)
+        .map(|p| (p[0] as u8 & 0x0f) | ((p.get(1).copied().unwrap_or(0) as u8 & 0x0f) << 4))
+        .collect();
+    with_raw(name, dims, DataType::Int4, raw)
+}
+
 /// An int64 initializer (used for axes moved from attributes to inputs).
 pub fn i64_tensor(name: &str, dims: &[usize], values: &[i64]) -> TensorProto {
     let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -21,6 +21,8 @@ pub use range::{Method, select_range};
 pub enum QType {
     Int8,
     Uint8,
+    /// Opset 21; ONNX Runtime and OpenVINO, not TensorRT.
+    Int16,
 }
 
 impl QType {
@@ -29,6 +31,15 @@ impl QType {
         match self {
             QType::Int8 => (-128, 127),
             QType::Uint8 => (0, 255),
+            QType::Int16 => (-32768, 32767),
+        }
+    }
+
+    /// Half the number of steps of a symmetric range: `amax` maps to ±127 (int16: ±32767).
+    pub fn symmetric_steps(self) -> f64 {
+        match self {
+            QType::Int8 | QType::Uint8 => 127.0,
+            QType::Int16 => 32767.0,
         }
     }
 
@@ -36,14 +47,34 @@ impl QType {
         match self {
             QType::Int8 => "int8",
             QType::Uint8 => "uint8",
+            QType::Int16 => "int16",
         }
     }
 
     /// Zero-point of a symmetric range.
-    fn mid(self) -> i32 {
+    pub fn mid(self) -> i32 {
         match self {
-            QType::Int8 => 0,
+            QType::Int8 | QType::Int16 => 0,
             QType::Uint8 => 128,
+        }
+    }
+}
+
+/// The integer types of weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightType {
+    /// Symmetric over [-127, 127].
+    Int8,
+    /// Symmetric, `amax` at 7 and -8 kept for clipped values; opset 21.
+    Int4,
+}
+
+impl WeightType {
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightType::Int8 => "int8",
+            WeightType::Int4 => "int4",
         }
     }
 }
@@ -62,9 +93,6 @@ pub struct QParams {
     pub zero_point: i32,
 }
 
-/// Half the number of steps of a symmetric int8 range: `amax` maps to ±127.
-const SYMMETRIC_STEPS: f64 = 127.0;
-
 fn usable(scale: f64) -> Option<f32> {
     let s = scale as f32;
     (s.is_finite() && s >= f32::MIN_POSITIVE).then_some(s)
@@ -75,7 +103,7 @@ pub fn activation_params(min: f32, max: f32, scheme: ActivationScheme) -> QParam
     let (qmin, qmax) = scheme.qtype.range();
     if scheme.symmetric {
         let amax = (min as f64).abs().max((max as f64).abs());
-        let scale = usable(amax / SYMMETRIC_STEPS).unwrap_or(1.0);
+        let scale = usable(amax / scheme.qtype.symmetric_steps()).unwrap_or(1.0);
         return QParams {
             scale,
             zero_point: scheme.qtype.mid(),
@@ -101,7 +129,7 @@ pub fn activation_params(min: f32, max: f32, scheme: ActivationScheme) -> QParam
 /// Symmetric int8 weight parameters over [-127, 127] for values with absolute maximum `amax`.
 pub fn weight_params(amax: f32) -> QParams {
     QParams {
-        scale: usable(f64::from(amax) / SYMMETRIC_STEPS).unwrap_or(1.0),
+        scale: usable(f64::from(amax) / QType::Int8.symmetric_steps()).unwrap_or(1.0),
         zero_point: 0,
     }
 }
@@ -216,6 +244,122 @@ pub fn quantize_weight(
     QuantizedWeight {
         values,
         scales: params.iter().map(|p| p.scale).collect(),
+        axis,
+    }
+}
+
+/// How an int4 weight shares scales.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int4Layout {
+    PerTensor,
+    /// One scale per index of this axis.
+    PerChannel(usize),
+    /// One scale per `size` consecutive values along `axis` (which `size` divides), for every
+    /// position of the other axes.
+    Blocks {
+        axis: usize,
+        size: usize,
+    },
+}
+
+impl Int4Layout {
+    /// Dims of the scale tensor for a weight of `dims` (ONNX: blocks keep the rank).
+    pub fn scale_dims(self, dims: &[usize]) -> Vec<usize> {
+        match self {
+            Int4Layout::PerTensor => vec![],
+            Int4Layout::PerChannel(a) => vec![dims[a]],
+            Int4Layout::Blocks { axis, size } => {
+                let mut d = dims.to_vec();
+                d[axis] /= size;
+                d
+            }
+        }
+    }
+}
+
+/// Clipping ratios the int4 search tries: the scale is `ratio · amax / 7`.
+const CLIP_RATIOS: usize = 20;
+
+/// Quantizes `data` (row-major, shape `dims`) to int4 in [-8, 7], symmetric, one scale per
+/// group of `layout`: `amax / 7`, or with `search` the scale among `r · amax / 7` (r = 1, 0.975,
+/// ..., 0.525) with the least squared error over the group (rounding against clipping).
+/// `floors` and `f16` as for [`quantize_weight`] (floors per channel, for int32 biases).
+pub fn quantize_weight_int4(
+    data: &[f32],
+    dims: &[usize],
+    layout: Int4Layout,
+    floors: &[f32],
+    f16: bool,
+    search: bool,
+) -> QuantizedWeight {
+    let (axis, inner) = match layout {
+        Int4Layout::PerTensor => (None, 1),
+        Int4Layout::PerChannel(a) | Int4Layout::Blocks { axis: a, .. } => {
+            (Some(a), dims[a + 1..].iter().product::<usize>())
+        }
+    };
+    let channels = axis.map_or(1, |a| dims[a]);
+    let groups: usize = layout.scale_dims(dims).iter().product();
+    let group_of = |i: usize| -> usize {
+        match layout {
+            Int4Layout::PerTensor => 0,
+            Int4Layout::PerChannel(_) => (i / inner) % channels,
+            Int4Layout::Blocks { size, .. } => {
+                let (o, c, r) = (i / (channels * inner), (i / inner) % channels, i % inner);
+                (o * (channels / size) + c / size) * inner + r
+            }
+        }
+    };
+    let channel_of = |g: usize| match layout {
+        Int4Layout::PerChannel(_) => g,
+        _ => 0,
+    };
+    let mut amax = vec![0f32; groups.max(1)];
+    for (i, &x) in data.iter().enumerate() {
+        let g = group_of(i);
+        amax[g] = amax[g].max(x.abs());
+    }
+    let floor = |g: usize| {
+        let c = channel_of(g);
+        floors.get(c).or(floors.first()).copied().unwrap_or(0.0)
+    };
+    let scale_for = |g: usize, ratio: f64| -> f32 {
+        let s = usable(f64::from(amax[g]) * ratio / 7.0)
+            .unwrap_or(1.0)
+            .max(floor(g));
+        if f16 { f16_ceil(s) } else { s }
+    };
+    let q = |x: f32, s: f32| round_even_small(x / s).clamp(-8.0, 7.0);
+    let mut scales: Vec<f32> = (0..amax.len()).map(|g| scale_for(g, 1.0)).collect();
+    if search {
+        let mut best = vec![f64::INFINITY; amax.len()];
+        let mut err = vec![0f64; amax.len()];
+        for k in 0..CLIP_RATIOS {
+            let ratio = 1.0 - 0.025 * k as f64;
+            let cand: Vec<f32> = (0..amax.len()).map(|g| scale_for(g, ratio)).collect();
+            err.iter_mut().for_each(|e| *e = 0.0);
+            for (i, &x) in data.iter().enumerate() {
+                let g = group_of(i);
+                let d = f64::from(x) - f64::from(q(x, cand[g]) * cand[g]);
+                err[g] += d * d;
+            }
+            for g in 0..amax.len() {
+                // strictly better only: ties keep the larger (unclipped) scale
+                if err[g] < best[g] {
+                    best[g] = err[g];
+                    scales[g] = cand[g];
+                }
+            }
+        }
+    }
+    let values = data
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| q(x, scales[group_of(i)]) as i8)
+        .collect();
+    QuantizedWeight {
+        values,
+        scales,
         axis,
     }
 }
@@ -358,8 +502,97 @@ mod tests {
         assert_eq!(t.values, vec![32, 64, 127, -32, -64, -127]);
     }
 
+    const S16: ActivationScheme = ActivationScheme {
+        qtype: QType::Int16,
+        symmetric: true,
+    };
+    const A16: ActivationScheme = ActivationScheme {
+        qtype: QType::Int16,
+        symmetric: false,
+    };
+
     fn scheme() -> impl Strategy<Value = ActivationScheme> {
-        prop_oneof![Just(S8), Just(A8), Just(AU8), Just(SU8)]
+        prop_oneof![
+            Just(S8),
+            Just(A8),
+            Just(AU8),
+            Just(SU8),
+            Just(S16),
+            Just(A16)
+        ]
+    }
+
+    #[test]
+    fn int16_uses_its_whole_range() {
+        let p = activation_params(-2.0, 3.0, S16);
+        assert_eq!((p.scale, p.zero_point), ((3.0f64 / 32767.0) as f32, 0));
+        assert_eq!(quantize(3.0, p, QType::Int16.range()), 32767);
+        let a = activation_params(-1.0, 3.0, A16);
+        assert_eq!(quantize(-1.0, a, QType::Int16.range()), -32768);
+        assert_eq!(quantize(3.0, a, QType::Int16.range()), 32767);
+    }
+
+    /// A `[rows, cols]` weight of a smooth ramp with one outlier per 32-value block of each
+    /// column (row 0, 32, ...).
+    fn ramp_with_outliers(rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols)
+            .map(|i| {
+                let (r, c) = (i / cols, i % cols);
+                let v = ((r * 7 + c * 3) % 23) as f32 / 23.0 - 0.5;
+                if r % 32 == 0 { v + 4.0 } else { v }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn int4_blocks_have_one_scale_per_block_of_the_input_axis() {
+        let (rows, cols) = (64, 3);
+        let data = ramp_with_outliers(rows, cols);
+        let layout = Int4Layout::Blocks { axis: 0, size: 16 };
+        assert_eq!(layout.scale_dims(&[rows, cols]), vec![4, 3]);
+        let q = quantize_weight_int4(&data, &[rows, cols], layout, &[], false, false);
+        assert_eq!((q.values.len(), q.scales.len()), (rows * cols, 12));
+        for (i, (&x, &v)) in data.iter().zip(&q.values).enumerate() {
+            let (r, c) = (i / cols, i % cols);
+            let s = q.scales[(r / 16) * cols + c];
+            // round to nearest: amax / 7 per block, nothing clipped
+            assert!((-7..=7).contains(&v), "{v}");
+            assert!(
+                (f32::from(v) * s - x).abs() <= s * 0.5 + 1e-6,
+                "{x} {v} {s}"
+            );
+        }
+        // blocks without an outlier get a 4x finer scale than blocks with one
+        assert!(q.scales[3] < q.scales[0] / 4.0, "{:?}", q.scales);
+    }
+
+    #[test]
+    fn int4_clip_search_lowers_the_error() {
+        let (rows, cols) = (64, 4);
+        let data = ramp_with_outliers(rows, cols);
+        // one scale per column
+        let err = |q: &QuantizedWeight| -> f64 {
+            data.iter()
+                .zip(&q.values)
+                .enumerate()
+                .map(|(i, (&x, &v))| {
+                    (f64::from(x) - f64::from(v) * f64::from(q.scales[i % cols])).powi(2)
+                })
+                .sum()
+        };
+        let layout = Int4Layout::PerChannel(1);
+        let rtn = quantize_weight_int4(&data, &[rows, cols], layout, &[], false, false);
+        let searched = quantize_weight_int4(&data, &[rows, cols], layout, &[], false, true);
+        assert!(searched.values.iter().all(|v| (-8..=7).contains(v)));
+        let (e_search, e_rtn) = (err(&searched), err(&rtn));
+        assert!(
+            e_search < 0.9 * e_rtn,
+            "search {e_search} vs round-to-nearest {e_rtn}"
+        );
+        // every searched scale is one of the candidates: at most the absolute-maximum one
+        for (s, r) in searched.scales.iter().zip(&rtn.scales) {
+            assert!(s <= r && *s >= r * 0.5, "{s} {r}");
+        }
     }
 
     proptest! {

@@ -62,6 +62,15 @@ impl Method {
 
 /// Number of positive levels of an int8 histogram search (TensorRT: 128).
 const ENTROPY_LEVELS: usize = 128;
+
+/// Positive levels of the entropy search for `q`: 128 for 8 bits; for int16 (32768 levels) a
+/// histogram has fewer bins than levels, and the search keeps the whole range.
+fn entropy_levels(q: QType) -> usize {
+    match q {
+        QType::Int8 | QType::Uint8 => ENTROPY_LEVELS,
+        QType::Int16 => 32768,
+    }
+}
 /// Mass given to an empty bin by the smoothing of the entropy search.
 const SMOOTHING_EPS: f64 = 1e-4;
 /// At most this many thresholds are tried by the entropy search (evenly spaced bins).
@@ -83,6 +92,7 @@ pub fn select_range(
             )
         })
     };
+    let levels = entropy_levels(scheme.qtype);
     let (lo, hi) = match method {
         Method::MinMax { averaged: false } => (min, max),
         Method::MinMax { averaged: true } => stats
@@ -102,13 +112,13 @@ pub fn select_range(
         }
         Method::Entropy if scheme.symmetric => {
             let h = hist()?;
-            let t = entropy_threshold(&h.magnitudes(), h.width());
+            let t = entropy_threshold(&h.magnitudes(), h.width(), levels);
             (-t, t)
         }
         Method::Entropy => {
             let h = hist()?;
-            let neg = entropy_threshold(&trim(&h.negative()), h.width());
-            let pos = entropy_threshold(&trim(h.positive()), h.width());
+            let neg = entropy_threshold(&trim(&h.negative()), h.width(), levels);
+            let pos = entropy_threshold(&trim(h.positive()), h.width(), levels);
             (-neg, pos)
         }
         Method::Mse if scheme.symmetric => {
@@ -120,9 +130,10 @@ pub fn select_range(
     Ok((lo.max(min), hi.min(max)))
 }
 
-/// Steps across a symmetric range `[-t, t]`: levels -127..=127 (uint8: 1..=255).
-fn symmetric_steps(_q: QType) -> f64 {
-    254.0
+/// Steps across a symmetric range `[-t, t]`: levels -127..=127 (uint8: 1..=255; int16:
+/// -32767..=32767).
+fn symmetric_steps(q: QType) -> f64 {
+    2.0 * q.symmetric_steps()
 }
 
 fn trim(side: &[u64]) -> Vec<u64> {
@@ -190,10 +201,10 @@ fn xlnx(x: f64) -> f64 {
 /// (empty bins get 1e-4, taken from the others) only the effect that matters is kept: a bin
 /// where `Q` is empty and `P` is not (the clipped tail, when the last group of bins is empty)
 /// counts with `Q = 1e-4`. A test checks the choice against the smoothed O(bins²) reference.
-fn entropy_threshold(hist: &[u64], width: Option<f64>) -> f32 {
+fn entropy_threshold(hist: &[u64], width: Option<f64>, levels: usize) -> f32 {
     let Some(w) = width else { return 0.0 };
     let n = hist.len();
-    if n <= ENTROPY_LEVELS {
+    if n <= levels {
         return (n as f64 * w) as f32;
     }
     let h: Vec<f64> = hist.iter().map(|&c| c as f64).collect();
@@ -207,9 +218,7 @@ fn entropy_threshold(hist: &[u64], width: Option<f64>) -> f32 {
     }
     let total = cum[n];
     let stride = n.div_ceil(ENTROPY_CANDIDATES).max(1);
-    let candidates = (ENTROPY_LEVELS..=n)
-        .step_by(stride)
-        .chain(std::iter::once(n));
+    let candidates = (levels..=n).step_by(stride).chain(std::iter::once(n));
     let mut best = (f64::INFINITY, n);
     for i in candidates {
         let outliers = total - cum[i];
@@ -221,19 +230,15 @@ fn entropy_threshold(hist: &[u64], width: Option<f64>) -> f32 {
             continue;
         }
         let p_ln_p = cum_xlnx[i - 1] + xlnx(last);
-        let merged = i / ENTROPY_LEVELS;
+        let merged = i / levels;
         let mut cross = 0.0;
-        for j in 0..ENTROPY_LEVELS {
+        for j in 0..levels {
             let start = j * merged;
-            let stop = if j == ENTROPY_LEVELS - 1 {
-                i
-            } else {
-                start + merged
-            };
+            let stop = if j == levels - 1 { i } else { start + merged };
             let g = cum[stop] - cum[start];
             let mut nonzero = cum_nz[stop] - cum_nz[start];
             let mut p_sum = g;
-            if j == ENTROPY_LEVELS - 1 {
+            if j == levels - 1 {
                 nonzero += usize::from(h[i - 1] == 0.0 && outliers > 0.0);
                 p_sum += outliers;
             }
@@ -573,7 +578,7 @@ mod tests {
             let h = s.histogram.as_ref().unwrap();
             let mags = h.magnitudes();
             let w = h.width().unwrap();
-            let fast = entropy_threshold(&mags, Some(w));
+            let fast = entropy_threshold(&mags, Some(w), ENTROPY_LEVELS);
             let kl = reference_divergences(&mags);
             let best = kl.iter().copied().fold(f64::INFINITY, f64::min);
             let chosen = kl[(f64::from(fast) / w).round() as usize];

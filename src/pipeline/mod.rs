@@ -41,6 +41,8 @@ pub enum StatsSource {
     Calibrate(DataSource),
     /// A statistics file from `onnx-quant calibrate`, or a TensorRT calibration cache.
     File(PathBuf),
+    /// Nothing to calibrate (`weight_only`).
+    None,
 }
 
 /// Everything the quantize job needs.
@@ -67,6 +69,8 @@ pub struct QuantizeJob {
 pub struct MixedJob {
     pub target: crate::mixed::Target,
     pub strategy: crate::mixed::Strategy,
+    /// What the chosen layers fall back to.
+    pub fallback: Fallback,
     /// Samples held out of range calibration to measure the target on (default: a quarter).
     pub holdout: Option<usize>,
 }
@@ -235,8 +239,16 @@ struct Planned {
     data: Option<(Dataset, Vec<Option<Vec<usize>>>)>,
     /// Tensor types found by tract (to plan again with other overrides).
     types: HashMap<String, TensorInfo>,
-    /// Notes of preparing `written` (folds).
-    prep_notes: Vec<String>,
+    /// What preparing `written` did (folds).
+    prep: Prep,
+}
+
+/// What preparing the written model did: notes for the report, and the Relus folded into node
+/// units (restored by the rewrite where the plan does not quantize that output exactly).
+#[derive(Clone, Debug, Default)]
+pub struct Prep {
+    pub notes: Vec<String>,
+    pub folded_relus: Vec<crate::ir::FoldedRelu>,
 }
 
 /// The model the quantized one is made from: the input, with BatchNormalization folded into
@@ -244,8 +256,9 @@ struct Planned {
 fn model_to_write(
     model: &crate::proto::ModelProto,
     config: &Config,
-    notes: &mut Vec<String>,
+    prep: &mut Prep,
 ) -> Result<crate::proto::ModelProto, Error> {
+    let notes = &mut prep.notes;
     let p = &config.placement;
     let mut m = if p.fold_batchnorm {
         let (m, n) = rewrite::fold_batchnorm(model)?;
@@ -261,12 +274,14 @@ fn model_to_write(
     if p.fold_relu && !config.activation.symmetric {
         let (folded, relus) = rewrite::fold_relu(&m, &p.output_ops)?;
         if !relus.is_empty() {
+            let names: Vec<&str> = relus.iter().map(|r| r.label.as_str()).collect();
             notes.push(format!(
                 "{} Relu node(s) folded into the quantized output before them (asymmetric ranges clamp at 0 exactly): {}",
                 relus.len(),
-                relus.join(", ")
+                names.join(", ")
             ));
         }
+        prep.folded_relus = relus;
         m = folded;
     }
     Ok(m)
@@ -316,8 +331,8 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
     let declared: Vec<Option<Vec<usize>>> = vec![None; model.inputs.len()];
     let shapes = data.as_ref().map_or(&declared, |(_, s)| s);
     let types: HashMap<String, TensorInfo> = runner.analyse(&model.inputs, shapes)?;
-    let mut notes = Vec::new();
-    let written = model_to_write(&model.loaded.model, config, &mut notes)?;
+    let mut prep = Prep::default();
+    let written = model_to_write(&model.loaded.model, config, &mut prep)?;
     let missing = policy::unmatched(
         rules.overrides,
         written.graph.as_ref().expect("loaded models have a graph"),
@@ -332,14 +347,21 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
         }
         missing.iter().for_each(|m| (rules.warn)(m));
     }
-    let plan = replan(&written, &types, config, rules.overrides, &notes);
+    let plan = replan(&written, &types, config, rules.overrides, &prep);
+    if let Some(reason) = &plan.blocked {
+        return Err(ModelError::OpsetBlocked {
+            path: model.loaded.path.clone(),
+            reason: reason.clone(),
+        }
+        .into());
+    }
     Ok(Planned {
         runner,
         plan,
         written,
         data,
         types,
-        prep_notes: notes,
+        prep,
     })
 }
 
@@ -349,12 +371,13 @@ fn replan(
     types: &HashMap<String, TensorInfo>,
     config: &Config,
     overrides: &Overrides,
-    prep_notes: &[String],
+    prep: &Prep,
 ) -> QuantPlan {
     let mut plan = policy::plan(written, types, config, overrides);
-    let mut notes = prep_notes.to_vec();
+    let mut notes = prep.notes.clone();
     notes.append(&mut plan.notes);
     plan.notes = notes;
+    plan.folded_relus = prep.folded_relus.clone();
     plan
 }
 
@@ -377,6 +400,13 @@ fn build(
     let (act, activations) = activation_params_of(&mut plan, written, stats, config, source)?;
     let mut model = written.clone();
     let rewritten = rewrite::run(&mut model, &plan, &act)?;
+    if !rewritten.restored_relus.is_empty() {
+        plan.notes.push(format!(
+            "{} folded Relu node(s) put back, their unit's output not being quantized with the zero-point at the type's minimum (kept float, or another range): {}",
+            rewritten.restored_relus.len(),
+            rewritten.restored_relus.join(", ")
+        ));
+    }
     Ok(Built {
         model,
         plan,
@@ -579,13 +609,17 @@ fn activation_params_of(
     }
     let mut act = ActivationParams {
         f16_scales: config.fp16,
+        clip_search: config.clip_search,
         ..ActivationParams::default()
     };
     let mut reports = Vec::new();
     for (site, own) in plan.activations.iter().zip(ranges) {
         let (lo, hi) = site.group.map_or(own, |g| union[&g]);
         let set = &site.settings;
-        let unsigned = config.unsigned_when_nonnegative && set.qtype.is_none() && lo >= 0.0;
+        let unsigned = config.unsigned_when_nonnegative
+            && set.qtype.is_none()
+            && config.activation.qtype != QType::Int16
+            && lo >= 0.0;
         let scheme = if unsigned {
             ActivationScheme {
                 qtype: QType::Uint8,
@@ -698,7 +732,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
 
     let data_src = match &job.stats {
         StatsSource::Calibrate(d) => Some(d),
-        StatsSource::File(_) => None,
+        StatsSource::File(_) | StatsSource::None => None,
     };
     let Planned {
         runner,
@@ -706,7 +740,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         written,
         data,
         types,
-        prep_notes,
+        prep,
     } = plan_model(&model, data_src, &job.planning.rules(warn))?;
     clock.lap("plan");
 
@@ -733,10 +767,24 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             )?;
             (m.stats, m.report, d.path.clone())
         }
+        (StatsSource::None, _) => (
+            StatsTable {
+                samples: 0,
+                tensors: BTreeMap::new(),
+            },
+            CalibrationReport {
+                source: PathBuf::new(),
+                samples: 0,
+                skipped_files: 0,
+                threads: 0,
+            },
+            PathBuf::new(),
+        ),
         (_, _) => {
             let path = match &job.stats {
                 StatsSource::File(p) => p,
                 StatsSource::Calibrate(d) => &d.path,
+                StatsSource::None => unreachable!("matched above"),
             };
             let stats = load_stats(path, &job.input, warn)?;
             let report = CalibrationReport {
@@ -770,9 +818,10 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         };
         let units = tune::units(&built.plan);
         let mut bench = tune::Bench {
+            fallback: mixed.fallback,
             written: &written,
             types: &types,
-            prep_notes: &prep_notes,
+            prep: &prep,
             config,
             user: &job.planning.overrides,
             runner: &runner,
@@ -794,25 +843,29 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             bench.score(f)
         })?;
         search.samples = bench.reference.samples();
+        search.fallback = mixed.fallback.name();
         let chosen = search.chosen().float.clone();
         if !chosen.is_empty() {
             built = bench.build(&chosen)?;
         }
         built.plan.notes.push(format!(
-            "mixed precision ({}, on {} held-out sample(s)): {} of {} quantized layer(s) kept float by `{}` ({} configurations measured)",
+            "mixed precision ({}, on {} held-out sample(s)): {} of {} quantized layer(s) kept {} by `{}` ({} configurations measured)",
             search.target,
             search.samples,
             chosen.len(),
             units.len(),
+            mixed.fallback.name(),
             search.chosen().strategy,
             search.evaluations
         ));
         if !search.chosen().met {
             warn(&format!(
-                "mixed precision: no choice of float layers met {} on the held-out samples; written: the closest ({}, {} float layer(s))",
+                "mixed precision: no choice of {} layers met {} on the held-out samples; written: the closest ({}, {} {} layer(s))",
+                mixed.fallback.name(),
                 search.target,
                 search.chosen().score,
-                chosen.len()
+                chosen.len(),
+                mixed.fallback.name()
             ));
         }
         mixed_report = Some(search);
@@ -848,6 +901,23 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         opset = Some(crate::rewrite::fp16::FP16_OPSET);
         clock.lap("float16");
         fp16 = Some(r);
+    }
+    let verdict = crate::check::check(&built.model, &config.target);
+    if let Some(first) = verdict.violations.first() {
+        let rules: Vec<String> = verdict
+            .counts()
+            .iter()
+            .map(|(rule, n)| format!("{rule} {n}"))
+            .collect();
+        warn(&format!(
+            "the output breaks {} rule(s) of its target, {} ({}; `onnx-quant check --target {}` lists them), e.g. `{}`: {}",
+            verdict.violations.len(),
+            config.target,
+            rules.join(", "),
+            config.target,
+            first.node,
+            first.message
+        ));
     }
     let saved = onnx::save(built.model, &job.output, &save)?;
     clock.lap("save");
@@ -913,21 +983,49 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     })
 }
 
-/// The user's overrides followed by one `skip: true` per layer in `float`.
-pub fn with_exceptions(user: &Overrides, float: &[String]) -> Overrides {
-    use crate::config::overrides::{Matcher, Override, Pattern};
+/// What mixed precision does with the layers it takes out of 8 bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// `skip: true`: the layer stays float.
+    #[default]
+    Float,
+    /// `activations: {dtype: int16}`: the layer reads its activations in int16 (weights stay
+    /// as they are); opset 21, ONNX Runtime and OpenVINO only.
+    Int16,
+}
+
+impl Fallback {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fallback::Float => "float",
+            Fallback::Int16 => "int16",
+        }
+    }
+}
+
+/// The user's overrides followed by one override per layer in `layers`: `skip: true`, or
+/// int16 activations.
+pub fn with_exceptions(user: &Overrides, layers: &[String], fallback: Fallback) -> Overrides {
+    use crate::config::overrides::{ActivationOverride, Matcher, Override, Pattern};
     let mut o = user.clone();
     let first = o.list.len();
     o.list
-        .extend(float.iter().enumerate().map(|(i, name)| Override {
+        .extend(layers.iter().enumerate().map(|(i, name)| Override {
             number: first + i + 1,
             pos: Default::default(),
             matcher: Matcher {
                 name: Some(Pattern::Exact(name.clone())),
                 ..Default::default()
             },
-            skip: Some(true),
-            activations: Default::default(),
+            skip: (fallback == Fallback::Float).then_some(true),
+            activations: match fallback {
+                Fallback::Float => Default::default(),
+                Fallback::Int16 => ActivationOverride {
+                    dtype: Some(QType::Int16),
+                    ..Default::default()
+                },
+            },
             weights: Default::default(),
         }));
     o

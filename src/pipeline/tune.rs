@@ -33,9 +33,11 @@ pub(super) fn units(plan: &QuantPlan) -> Vec<String> {
 
 /// Everything needed to build and score a version of the model.
 pub(super) struct Bench<'a> {
+    /// What the layers taken out of 8 bits become.
+    pub fallback: super::Fallback,
     pub written: &'a ModelProto,
     pub types: &'a HashMap<String, TensorInfo>,
-    pub prep_notes: &'a [String],
+    pub prep: &'a super::Prep,
     pub config: &'a Config,
     pub user: &'a Overrides,
     pub runner: &'a Runner,
@@ -61,14 +63,8 @@ impl Bench<'_> {
 
     /// The model with the layers in `float` kept float.
     pub fn build(&mut self, float: &[String]) -> Result<Built, Error> {
-        let overrides = with_exceptions(self.user, float);
-        let plan = replan(
-            self.written,
-            self.types,
-            self.config,
-            &overrides,
-            self.prep_notes,
-        );
+        let overrides = with_exceptions(self.user, float, self.fallback);
+        let plan = replan(self.written, self.types, self.config, &overrides, self.prep);
         self.ensure_stats(&plan)?;
         build(self.written, plan, self.stats, self.config, self.source)
     }
@@ -165,7 +161,7 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         written,
         data,
         types,
-        prep_notes,
+        prep,
     } = plan_model(&model, Some(&job.data), &job.planning.rules(warn))?;
     let (set, shapes) = data.expect("planned with data");
     let config = &job.planning.config;
@@ -207,9 +203,10 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
     let reference = Reference::new(input, &model.inputs, measure, &opts)?;
     let samples = reference.samples();
     let mut bench = Bench {
+        fallback: super::Fallback::Float,
         written: &written,
         types: &types,
-        prep_notes: &prep_notes,
+        prep: &prep,
         config,
         user: &job.planning.overrides,
         runner: &runner,

@@ -160,6 +160,8 @@ fn weight_settings(overrides: &Overrides, graph: &GraphProto, w: &mut WeightSite
     let consumers: Vec<NodeId> = w.consumers.iter().map(|c| c.0).collect();
     let mut per_channel_set = false;
     let mut axis_set = false;
+    let mut dtype_set = false;
+    let mut block_set = false;
     for o in overrides
         .list
         .iter()
@@ -177,6 +179,16 @@ fn weight_settings(overrides: &Overrides, graph: &GraphProto, w: &mut WeightSite
             axis_set = true;
             w.axis = Some(a);
             w.decided_by.push(format!("axis: {label}"));
+        }
+        if !dtype_set && let Some(d) = o.weights.dtype {
+            dtype_set = true;
+            w.dtype = d;
+            w.decided_by.push(format!("dtype: {label}"));
+        }
+        if !block_set && let Some(b) = o.weights.block_size {
+            block_set = true;
+            w.block_size = b;
+            w.decided_by.push(format!("block_size: {label}"));
         }
     }
 }

@@ -27,7 +27,7 @@ use serde::Serialize;
 use crate::calib::TensorInfo;
 use crate::config::Config;
 use crate::ir::{self, NodeId};
-use crate::params::QType;
+use crate::params::{QType, WeightType};
 use crate::proto::ModelProto;
 
 /// The fate of one node.
@@ -89,6 +89,14 @@ pub struct WeightSite {
     pub consumers: Vec<(NodeId, usize)>,
     /// Overrides that set its settings (`per_channel: override #1 (q.yaml:3)`).
     pub decided_by: Vec<String>,
+    pub dtype: WeightType,
+    /// Requested int4 block size (0: none); [`WeightSite::block`] is what is done.
+    pub block_size: usize,
+    /// The input-channel axis all consumers agree on, if any.
+    pub input_axis: Option<usize>,
+    pub dims: Vec<usize>,
+    /// Blocks: (axis, block size). `axis` is then unused.
+    pub block: Option<(usize, usize)>,
 }
 
 /// A float bias stored as int32 with scale `s_x · s_w` (ORT's QLinearConv / QGemm).
@@ -112,6 +120,10 @@ pub struct QuantPlan {
     pub upgrade: Option<ir::OpsetUpgrade>,
     /// Remarks for the report (fallbacks and the like).
     pub notes: Vec<String>,
+    /// Why the plan cannot be written (an opset the model cannot be raised to).
+    pub blocked: Option<String>,
+    /// Relus folded into node units before planning (set by the caller that folded them).
+    pub folded_relus: Vec<crate::ir::FoldedRelu>,
 }
 
 impl QuantPlan {
@@ -154,14 +166,127 @@ pub fn plan(
         biases,
         upgrade: None,
         notes,
+        blocked: None,
+        folded_relus: Vec::new(),
     };
     apply::apply(&mut plan, graph, overrides);
-    plan.upgrade = plan_opset(model, &mut plan.weights, &mut plan.notes);
+    resolve_blocks(&mut plan);
+    if config.weight_only {
+        weight_only(&mut plan);
+    }
+    let wide = plan.weights.iter().any(|w| w.dtype == WeightType::Int4)
+        || plan
+            .activations
+            .iter()
+            .any(|a| a.settings.qtype.unwrap_or(config.activation.qtype) == QType::Int16);
+    match plan_opset(model, &mut plan.weights, &mut plan.notes, wide) {
+        Ok(up) => plan.upgrade = up,
+        Err(blocked) => plan.blocked = Some(blocked),
+    }
     plan
 }
 
-/// Per-channel weights need opset 13: plan the upgrade, or fall back to per-tensor weights.
+/// int4 weights with a block size get blocks along their input-channel axis when the size
+/// divides it, else one scale per channel (noted); biases of blocked weights stay float (their
+/// int32 scale needs one weight scale per channel).
+fn resolve_blocks(plan: &mut QuantPlan) {
+    for w in &mut plan.weights {
+        if w.dtype != WeightType::Int4 || w.block_size == 0 {
+            continue;
+        }
+        let bs = w.block_size;
+        match w.input_axis {
+            Some(a) if w.dims.get(a).is_some_and(|&d| d % bs == 0 && d >= bs) => {
+                w.block = Some((a, bs));
+            }
+            Some(a) => plan.notes.push(format!(
+                "weight `{}`: block size {bs} does not divide its input-channel axis {a} (length {}); int4 per channel instead",
+                w.initializer,
+                w.dims.get(a).copied().unwrap_or(0)
+            )),
+            None => plan.notes.push(format!(
+                "weight `{}`: no input-channel axis its readers agree on, so no int4 blocks; int4 per channel instead",
+                w.initializer
+            )),
+        }
+    }
+    let blocked: Vec<&WeightSite> = plan.weights.iter().filter(|w| w.block.is_some()).collect();
+    let mut notes = Vec::new();
+    plan.biases.retain(|b| {
+        let keep = !blocked.iter().any(|w| w.initializer == b.weight);
+        if !keep {
+            notes.push(format!(
+                "bias `{}` stays float: int32 biases need one scale per channel of `{}`, which has int4 blocks",
+                b.bias, b.weight
+            ));
+        }
+        keep
+    });
+    plan.notes.append(&mut notes);
+}
+
+/// `weight_only`: no activation is quantized, so neither is a bias; a node counts as quantized
+/// when it reads a quantized weight.
+fn weight_only(plan: &mut QuantPlan) {
+    plan.activations.clear();
+    plan.biases.clear();
+    let weighted: std::collections::HashSet<NodeId> = plan
+        .weights
+        .iter()
+        .flat_map(|w| w.consumers.iter().map(|c| c.0))
+        .collect();
+    for n in &mut plan.nodes {
+        if weighted.contains(&n.id) {
+            n.quantized = true;
+            n.reason = Some("weights only (weight_only)".into());
+        } else if n.quantized {
+            n.quantized = false;
+            n.reason = Some("weight_only: activations stay float".into());
+        }
+    }
+}
+
+/// Opset 21 for int4 weights or int16 activations (`wide`): plan the upgrade, or `Err` naming
+/// what blocks it.
 fn plan_opset(
+    model: &ModelProto,
+    weights: &mut [WeightSite],
+    notes: &mut Vec<String>,
+    wide: bool,
+) -> Result<Option<ir::OpsetUpgrade>, String> {
+    let opset = ir::default_opset(model).unwrap_or(0);
+    if !wide {
+        return Ok(plan_opset_13(model, weights, notes));
+    }
+    if opset >= WIDE_OPSET {
+        return Ok(None);
+    }
+    let index = ir::Index::new(model.graph.as_ref().expect("loaded models have a graph"));
+    match ir::plan_upgrade(model, &mut ir::Names::new(&index), WIDE_OPSET) {
+        Ok(up) => {
+            notes.push(format!(
+                "opset raised from {opset} to {WIDE_OPSET} for int4 weights or int16 activations"
+            ));
+            if !up.converted.is_empty() {
+                notes.push(format!(
+                    "converted to opset {WIDE_OPSET}: {}",
+                    up.converted.join(", ")
+                ));
+            }
+            Ok(Some(up))
+        }
+        Err(blockers) => Err(format!(
+            "int4 weights and int16 activations need opset {WIDE_OPSET}, and raising opset {opset} is blocked by {}",
+            blockers.join("; ")
+        )),
+    }
+}
+
+/// The opset whose QuantizeLinear and DequantizeLinear take int4, int16 and blocks.
+pub const WIDE_OPSET: i64 = 21;
+
+/// Per-channel weights need opset 13: plan the upgrade, or fall back to per-tensor weights.
+fn plan_opset_13(
     model: &ModelProto,
     weights: &mut [WeightSite],
     notes: &mut Vec<String>,

@@ -6,6 +6,7 @@ use super::{ActivationSite, BiasSite, NodeDecision, WeightSite};
 use crate::calib::{Elem, TensorInfo};
 use crate::config::{Config, ResidualAdd};
 use crate::ir::{self, Index, NodeId};
+use crate::params::WeightType;
 use crate::proto::{GraphProto, ModelProto, NodeProto, tensor_proto::DataType};
 
 /// Ops whose every input is data (the others quantize input 0 only: their further inputs are
@@ -26,6 +27,8 @@ enum Input {
 struct WeightUse {
     first: NodeId,
     axes: Vec<Option<usize>>,
+    /// Input-channel axis at each consumer (`None`: not the weight slot of a weighted op).
+    in_axes: Vec<Option<usize>>,
     consumers: Vec<(NodeId, usize)>,
 }
 
@@ -167,14 +170,30 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Dims of a constant weight (an initializer or computed by Constant-like nodes).
+    fn weight_dims(&self, name: &str) -> Option<Vec<usize>> {
+        match self.index.initializer(name) {
+            Some(t) => t.dims.iter().map(|&d| usize::try_from(d).ok()).collect(),
+            None => ir::constant::evaluate(&self.index, name).map(|(c, _)| c.dims),
+        }
+    }
+
     fn use_weight(&mut self, name: &str, node: NodeId, slot: usize, axis: Option<usize>) {
+        let in_axis = if slot == 1 {
+            let rank = self.weight_dims(name).map_or(0, |d| d.len());
+            ir::weight_input_axis(&self.graph.node[node], rank).filter(|&a| rank >= 2 && a < rank)
+        } else {
+            None
+        };
         let e = self.weights.entry(name.to_string()).or_insert(WeightUse {
             first: node,
             axes: vec![],
+            in_axes: vec![],
             consumers: vec![],
         });
         if !e.consumers.contains(&(node, slot)) {
             e.axes.push(axis);
+            e.in_axes.push(in_axis);
             e.consumers.push((node, slot));
         }
     }
@@ -558,7 +577,8 @@ impl<'a> Builder<'a> {
 
     pub(super) fn weight_sites(&mut self, notes: &mut Vec<String>) -> Vec<WeightSite> {
         let per_channel = self.config.per_channel;
-        let mut out: Vec<(NodeId, WeightSite)> = std::mem::take(&mut self.weights)
+        let weights = std::mem::take(&mut self.weights);
+        let mut out: Vec<(NodeId, WeightSite)> = weights
             .into_iter()
             .map(
                 |(
@@ -566,9 +586,20 @@ impl<'a> Builder<'a> {
                     WeightUse {
                         first,
                         axes,
+                        in_axes,
                         consumers,
                     },
                 )| {
+                    // int4 is for the weights of weighted ops; other constants stay int8
+                    let input_axis =
+                        in_axes[0].filter(|_| in_axes.iter().all(|a| *a == in_axes[0]));
+                    let weight_slot = in_axes.iter().all(Option::is_some);
+                    let dtype = if weight_slot {
+                        self.config.weight_type
+                    } else {
+                        WeightType::Int8
+                    };
+                    let dims = self.weight_dims(&w).unwrap_or_default();
                     let agree = axes.iter().all(|a| *a == axes[0]);
                     if per_channel && !agree {
                         notes.push(format!(
@@ -583,6 +614,11 @@ impl<'a> Builder<'a> {
                             axis,
                             consumers,
                             decided_by: vec![],
+                            dtype,
+                            block_size: self.config.block_size,
+                            input_axis,
+                            dims,
+                            block: None,
                         },
                     )
                 },

@@ -21,7 +21,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::ir::{self, NodeId};
-use crate::params::{QParams, QType};
+use crate::params::{QParams, QType, WeightType};
 use crate::policy::QuantPlan;
 use crate::proto::{ModelProto, NodeProto};
 
@@ -31,6 +31,8 @@ pub struct ActivationParams {
     pub tensors: BTreeMap<String, (QType, QParams)>,
     /// Weight scales are raised to float16 values too (`high_precision: fp16`).
     pub f16_scales: bool,
+    /// int4 weight scales by least squared error (`weights.clip_search`).
+    pub clip_search: bool,
 }
 
 /// What the weight pass did to one weight.
@@ -38,6 +40,9 @@ pub struct ActivationParams {
 pub struct WeightReport {
     pub name: String,
     pub dims: Vec<usize>,
+    pub dtype: WeightType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub block_size: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub axis: Option<usize>,
     pub scales: usize,
@@ -55,6 +60,8 @@ pub struct RewriteReport {
     pub activations: usize,
     pub int32_biases: usize,
     pub opset: Option<i64>,
+    /// Folded Relus put back: their unit's output is not quantized exactly (`fold_relu`).
+    pub restored_relus: Vec<String>,
 }
 
 /// Where each node of the planned graph now stands.
@@ -145,6 +152,9 @@ pub fn run(
         report.opset = up.patch.opset;
         step("opset-upgrade", model, up.patch.clone(), &mut ids)?;
     }
+    let (patch, restored) = fold_relu::restore_relus(model, plan, act);
+    report.restored_relus = restored;
+    step("restore-relu", model, patch, &mut ids)?;
     let (patch, weights) = weights::quantize_weights(model, plan, act, &ids)?;
     report.weights = weights;
     report.int32_biases = plan.biases.len();

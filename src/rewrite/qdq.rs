@@ -6,7 +6,7 @@
 
 use crate::error::Error;
 use crate::ir::{Index, Names, Patch, Placement};
-use crate::onnx::tensor::{f32_data, f32_tensor, i8_tensor, u8_tensor};
+use crate::onnx::tensor::{f32_data, f32_tensor, i8_tensor, i16_tensor, u8_tensor};
 use crate::params::{QParams, QType, quantize};
 use crate::policy::QuantPlan;
 use crate::proto::ModelProto;
@@ -36,6 +36,7 @@ pub(super) fn insert_qdq(
         patch.add_initializers.push(match qtype {
             QType::Int8 => i8_tensor(&n.zero_point, &[], &[p.zero_point as i8]),
             QType::Uint8 => u8_tensor(&n.zero_point, &[], &[p.zero_point as u8]),
+            QType::Int16 => i16_tensor(&n.zero_point, &[], &[p.zero_point as i16]),
         });
         let dq = n.node(&mut names, t, "DequantizeLinear", None);
         if let Some(init) = index.initializer(t) {
@@ -132,6 +133,14 @@ fn quantized_tensor(
             &data
                 .iter()
                 .map(|&x| quantize(x, p, range) as u8)
+                .collect::<Vec<_>>(),
+        ),
+        QType::Int16 => i16_tensor(
+            name,
+            dims,
+            &data
+                .iter()
+                .map(|&x| quantize(x, p, range) as i16)
                 .collect::<Vec<_>>(),
         ),
     }

@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use crate::error::Error;
 use crate::ir::{Index, Names, Patch, Placement};
-use crate::onnx::tensor::{f32_data, f32_tensor, i8_tensor, i32_tensor};
-use crate::params::quantize_weight;
+use crate::onnx::tensor::{f32_data, f32_tensor, i4_tensor, i8_tensor, i32_tensor};
+use crate::params::{Int4Layout, WeightType, quantize_weight, quantize_weight_int4};
 use crate::policy::{BiasSite, QuantPlan};
 use crate::proto::ModelProto;
 
@@ -82,25 +82,46 @@ pub(super) fn quantize_weights(
             }
         };
         let floor = floors.get(w).map_or(&[][..], |f| f.as_slice());
-        let q = quantize_weight(&data, &dims, site.axis, floor, act.f16_scales);
-        let param_dims: Vec<usize> = if site.axis.is_some() {
-            vec![q.scales.len()]
-        } else {
-            vec![]
-        };
         let n = QdqNames::new(&mut names, w);
-        patch
-            .add_initializers
-            .push(i8_tensor(&n.quantized, &dims, &q.values));
+        let (q, param_dims, dq_axis, values, zeros) = match site.dtype {
+            WeightType::Int8 => {
+                let q = quantize_weight(&data, &dims, site.axis, floor, act.f16_scales);
+                let param_dims = site.axis.map(|_| vec![q.scales.len()]).unwrap_or_default();
+                let values = i8_tensor(&n.quantized, &dims, &q.values);
+                let zeros = i8_tensor(&n.zero_point, &param_dims, &vec![0; q.scales.len()]);
+                (q, param_dims, site.axis, values, zeros)
+            }
+            WeightType::Int4 => {
+                let layout = match (site.block, site.axis) {
+                    (Some((axis, size)), _) => Int4Layout::Blocks { axis, size },
+                    (None, Some(a)) => Int4Layout::PerChannel(a),
+                    (None, None) => Int4Layout::PerTensor,
+                };
+                let q = quantize_weight_int4(
+                    &data,
+                    &dims,
+                    layout,
+                    floor,
+                    act.f16_scales,
+                    act.clip_search,
+                );
+                let param_dims = layout.scale_dims(&dims);
+                let values = i4_tensor(&n.quantized, &dims, &q.values);
+                let zeros = i4_tensor(&n.zero_point, &param_dims, &vec![0; q.scales.len()]);
+                let axis = q.axis;
+                (q, param_dims, axis, values, zeros)
+            }
+        };
+        patch.add_initializers.push(values);
         patch
             .add_initializers
             .push(f32_tensor(&n.scale, &param_dims, &q.scales));
-        patch.add_initializers.push(i8_tensor(
-            &n.zero_point,
-            &param_dims,
-            &vec![0; q.scales.len()],
-        ));
-        let dq = n.node(&mut names, w, "DequantizeLinear", site.axis);
+        patch.add_initializers.push(zeros);
+        let mut dq = n.node(&mut names, w, "DequantizeLinear", dq_axis);
+        if let Some((_, size)) = site.block {
+            dq.attribute
+                .push(crate::ir::int_attr("block_size", size as i64));
+        }
         let consumers: Vec<(usize, usize)> = site
             .consumers
             .iter()
@@ -131,7 +152,9 @@ pub(super) fn quantize_weights(
         reports.push(WeightReport {
             name: w.to_string(),
             dims,
-            axis: site.axis,
+            dtype: site.dtype,
+            block_size: site.block.map(|b| b.1),
+            axis: dq_axis,
             scales: q.scales.len(),
             float_kept,
             decided_by: site.decided_by.clone(),

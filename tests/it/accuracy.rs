@@ -234,6 +234,82 @@ fn mixed_precision_meets_its_budget_and_its_config_reproduces_the_model() {
     assert_eq!(std::fs::read(&q).unwrap(), std::fs::read(&again).unwrap());
 }
 
+/// The 16-bit fallback: the layers the budget needs read their activations in int16 instead of
+/// staying float, and the written settings file says so and reproduces the model.
+#[test]
+fn mixed_precision_can_fall_back_to_int16_activations() {
+    let dir = scratch();
+    let (q, cfg, report) = (
+        dir.path().join("q.onnx"),
+        dir.path().join("keep.yaml"),
+        dir.path().join("r.json"),
+    );
+    let labels = fixture(OUTLIER_LABELS).display().to_string();
+    let o = quantize_ok(
+        &fixture(OUTLIER),
+        &fixture(OUTLIER_CALIB),
+        &q,
+        &[
+            "--target",
+            "ort",
+            "--labels",
+            &labels,
+            "--target-sqnr",
+            "13",
+            "--mixed-fallback",
+            "int16",
+            "--write-config",
+            cfg.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    let r = json(&report);
+    let m = &r["mixed_precision"];
+    assert_eq!(m["fallback"], "int16", "{m}");
+    let chosen = &m["outcomes"][m["chosen"].as_u64().unwrap() as usize];
+    assert_eq!(chosen["met"], true, "{m}");
+    assert!(m["baseline"]["sqnr_db"].as_f64().unwrap() < 13.0, "{m}");
+    let layers: Vec<&str> = chosen["float"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(!layers.is_empty(), "{m}");
+    // every chosen layer reads int16, and nothing stayed float for it
+    let model = load_model(&q);
+    let graph = model.graph.as_ref().unwrap();
+    for l in &layers {
+        let node = graph.node.iter().find(|n| n.name() == *l).unwrap();
+        let (p, _) = graph
+            .node
+            .iter()
+            .zip(0..)
+            .find(|(n, _)| n.output.first() == node.input.first())
+            .unwrap_or_else(|| panic!("`{l}` reads a graph input"));
+        assert_eq!(p.op_type(), "DequantizeLinear", "`{l}` reads float");
+        let zp = init(&model, &p.input[2]);
+        assert_eq!(
+            zp.data_type(),
+            onnx_quant::proto::tensor_proto::DataType::Int16 as i32,
+            "{l}"
+        );
+    }
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert_eq!(text.matches("dtype: int16").count(), layers.len(), "{text}");
+    assert!(!text.contains("skip: true"), "{text}");
+    let again = dir.path().join("again.onnx");
+    quantize_ok(
+        &fixture(OUTLIER),
+        &fixture(OUTLIER_CALIB),
+        &again,
+        &["--config", cfg.to_str().unwrap(), "--max-samples", "384"],
+    );
+    assert_eq!(std::fs::read(&q).unwrap(), std::fs::read(&again).unwrap());
+}
+
 #[test]
 fn accuracy_flags_need_data_and_a_target() {
     let dir = scratch();

@@ -587,3 +587,69 @@ fn conformance_sweep_over_the_onnx_backend_models_has_no_failure() {
     // opset 6-9 models are raised to 13; most have something to quantize
     assert!(quantized >= 35, "{quantized} quantized: {out}");
 }
+
+/// int4 weights in blocks (weight-only, no calibration data): accepted by `onnx.checker`, run by
+/// ONNX Runtime (fused into MatMulNBits) and OpenVINO close to fp32, built by TensorRT-RTX; the
+/// simulation agrees with ONNX Runtime. int16 activations with int4 and int8 weights (the
+/// `lowbit.yaml` example) run in ONNX Runtime and OpenVINO; TensorRT rejects int16, and
+/// `check --target tensorrt` says so.
+#[test]
+fn int4_blocks_and_int16_activations_run_in_every_runtime_that_supports_them() {
+    let dir = scratch();
+    let (model, calib, eval) = (
+        "models/transformer.onnx",
+        "models/transformer_calib.npy",
+        "models/transformer_eval.npy",
+    );
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    let w4 = dir.path().join("w4.onnx");
+    let o = run([
+        s(&fixture(model)),
+        s(&w4),
+        "--weight-only".into(),
+        "--weight-type".into(),
+        "int4".into(),
+        "--block-size".into(),
+        "16".into(),
+        "-q".into(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let sim = simulate(&fixture(model), &w4, &fixture(eval), dir.path());
+    let r = check_everywhere(&w4, model, eval, &["--ort-fused", "--sim", &sim]);
+    assert_runs_close(&r, "ort", 20.0);
+    assert_runs_close(&r, "openvino", 20.0);
+    assert_trt_accepts(&r);
+    assert_simulation_matches(&r, "int4 blocks");
+    assert_eq!(r["ort_fused"]["MatMulNBits"], 6, "{}", r["ort_fused"]);
+
+    let a16 = dir.path().join("a16.onnx");
+    let config = fixture("configs/lowbit.yaml");
+    quantize_ok(
+        &fixture(model),
+        &fixture(calib),
+        &a16,
+        &["--config", &s(&config)],
+    );
+    let sim = simulate(&fixture(model), &a16, &fixture(eval), dir.path());
+    let (m, x) = (s(&fixture(model)), s(&fixture(eval)));
+    let r = check(
+        &a16,
+        &["--ref", &m, "--x", &x, "--ort", "--openvino", "--sim", &sim],
+    );
+    assert_checker(&r);
+    assert_runs_close(&r, "ort", 20.0);
+    assert_runs_close(&r, "openvino", 20.0);
+    assert_simulation_matches(&r, "int16 activations");
+    let o = run([
+        "check".into(),
+        s(&a16),
+        "--target".into(),
+        "tensorrt".into(),
+    ]);
+    assert_ne!(code(&o), 0);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("int16 quantization: TensorRT supports"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+}

@@ -1,0 +1,327 @@
+//! int4 weights (per channel and in blocks), int16 activations and weight-only quantization:
+//! what is written, what the overrides decide, and how close the simulated result stays.
+
+use std::path::Path;
+
+use onnx_quant::proto::{ModelProto, tensor_proto::DataType};
+use serde_json::Value;
+
+use crate::support::*;
+
+const TRANSFORMER: &str = "models/transformer.onnx";
+const TRANSFORMER_CALIB: &str = "models/transformer_calib.npy";
+const TRANSFORMER_EVAL: &str = "models/transformer_eval.npy";
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).expect("json written")).expect("valid json")
+}
+
+/// Output SQNR (dB) of `quant` against the float transformer, simulated on the eval samples.
+fn sqnr(quant: &Path) -> f64 {
+    let dir = scratch();
+    let out = dir.path().join("eval.json");
+    let o = run([
+        "eval",
+        s(&fixture(TRANSFORMER)),
+        s(quant),
+        "--data",
+        s(&fixture(TRANSFORMER_EVAL)),
+        "--json",
+        s(&out),
+        "-q",
+    ]);
+    assert_eq!(code(&o), 0, "eval failed: {}", stderr(&o));
+    json(&out)["outputs"][0]["sqnr_db"].as_f64().unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn attr(n: &onnx_quant::proto::NodeProto, name: &str) -> Option<i64> {
+    n.attribute
+        .iter()
+        .find(|a| a.name() == name)
+        .and_then(|a| a.i)
+}
+
+fn opset(m: &ModelProto) -> i64 {
+    m.opset_import
+        .iter()
+        .find(|o| o.domain().is_empty())
+        .unwrap()
+        .version()
+}
+
+/// The DequantizeLinear of weight `w` and its quantized initializer.
+fn weight_dq<'a>(
+    m: &'a ModelProto,
+    w: &str,
+) -> (
+    &'a onnx_quant::proto::NodeProto,
+    &'a onnx_quant::proto::TensorProto,
+) {
+    let dq = nodes(m, "DequantizeLinear")
+        .into_iter()
+        .find(|n| n.input[0] == format!("{w}_quantized"))
+        .unwrap_or_else(|| panic!("no DequantizeLinear for {w}"));
+    (dq, init(m, &dq.input[0]))
+}
+
+fn weight_only(out: &Path, extra: &[&str]) -> std::process::Output {
+    let model = fixture(TRANSFORMER);
+    let mut args = vec![s(&model), s(out), "--weight-only", "-q"];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    o
+}
+
+#[test]
+fn int4_blocks_need_no_calibration_data_and_beat_int4_per_channel() {
+    let dir = scratch();
+    let (blocks, channels) = (dir.path().join("b.onnx"), dir.path().join("c.onnx"));
+    let report = dir.path().join("r.json");
+    let args = ["--weight-type", "int4", "--block-size", "16", "--report"];
+    weight_only(&blocks, &[&args[..], &[s(&report)]].concat());
+    let m = load_model(&blocks);
+    assert!(
+        nodes(&m, "QuantizeLinear").is_empty(),
+        "weight-only writes no Q"
+    );
+    assert_eq!((opset(&m), m.ir_version()), (21, 10));
+    let float = load_model(&fixture(TRANSFORMER));
+    for w in ["q.w", "k.w", "v.w", "o.w", "ff1.w", "ff2.w"] {
+        let (dq, q) = weight_dq(&m, w);
+        let dims = init(&float, w).dims.clone();
+        let n = dims.iter().product::<i64>() as usize;
+        assert_eq!(q.data_type(), DataType::Int4 as i32, "{w}");
+        assert_eq!(q.dims, dims, "{w}");
+        assert_eq!(
+            q.raw_data.as_ref().unwrap().len(),
+            n.div_ceil(2),
+            "{w}: two per byte"
+        );
+        // MatMul weights [K, N]: blocks of 16 along K
+        assert_eq!(
+            (attr(dq, "axis"), attr(dq, "block_size")),
+            (Some(0), Some(16))
+        );
+        assert_eq!(
+            init(&m, &dq.input[1]).dims,
+            vec![dims[0] / 16, dims[1]],
+            "{w}"
+        );
+        assert_eq!(init(&m, &dq.input[2]).data_type(), DataType::Int4 as i32);
+    }
+    let r = json(&report);
+    assert!(
+        r["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|w| w["dtype"] == "int4" && w["block_size"] == 16)
+    );
+    assert!(r["activations"].as_array().unwrap().is_empty());
+
+    weight_only(&channels, &["--weight-type", "int4"]);
+    let per_channel = load_model(&channels);
+    let (dq, _) = weight_dq(&per_channel, "q.w");
+    assert_eq!((attr(dq, "axis"), attr(dq, "block_size")), (Some(1), None));
+    let (b, c) = (sqnr(&blocks), sqnr(&channels));
+    assert!(
+        b >= 20.0 && b > c + 1.0,
+        "blocks {b} dB, per channel {c} dB"
+    );
+
+    // the clipping search beats plain round-to-nearest on the output too
+    let rtn = dir.path().join("rtn.onnx");
+    let config = dir.path().join("rtn.yaml");
+    std::fs::write(&config, "weights:\n  clip_search: false\n").unwrap();
+    weight_only(&rtn, &[&args[..4], &["--config", s(&config)]].concat());
+    let r = sqnr(&rtn);
+    assert!(b > r + 0.5, "searched {b} dB, round-to-nearest {r} dB");
+}
+
+#[test]
+fn int16_activations_are_int16_at_opset_21_and_beat_int8() {
+    let dir = scratch();
+    let (a16, a8) = (dir.path().join("a16.onnx"), dir.path().join("a8.onnx"));
+    let base = ["--target", "ort"];
+    quantize_ok(
+        &fixture(TRANSFORMER),
+        &fixture(TRANSFORMER_CALIB),
+        &a16,
+        &[&base[..], &["--activation-type", "int16"]].concat(),
+    );
+    quantize_ok(
+        &fixture(TRANSFORMER),
+        &fixture(TRANSFORMER_CALIB),
+        &a8,
+        &base,
+    );
+    let m = load_model(&a16);
+    assert_eq!(opset(&m), 21);
+    let qs = nodes(&m, "QuantizeLinear");
+    assert!(!qs.is_empty());
+    for q in qs {
+        assert_eq!(
+            init(&m, &q.input[2]).data_type(),
+            DataType::Int16 as i32,
+            "{}",
+            q.name()
+        );
+    }
+    let (hi, lo) = (sqnr(&a16), sqnr(&a8));
+    assert!(hi > lo + 2.0, "int16 {hi} dB vs int8 {lo} dB");
+}
+
+#[test]
+fn overrides_choose_the_weight_type_and_blocks_per_layer() {
+    let dir = scratch();
+    let out = dir.path().join("q.onnx");
+    let report = dir.path().join("r.json");
+    quantize_ok(
+        &fixture(TRANSFORMER),
+        &fixture(TRANSFORMER_CALIB),
+        &out,
+        &[
+            "--config",
+            s(&fixture("configs/lowbit.yaml")),
+            "--report",
+            s(&report),
+        ],
+    );
+    let m = load_model(&out);
+    for (w, ty, axis, block) in [
+        ("q.w", DataType::Int4, 0, Some(16)),
+        ("v.w", DataType::Int4, 0, Some(16)),
+        ("o.w", DataType::Int4, 1, None),
+        ("ff1.w", DataType::Int8, 1, None),
+        ("ff2.w", DataType::Int8, 1, None),
+    ] {
+        let (dq, q) = weight_dq(&m, w);
+        assert_eq!(q.data_type(), ty as i32, "{w}");
+        assert_eq!(
+            (attr(dq, "axis"), attr(dq, "block_size")),
+            (Some(axis), block),
+            "{w}"
+        );
+    }
+    let r = json(&report);
+    let decided = |w: &str| {
+        r["weights"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["name"] == w)
+            .unwrap()["decided_by"]
+            .to_string()
+    };
+    assert!(
+        decided("ff1.w").contains("dtype: override #1"),
+        "{}",
+        decided("ff1.w")
+    );
+    assert!(
+        decided("o.w").contains("block_size: override #2"),
+        "{}",
+        decided("o.w")
+    );
+    // the same decisions, explained before any calibration
+    let o = run([
+        "explain",
+        s(&fixture(TRANSFORMER)),
+        "--config",
+        s(&fixture("configs/lowbit.yaml")),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        text.contains("weight `q.w`: int4 [-8, 7], blocks of 16 along axis 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "weight `ff1.w`: int8 [-127, 127], per channel on axis 1 (dtype: override #1"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_block_size_that_does_not_divide_falls_back_to_per_channel_with_a_note() {
+    let dir = scratch();
+    let out = dir.path().join("q.onnx");
+    let report = dir.path().join("r.json");
+    weight_only(
+        &out,
+        &[
+            "--weight-type",
+            "int4",
+            "--block-size",
+            "24",
+            "--report",
+            s(&report),
+        ],
+    );
+    let m = load_model(&out);
+    let (dq, q) = weight_dq(&m, "ff2.w");
+    assert_eq!(q.data_type(), DataType::Int4 as i32);
+    assert_eq!((attr(dq, "axis"), attr(dq, "block_size")), (Some(1), None));
+    let notes = json(&report)["notes"].to_string();
+    assert!(
+        notes.contains(
+            "weight `ff2.w`: block size 24 does not divide its input-channel axis 0 (length 64)"
+        ),
+        "{notes}"
+    );
+}
+
+#[test]
+fn low_bit_settings_that_contradict_are_usage_errors() {
+    let dir = scratch();
+    let out = dir.path().join("q.onnx");
+    let o = run([
+        s(&fixture(TRANSFORMER)),
+        s(&out),
+        "--weight-only",
+        "--block-size",
+        "16",
+    ]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("`weights.block_size: 16` (command line) needs `weights.dtype: int4`"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run([s(&fixture(TRANSFORMER)), s(&out), "--weight-type", "int4"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("give --calib DATA"), "{}", stderr(&o));
+    assert!(!out.exists());
+}
+
+#[test]
+fn an_output_its_target_rejects_is_written_with_a_warning() {
+    let dir = scratch();
+    let out = dir.path().join("q.onnx");
+    // int16 activations for the default target, TensorRT, which has no int16
+    let o = quantize_ok(
+        &fixture(TRANSFORMER),
+        &fixture(TRANSFORMER_CALIB),
+        &out,
+        &["--activation-type", "int16"],
+    );
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning: the output breaks") && err.contains("tensorrt (type "),
+        "{err}"
+    );
+    // the same for ONNX Runtime, which runs int16: no warning
+    let o = quantize_ok(
+        &fixture(TRANSFORMER),
+        &fixture(TRANSFORMER_CALIB),
+        &out,
+        &["--activation-type", "int16", "--target", "ort"],
+    );
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}
