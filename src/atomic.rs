@@ -111,9 +111,11 @@ fn pause_before_rename() {
 /// Writes `bytes` to `dest` atomically.
 pub fn write(dest: &Path, bytes: &[u8]) -> Result<(), OutputError> {
     let mut tmp = temp_for(dest)?;
-    tmp.write_all(bytes).map_err(|source| OutputError::Write {
-        path: dest.to_path_buf(),
-        source,
-    })?;
+    tmp.as_file_mut()
+        .write_all(bytes)
+        .map_err(|source| OutputError::Write {
+            path: dest.to_path_buf(),
+            source,
+        })?;
     commit(tmp, dest)
 }

@@ -152,7 +152,10 @@ pub fn save(mut model: ModelProto, path: &Path, opts: &SaveOptions) -> Result<Sa
     }
     let bytes = model.encode_to_vec();
     let mut tmp = atomic::temp_for(path)?;
-    tmp.write_all(&bytes).map_err(write_err(path))?;
+    // through the `File`: `NamedTempFile`'s own errors name the temporary file
+    tmp.as_file_mut()
+        .write_all(&bytes)
+        .map_err(write_err(path))?;
     let data_file = match data {
         Some((dtmp, dpath, n)) => {
             atomic::commit(dtmp, &dpath)?;

@@ -546,3 +546,56 @@ fn fuzzer_found_calibration_files_are_clear_errors() {
     }
     assert!(n > 0, "no crash file in {}", seeds.display());
 }
+
+/// A full disk, simulated with a file-size limit (`ulimit -f`: writes past it fail with EFBIG,
+/// as they fail with ENOSPC on a full disk): exit code 5 naming the output, no temporary file
+/// left, and the previous output (model and external data) untouched.
+#[test]
+fn a_full_disk_leaves_no_partial_file_and_keeps_the_old_output() {
+    let dir = scratch();
+    let cases = [
+        // (model, calibration, 512-byte blocks allowed, files written)
+        (fixture(DIGITS), fixture(DIGITS_CALIB), 20, vec!["q.onnx"]),
+        (
+            fixture("models/external/model.onnx"),
+            fixture(DIGITS_CALIB),
+            40,
+            vec!["q.onnx", "q.onnx.data"],
+        ),
+    ];
+    for (model, calib, blocks, files) in cases {
+        for f in &files {
+            std::fs::write(dir.path().join(f), b"previous output").unwrap();
+        }
+        let out = dir.path().join("q.onnx");
+        // SIGXFSZ ignored: the write returns EFBIG instead of killing the process
+        let script = format!(
+            "trap '' XFSZ; ulimit -f {blocks}; exec \"$0\" \"$1\" \"$2\" --calib \"$3\" -q"
+        );
+        let o = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg(env!("CARGO_BIN_EXE_onnx-quant"))
+            .args([model.as_os_str(), out.as_os_str(), calib.as_os_str()])
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(code(&o), 5, "{err}");
+        assert!(
+            err.contains("error: cannot write `") && err.contains("File too large"),
+            "{err}"
+        );
+        assert!(
+            !err.contains(".onnx-quant-"),
+            "names the temporary file: {err}"
+        );
+        assert_eq!(temp_leftovers(dir.path()), Vec::<String>::new());
+        for f in &files {
+            assert_eq!(
+                std::fs::read(dir.path().join(f)).unwrap(),
+                b"previous output",
+                "{f}"
+            );
+        }
+    }
+}
