@@ -9,6 +9,7 @@ Needs numpy, onnx and onnxruntime (the tests' .venv has them) and about 12 GB of
 """
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 
@@ -88,8 +89,10 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "onnx-quant"))
     ap.add_argument("--work", default="/tmp/onnx-quant-big")
     a = ap.parse_args()
-    os.makedirs(os.path.join(a.work, "oq"), exist_ok=True)
-    os.makedirs(os.path.join(a.work, "ort"), exist_ok=True)
+    for d in ("oq", "ort"):
+        # ONNX Runtime appends to an existing external data file: start from empty folders
+        shutil.rmtree(os.path.join(a.work, d), ignore_errors=True)
+        os.makedirs(os.path.join(a.work, d))
     model = make(a.work)
     calib = os.path.join(a.work, "calib.npy")
     x = np.load(calib)[8:12]

@@ -35,10 +35,16 @@ pub struct TensorInfo {
 /// The model, ready to hand to tract.
 pub struct Runner {
     path: PathBuf,
-    /// The parsed model and the outlet of every ONNX tensor name; cloned for each use (its
-    /// tensors are shared, so a clone is cheap).
-    parsed: InferenceModel,
+    /// tract's protobuf of the model, parsed again for each use: a parsed model kept here
+    /// would hold every weight next to the packed copies an optimized plan makes (twice the
+    /// weights). Large external weights stay in their files (tract reads them when parsing).
+    proto: tract_onnx::pb::ModelProto,
+    /// Folder external data locations are relative to.
+    dir: Option<String>,
+    /// The outlet of every ONNX tensor name (the same in every parse).
     outlets: HashMap<String, OutletId>,
+    /// The parse `new` made, for the first use (a large model is then read once for analysis).
+    first: std::sync::Mutex<Option<InferenceModel>>,
 }
 
 /// Knobs of a calibration run.
@@ -73,14 +79,16 @@ impl Runner {
         // Our types carry every field; tract's older schema ignores what it does not know.
         let proto = tract_onnx::pb::ModelProto::decode(model.encode_to_vec().as_slice())
             .map_err(|e| runtime_err(path, e))?;
-        let dir = path.parent().and_then(|d| d.to_str());
+        let dir = path.parent().and_then(|d| d.to_str()).map(str::to_string);
         let parsed = tract_onnx::onnx()
-            .parse(&proto, dir)
+            .parse(&proto, dir.as_deref())
             .map_err(|e| runtime_err(path, e))?;
         Ok(Runner {
             path: path.to_path_buf(),
-            parsed: parsed.model,
+            proto,
+            dir,
             outlets: parsed.outlets_by_name,
+            first: std::sync::Mutex::new(Some(parsed.model)),
         })
     }
 
@@ -89,7 +97,15 @@ impl Runner {
         inputs: &[InputSpec],
         shapes: &[Option<Vec<usize>>],
     ) -> TractResult<(InferenceModel, HashMap<String, OutletId>)> {
-        let mut model = self.parsed.clone();
+        let first = self.first.lock().ok().and_then(|mut f| f.take());
+        let mut model = match first {
+            Some(m) => m,
+            None => {
+                tract_onnx::onnx()
+                    .parse(&self.proto, self.dir.as_deref())?
+                    .model
+            }
+        };
         let sources = model.input_outlets()?.to_vec();
         for (spec, shape) in inputs.iter().zip(shapes) {
             let (Some(shape), Some(outlet)) = (shape, self.outlets.get(&spec.name)) else {

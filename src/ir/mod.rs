@@ -114,6 +114,44 @@ pub fn weight_output_axis(node: &NodeProto, rank: usize) -> Option<usize> {
     })
 }
 
+/// Initializers whose values nothing needs before the rewrite: read only as the weight (input 1)
+/// of MatMul, Gemm, Conv or ConvTranspose, where no Conv feeds a BatchNormalization (folding it
+/// reads the weight), and not graph inputs, outputs or captured by subgraphs. A large model can
+/// leave these on disk while it is planned and calibrated (`onnx::load_deferring`).
+pub fn deferrable_weights(model: &ModelProto) -> HashSet<String> {
+    let Some(graph) = model.graph.as_ref() else {
+        return HashSet::new();
+    };
+    let index = Index::new(graph);
+    let weighted = |id: NodeId, slot: usize| {
+        let node = index.node(id);
+        slot == 1
+            && is_default_domain(node.domain())
+            && matches!(node.op_type(), "MatMul" | "Gemm" | "Conv" | "ConvTranspose")
+            && !(node.op_type() == "Conv"
+                && node.output.first().is_some_and(|o| {
+                    index
+                        .consumers(o)
+                        .iter()
+                        .any(|&(c, _)| index.node(c).op_type() == "BatchNormalization")
+                }))
+    };
+    graph
+        .initializer
+        .iter()
+        .map(|t| t.name())
+        .filter(|&name| {
+            let readers = index.consumers(name);
+            !readers.is_empty()
+                && readers.iter().all(|&(id, slot)| weighted(id, slot))
+                && !index.is_graph_input(name)
+                && !index.is_graph_output(name)
+                && !index.is_captured(name)
+        })
+        .map(str::to_string)
+        .collect()
+}
+
 /// A Relu folded into the node unit before it.
 #[derive(Clone, Debug)]
 pub struct FoldedRelu {

@@ -119,8 +119,19 @@ struct SideFile {
     path: PathBuf,
 }
 
-/// Reads every external tensor into `raw_data`. Returns the side files read, in first-use order.
-pub fn inline(model: &mut ModelProto, model_path: &Path) -> Result<Vec<PathBuf>, ModelError> {
+/// External tensors at least this large may stay on disk while the model is planned and
+/// calibrated ([`inline`]'s `defer`).
+pub const DEFER_MIN_BYTES: u64 = 1 << 20;
+
+/// Reads every external tensor into `raw_data`, except initializers named in `defer` of at
+/// least [`DEFER_MIN_BYTES`]: those are checked (location, bounds, size) but stay external, to
+/// be read by tract from the file and by a later call with an empty `defer` (which reads
+/// what is left). Returns the side files used, in first-use order.
+pub fn inline(
+    model: &mut ModelProto,
+    model_path: &Path,
+    defer: &std::collections::HashSet<String>,
+) -> Result<Vec<PathBuf>, ModelError> {
     let dir = model_path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let mut files: HashMap<String, SideFile> = HashMap::new();
     let mut order = Vec::new();
@@ -173,6 +184,9 @@ pub fn inline(model: &mut ModelProto, model_path: &Path) -> Result<Vec<PathBuf>,
                 t.dims,
                 n.saturating_mul(size)
             )));
+        }
+        if length >= DEFER_MIN_BYTES && defer.contains(&name) {
+            return Ok(());
         }
         let mut buf = vec![0u8; length as usize];
         side.file

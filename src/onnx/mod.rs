@@ -7,6 +7,7 @@
 mod external;
 pub mod tensor;
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,16 @@ pub struct Loaded {
 
 /// Reads and decodes `path`, inlining external data.
 pub fn load(path: &Path) -> Result<Loaded, ModelError> {
+    load_deferring(path, |_| HashSet::new())
+}
+
+/// [`load`], leaving on disk the large external initializers `defer` names (given the decoded
+/// model): a model over 2 GB is then planned and calibrated without holding its weights twice
+/// (tract reads them itself). [`materialize`] reads them when they are needed.
+pub fn load_deferring(
+    path: &Path,
+    defer: impl FnOnce(&ModelProto) -> HashSet<String>,
+) -> Result<Loaded, ModelError> {
     let read_err = |source| ModelError::Read {
         path: path.to_path_buf(),
         source,
@@ -56,7 +67,8 @@ pub fn load(path: &Path) -> Result<Loaded, ModelError> {
         side_bytes: 0,
         warnings: Vec::new(),
     };
-    loaded.side_files = external::inline(&mut loaded.model, path)?;
+    let deferred = defer(&loaded.model);
+    loaded.side_files = external::inline(&mut loaded.model, path, &deferred)?;
     loaded.side_bytes = loaded
         .side_files
         .iter()
@@ -72,6 +84,34 @@ pub fn load(path: &Path) -> Result<Loaded, ModelError> {
         ));
     }
     Ok(loaded)
+}
+
+/// Reads the external tensors [`load_deferring`] left on disk into `model` (a copy of the
+/// model loaded from `path`).
+pub fn materialize(model: &mut ModelProto, path: &Path) -> Result<(), ModelError> {
+    external::inline(model, path, &HashSet::new()).map(|_| ())
+}
+
+/// The float32 values of one tensor [`load_deferring`] left on disk, read from its file (the
+/// model was loaded from `path`).
+pub fn read_external_f32(
+    t: &crate::proto::TensorProto,
+    path: &Path,
+) -> Result<Vec<f32>, ModelError> {
+    let mut one = ModelProto {
+        graph: Some(crate::proto::GraphProto {
+            initializer: vec![t.clone()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    external::inline(&mut one, path, &HashSet::new())?;
+    let t = &one.graph.as_ref().expect("built above").initializer[0];
+    tensor::f32_data(t).map_err(|reason| ModelError::ExternalData {
+        path: path.to_path_buf(),
+        tensor: t.name().to_string(),
+        reason,
+    })
 }
 
 /// Decodes model bytes, refusing what decodes but is not an ONNX model.

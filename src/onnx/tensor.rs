@@ -116,6 +116,11 @@ pub fn i64_tensor(name: &str, dims: &[usize], values: &[i64]) -> TensorProto {
     with_raw(name, dims, DataType::Int64, raw)
 }
 
+/// Whether the tensor's values are in an external file (not read yet).
+pub fn is_external(t: &TensorProto) -> bool {
+    t.data_location == Some(crate::proto::tensor_proto::DataLocation::External as i32)
+}
+
 /// Size in bytes of the tensor's payload as stored (raw or typed fields).
 pub fn payload_len(t: &TensorProto) -> usize {
     t.raw_data.as_ref().map_or(0, |r| r.len())

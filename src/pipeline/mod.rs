@@ -197,8 +197,10 @@ pub struct Model {
 }
 
 /// Loads `path`, checks the graph and the opset, and lists the inputs a caller feeds.
+/// Loads `path` for planning and calibration: large external weights stay on disk (tract reads
+/// them itself) until [`build`] materializes its copy, so a model over 2 GB is not held twice.
 pub fn open_model(path: &Path) -> Result<Model, Error> {
-    let mut loaded = onnx::load(path)?;
+    let mut loaded = onnx::load_deferring(path, crate::ir::deferrable_weights)?;
     let problems = crate::ir::verify(&loaded.model);
     if !problems.is_empty() {
         return Err(ModelError::Invalid {
@@ -392,6 +394,7 @@ struct Built {
 /// Chooses every range from `stats` and rewrites a copy of `written` after `plan`.
 fn build(
     written: &crate::proto::ModelProto,
+    input: &Path,
     mut plan: QuantPlan,
     stats: &StatsTable,
     config: &Config,
@@ -399,7 +402,13 @@ fn build(
 ) -> Result<Built, Error> {
     let (act, activations) = activation_params_of(&mut plan, written, stats, config, source)?;
     let mut model = written.clone();
-    let rewritten = rewrite::run(&mut model, &plan, &act)?;
+    // the weights `open_model` left on disk (`written` is a copy of that model): each weight
+    // quantized is read as its turn comes, what stays float afterwards
+    let external = |t: &crate::proto::TensorProto| -> Result<Vec<f32>, Error> {
+        Ok(onnx::read_external_f32(t, input)?)
+    };
+    let rewritten = rewrite::run(&mut model, &plan, &act, &external)?;
+    onnx::materialize(&mut model, input)?;
     if !rewritten.restored_relus.is_empty() {
         plan.notes.push(format!(
             "{} folded Relu node(s) put back, their unit's output not being quantized with the zero-point at the type's minimum (kept float, or another range): {}",
@@ -799,7 +808,10 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     clock.lap("calibrate");
 
     let config = &job.planning.config;
-    let mut built = build(&written, plan, &stats, config, &source)?;
+    // tract's copy of the weights goes before the rewrite reads them (unless mixed precision
+    // still runs versions of the model)
+    let runner = job.mixed.is_some().then_some(runner);
+    let mut built = build(&written, &job.input, plan, &stats, config, &source)?;
     clock.lap("rewrite");
 
     let opts = |d: &DataSource| RunOptions {
@@ -811,7 +823,9 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         _ => None,
     };
     let mut mixed_report = None;
-    if let (Some(mixed), Some(holdout), Some(d)) = (&job.mixed, holdout.as_ref(), data_src) {
+    if let (Some(mixed), Some(holdout), Some(d), Some(runner)) =
+        (&job.mixed, holdout.as_ref(), data_src, runner.as_ref())
+    {
         let input = crate::evaluate::Source {
             model: &model.loaded.model,
             path: &job.input,
@@ -819,12 +833,13 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         let units = tune::units(&built.plan);
         let mut bench = tune::Bench {
             fallback: mixed.fallback,
+            input: &job.input,
             written: &written,
             types: &types,
             prep: &prep,
             config,
             user: &job.planning.overrides,
-            runner: &runner,
+            runner,
             inputs: &model.inputs,
             calib: calib_part.clone(),
             src: d,

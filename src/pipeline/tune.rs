@@ -35,6 +35,8 @@ pub(super) fn units(plan: &QuantPlan) -> Vec<String> {
 pub(super) struct Bench<'a> {
     /// What the layers taken out of 8 bits become.
     pub fallback: super::Fallback,
+    /// The model `written` was loaded from (its deferred weights are read from there).
+    pub input: &'a Path,
     pub written: &'a ModelProto,
     pub types: &'a HashMap<String, TensorInfo>,
     pub prep: &'a super::Prep,
@@ -66,7 +68,14 @@ impl Bench<'_> {
         let overrides = with_exceptions(self.user, float, self.fallback);
         let plan = replan(self.written, self.types, self.config, &overrides, self.prep);
         self.ensure_stats(&plan)?;
-        build(self.written, plan, self.stats, self.config, self.source)
+        build(
+            self.written,
+            self.input,
+            plan,
+            self.stats,
+            self.config,
+            self.source,
+        )
     }
 
     /// Its output SQNR and top-1 drop on the held-out samples.
@@ -204,6 +213,7 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
     let samples = reference.samples();
     let mut bench = Bench {
         fallback: super::Fallback::Float,
+        input: &job.input,
         written: &written,
         types: &types,
         prep: &prep,

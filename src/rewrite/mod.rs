@@ -139,11 +139,17 @@ fn step(
     Ok(())
 }
 
-/// Rewrites `model` (the graph `plan` was made from) in place.
+/// Rewrites `model` (the graph `plan` was made from) in place. Weights still in external
+/// files are read through `external` one at a time, as they are quantized.
+/// Values of a weight still in its external file (`onnx::load_deferring`): the caller reads
+/// them, so the passes do no I/O.
+pub type ExternalValues<'a> = &'a dyn Fn(&crate::proto::TensorProto) -> Result<Vec<f32>, Error>;
+
 pub fn run(
     model: &mut ModelProto,
     plan: &QuantPlan,
     act: &ActivationParams,
+    external: ExternalValues,
 ) -> Result<RewriteReport, Error> {
     let n = model.graph.as_ref().map_or(0, |g| g.node.len());
     let mut ids = IdMap((0..n).collect());
@@ -155,7 +161,7 @@ pub fn run(
     let (patch, restored) = fold_relu::restore_relus(model, plan, act);
     report.restored_relus = restored;
     step("restore-relu", model, patch, &mut ids)?;
-    let (patch, weights) = weights::quantize_weights(model, plan, act, &ids)?;
+    let (patch, weights) = weights::quantize_weights(model, plan, act, &ids, external)?;
     report.weights = weights;
     report.int32_biases = plan.biases.len();
     step("quantize-weights", model, patch, &mut ids)?;

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::error::Error;
 use crate::ir::{Index, Names, Patch, Placement};
-use crate::onnx::tensor::{f32_data, f32_tensor, i4_tensor, i8_tensor, i32_tensor};
+use crate::onnx::tensor::{f32_data, f32_tensor, i4_tensor, i8_tensor, i32_tensor, is_external};
 use crate::params::{Int4Layout, WeightType, quantize_weight, quantize_weight_int4};
 use crate::policy::{BiasSite, QuantPlan};
 use crate::proto::ModelProto;
@@ -55,6 +55,7 @@ pub(super) fn quantize_weights(
     plan: &QuantPlan,
     act: &ActivationParams,
     ids: &IdMap,
+    external: super::ExternalValues,
 ) -> Result<(Patch, Vec<WeightReport>), Error> {
     let graph = model.graph.as_ref().expect("loaded models have a graph");
     let index = Index::new(graph);
@@ -67,6 +68,11 @@ pub(super) fn quantize_weights(
         let w = site.initializer.as_str();
         // an initializer (payload sizes checked by `ir::verify`), or a constant computed by nodes
         let (data, dims, chain) = match index.initializer(w) {
+            Some(init) if is_external(init) => (
+                external(init)?,
+                init.dims.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+                None,
+            ),
             Some(init) => {
                 let data = f32_data(init).map_err(|e| internal(format!("weight `{w}` {e}")))?;
                 (

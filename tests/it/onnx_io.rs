@@ -118,3 +118,17 @@ fn bad_external_data_is_refused() {
         "{e}"
     );
 }
+
+#[test]
+fn only_weights_nothing_reads_before_the_rewrite_may_stay_on_disk() {
+    let m = onnx::load(&fixture("outlier/digits_outlier.onnx"))
+        .unwrap()
+        .model;
+    let mut names: Vec<String> = onnx_quant::ir::deferrable_weights(&m).into_iter().collect();
+    names.sort();
+    // conv1 feeds a BatchNormalization (folding reads its weight); biases are not weights
+    assert_eq!(
+        names,
+        ["conv2.weight", "conv3.weight", "fc1.weight", "fc2.weight"]
+    );
+}

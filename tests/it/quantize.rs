@@ -483,3 +483,128 @@ fn folded_relus_come_back_when_their_unit_stays_float() {
     let db = e["outputs"][0]["sqnr_db"].as_f64().unwrap();
     assert!(db > 30.0, "output SQNR {db} dB");
 }
+
+/// A model whose weights (1 MiB each, external data) stay on disk while it is planned and
+/// calibrated, each read back when it is quantized, and one (too small to be worth int8) read
+/// back float: the result equals quantizing the same model stored inline.
+#[test]
+fn weights_left_on_disk_until_quantized_give_the_inline_result() {
+    use onnx_quant::onnx::tensor::f32_tensor;
+    use onnx_quant::proto::{GraphProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
+    let dir = scratch();
+    let k = 512;
+    let weight = |name: &str, rows: usize, cols: usize, seed: u32| {
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| {
+                (((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 8) % 2001) as f32
+                    / 1000.0
+                    - 1.0
+            })
+            .map(|v| v / (rows as f32).sqrt())
+            .collect();
+        f32_tensor(name, &[rows, cols], &values)
+    };
+    let node = |op: &str, inputs: &[&str], out: &str| NodeProto {
+        name: Some(out.to_string()),
+        op_type: Some(op.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.to_string()],
+        ..Default::default()
+    };
+    let io = |name: &str, dims: &[i64]| {
+        use onnx_quant::proto::{TensorShapeProto, TypeProto, tensor_shape_proto, type_proto};
+        ValueInfoProto {
+            name: Some(name.into()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(1),
+                    shape: Some(TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|&d| tensor_shape_proto::Dimension {
+                                value: Some(tensor_shape_proto::dimension::Value::DimValue(d)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    let model = onnx_quant::proto::ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(17),
+        }],
+        graph: Some(GraphProto {
+            name: Some("deferred".into()),
+            node: vec![
+                node("MatMul", &["x", "w1"], "h1"),
+                node("Relu", &["h1"], "r1"),
+                node("MatMul", &["r1", "w2"], "h2"),
+                node("Relu", &["h2"], "r2"),
+                // N = 8 < min_matmul_dim: stays float, its 8 KiB weight read back as it is
+                node("MatMul", &["r2", "w3"], "y"),
+            ],
+            initializer: vec![
+                weight("w1", k, k, 1),
+                weight("w2", k, k, 2),
+                weight("w3", k, 8, 3),
+            ],
+            input: vec![io("x", &[1, k as i64])],
+            output: vec![io("y", &[1, 8])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let (inline, external) = (dir.path().join("inline.onnx"), dir.path().join("ext.onnx"));
+    save_model(&model, &inline);
+    onnx_quant::onnx::save(
+        model,
+        &external,
+        &onnx_quant::onnx::SaveOptions {
+            external: true,
+            external_threshold: 1024,
+        },
+    )
+    .unwrap();
+    // what planning and calibration hold: the two large weights stay in the file
+    let mut deferred =
+        onnx_quant::onnx::load_deferring(&external, onnx_quant::ir::deferrable_weights).unwrap();
+    let on_disk: Vec<&str> = deferred
+        .model
+        .graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .filter(|t| onnx_quant::onnx::tensor::is_external(t))
+        .map(|t| t.name())
+        .collect();
+    assert_eq!(on_disk, ["w1", "w2"]);
+    onnx_quant::onnx::materialize(&mut deferred.model, &external).unwrap();
+    assert_eq!(
+        deferred.model,
+        onnx_quant::onnx::load(&external).unwrap().model
+    );
+    let x: Vec<f32> = (0..8 * k)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let calib = dir.path().join("x.npy");
+    write_npy_f32(&calib, &[8, 1, k], &x);
+    let (qi, qe) = (dir.path().join("qi.onnx"), dir.path().join("qe.onnx"));
+    quantize_ok(&inline, &calib, &qi, &[]);
+    quantize_ok(&external, &calib, &qe, &[]);
+    assert!(dir.path().join("qe.onnx.data").exists());
+    let (a, b) = (
+        onnx_quant::onnx::load(&qi).unwrap().model,
+        onnx_quant::onnx::load(&qe).unwrap().model,
+    );
+    assert_eq!(a.graph, b.graph);
+    // the small float weight came back as it was
+    let w3 = init(&b, "w3");
+    assert_eq!(w3.dims, vec![k as i64, 8]);
+}
