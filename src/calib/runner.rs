@@ -35,17 +35,28 @@ pub struct TensorInfo {
 /// The model, ready to hand to tract.
 pub struct Runner {
     path: PathBuf,
-    /// tract's protobuf of the model, parsed again for each use: a parsed model kept here
-    /// would hold every weight next to the packed copies an optimized plan makes (twice the
-    /// weights). Large external weights stay in their files (tract reads them when parsing).
-    proto: tract_onnx::pb::ModelProto,
-    /// Folder external data locations are relative to.
-    dir: Option<String>,
+    source: Source,
     /// The outlet of every ONNX tensor name (the same in every parse).
     outlets: HashMap<String, OutletId>,
-    /// The parse `new` made, for the first use (a large model is then read once for analysis).
-    first: std::sync::Mutex<Option<InferenceModel>>,
 }
+
+/// What each use of the runner starts from.
+enum Source {
+    /// The parsed model, cloned for each use (its tensors are shared, so a clone is cheap).
+    Parsed(InferenceModel),
+    /// tract's protobuf, parsed again for each use, when its weights stay in external files:
+    /// a parsed model kept here would hold every weight next to the packed copies of an
+    /// optimized plan. `first` is the parse `new` made, for the first use.
+    Proto {
+        proto: Box<tract_onnx::pb::ModelProto>,
+        dir: Option<String>,
+        first: std::sync::Mutex<Option<InferenceModel>>,
+    },
+}
+
+/// A protobuf at most this large, or one whose weights are in external files, is kept and
+/// parsed for each use.
+const REPARSE_MAX_BYTES: usize = 16 << 20;
 
 /// Knobs of a calibration run.
 #[derive(Clone, Debug)]
@@ -77,18 +88,32 @@ impl Runner {
             });
         }
         // Our types carry every field; tract's older schema ignores what it does not know.
-        let proto = tract_onnx::pb::ModelProto::decode(model.encode_to_vec().as_slice())
+        let bytes = model.encode_to_vec();
+        let proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice())
             .map_err(|e| runtime_err(path, e))?;
+        drop(bytes);
         let dir = path.parent().and_then(|d| d.to_str()).map(str::to_string);
         let parsed = tract_onnx::onnx()
             .parse(&proto, dir.as_deref())
             .map_err(|e| runtime_err(path, e))?;
+        let external = proto.graph.as_ref().is_some_and(|g| {
+            g.initializer.iter().any(|t| {
+                t.data_location == Some(tract_onnx::pb::tensor_proto::DataLocation::External as i32)
+            })
+        });
+        let source = if external || proto.encoded_len() <= REPARSE_MAX_BYTES {
+            Source::Proto {
+                proto: Box::new(proto),
+                dir,
+                first: std::sync::Mutex::new(Some(parsed.model)),
+            }
+        } else {
+            Source::Parsed(parsed.model)
+        };
         Ok(Runner {
             path: path.to_path_buf(),
-            proto,
-            dir,
+            source,
             outlets: parsed.outlets_by_name,
-            first: std::sync::Mutex::new(Some(parsed.model)),
         })
     }
 
@@ -97,13 +122,13 @@ impl Runner {
         inputs: &[InputSpec],
         shapes: &[Option<Vec<usize>>],
     ) -> TractResult<(InferenceModel, HashMap<String, OutletId>)> {
-        let first = self.first.lock().ok().and_then(|mut f| f.take());
-        let mut model = match first {
-            Some(m) => m,
-            None => {
-                tract_onnx::onnx()
-                    .parse(&self.proto, self.dir.as_deref())?
-                    .model
+        let mut model = match &self.source {
+            Source::Parsed(m) => m.clone(),
+            Source::Proto { proto, dir, first } => {
+                match first.lock().ok().and_then(|mut f| f.take()) {
+                    Some(m) => m,
+                    None => tract_onnx::onnx().parse(proto, dir.as_deref())?.model,
+                }
             }
         };
         let sources = model.input_outlets()?.to_vec();
