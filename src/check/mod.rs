@@ -133,7 +133,10 @@ pub fn check(model: &ModelProto, target: &str) -> CheckReport {
     match target {
         "tensorrt" => tensorrt_fusion(&mut c, graph),
         "ort" => ort_units(&mut c, graph),
-        _ => openvino_inputs(&mut c, graph),
+        _ => {
+            openvino_inputs(&mut c, graph);
+            openvino_reduce_mean(&mut c, graph);
+        }
     }
     c.out
 }
@@ -428,6 +431,46 @@ fn ort_units(c: &mut Ctx, graph: &crate::proto::GraphProto) {
                 format!(
                     "{op} output is not quantized: ONNX Runtime runs it in float between Q/DQ pairs"
                 ),
+            );
+        }
+    }
+}
+
+/// OpenVINO 2026.4 (CPU) computes DequantizeLinear → ReduceMean over axis 1 of a rank-3 tensor
+/// (the token mean of a transformer) right for the first item of a batch only: the others come
+/// out wrong (measured against ONNX Runtime; rank 4, other axes and batch 1 are right). The
+/// rank is not known here, so every such ReduceMean over axis 1 or -2 is reported.
+fn openvino_reduce_mean(c: &mut Ctx, graph: &crate::proto::GraphProto) {
+    for (id, node) in graph.node.iter().enumerate() {
+        if node.op_type() != "ReduceMean" || !ir::is_default_domain(node.domain()) {
+            continue;
+        }
+        let Some(x) = node.input.first() else {
+            continue;
+        };
+        let activation = c.index.producer(x).is_some_and(|(p, _)| {
+            let dq = c.index.node(p);
+            dq.op_type() == "DequantizeLinear"
+                && dq
+                    .input
+                    .first()
+                    .is_some_and(|q| c.index.initializer(q).is_none())
+        });
+        let axes: Vec<i64> = match ir::attr(node, "axes") {
+            Some(a) => a.ints.clone(),
+            None => node
+                .input
+                .get(1)
+                .and_then(|n| c.index.initializer(n))
+                .and_then(|t| crate::onnx::tensor::i64_data(t).ok())
+                .unwrap_or_default(),
+        };
+        if activation && axes.iter().any(|&a| a == 1 || a == -2) {
+            c.warning(
+                "reduce_mean_batch",
+                node,
+                id,
+                "a dequantized ReduceMean over axis 1: OpenVINO 2026.4 (CPU) gets every batch item but the first wrong on rank-3 inputs; run it with batch 1 there, or keep its input float (`skip` the node producing it)".into(),
             );
         }
     }

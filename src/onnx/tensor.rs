@@ -110,6 +110,24 @@ pub fn i4_tensor(name: &str, dims: &[usize], values: &[i8]) -> TensorProto {
     with_raw(name, dims, DataType::Int4, raw)
 }
 
+/// The values of an int64 tensor (raw or typed storage).
+pub fn i64_data(t: &TensorProto) -> Result<Vec<i64>, String> {
+    if t.data_type() != DataType::Int64 as i32 {
+        return Err(format!("is {}, not int64", elem_type_name(t.data_type())));
+    }
+    match &t.raw_data {
+        Some(r) if !r.is_empty() => {
+            if r.len() % 8 != 0 {
+                return Err(format!("holds {} bytes, not whole int64 values", r.len()));
+            }
+            Ok(r.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect())
+        }
+        _ => Ok(t.int64_data.clone()),
+    }
+}
+
 /// An int64 initializer (used for axes moved from attributes to inputs).
 pub fn i64_tensor(name: &str, dims: &[usize], values: &[i64]) -> TensorProto {
     let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -122,3 +122,27 @@ fn check_reports_unreadable_models() {
     let o = run(["check", "no/such.onnx"]);
     assert_eq!(code(&o), 3);
 }
+
+/// The token-mean ReduceMean of a transformer, read through a DequantizeLinear (the `ort`
+/// placement quantizes the residual Add before it), is what OpenVINO 2026.4 gets wrong at batch
+/// > 1: `check --target openvino` says so; the openvino placement does not produce it.
+#[test]
+fn openvino_check_warns_of_a_dequantized_token_mean() {
+    let dir = scratch();
+    for (target, warned) in [("ort", true), ("openvino", false)] {
+        let out = dir.path().join(format!("{target}.onnx"));
+        quantize_ok(
+            &fixture("vit/vit.onnx"),
+            &fixture(DIGITS_CALIB),
+            &out,
+            &["--target", target],
+        );
+        let (code, text) = check(&out, "openvino");
+        assert_eq!(code, 0, "{text}");
+        assert_eq!(
+            text.contains("reduce_mean_batch: `pooled`"),
+            warned,
+            "{target}: {text}"
+        );
+    }
+}

@@ -42,8 +42,13 @@ fn check(quant: &Path, args: &[&str]) -> Value {
 /// Checks a quantized digits model on the evaluation set: checker, and top-1 within one point
 /// of fp32 in ONNX Runtime and OpenVINO (plus the TensorRT build when `trt`).
 fn check_digits(quant: &Path, trt: bool) -> Value {
+    check_labelled(quant, DIGITS, trt)
+}
+
+/// [`check_digits`] for any model of the digits images (`reference`, a fixture path).
+fn check_labelled(quant: &Path, reference: &str, trt: bool) -> Value {
     let f = |p: &str| fixture(p).to_string_lossy().into_owned();
-    let (model, x, y) = (f(DIGITS), f("digits/eval_x.npy"), f("digits/eval_y.npy"));
+    let (model, x, y) = (f(reference), f("digits/eval_x.npy"), f("digits/eval_y.npy"));
     let mut args = vec!["--ref", &model, "--x", &x, "--y", &y, "--ort", "--openvino"];
     if trt {
         args.push("--trt");
@@ -652,4 +657,59 @@ fn int4_blocks_and_int16_activations_run_in_every_runtime_that_supports_them() {
         "{}",
         String::from_utf8_lossy(&o.stdout)
     );
+}
+
+/// The vision transformer of fixtures/vit (95.8 % top-1 on the held-out digits): int8 from every
+/// preset keeps top-1 within one point in the runtimes it is made for (tensorrt: ONNX Runtime,
+/// OpenVINO and a TensorRT-RTX build; openvino: OpenVINO and ONNX Runtime; ort: ONNX Runtime,
+/// with `check --target openvino` warning of the OpenVINO defect its token-mean ReduceMean
+/// meets at batch > 1, which the evaluation batch of 360 shows); int4 weights in blocks of 16,
+/// weight-only, within two points (the bound docs/benchmarks.md states) in ONNX Runtime and
+/// OpenVINO, and TensorRT-RTX builds them.
+#[test]
+fn vision_transformer_keeps_its_accuracy_in_int8_and_int4() {
+    const VIT: &str = "vit/vit.onnx";
+    let f = |p: &str| fixture(p).to_string_lossy().into_owned();
+    let (model, x, y) = (f(VIT), f("digits/eval_x.npy"), f("digits/eval_y.npy"));
+    let labelled = ["--ref", &model, "--x", &x, "--y", &y];
+    for target in ["tensorrt", "openvino"] {
+        let (_d, q) = quantized(VIT, DIGITS_CALIB, &["--target", target]);
+        check_labelled(&q, VIT, target == "tensorrt");
+    }
+    let (_d, q) = quantized(VIT, DIGITS_CALIB, &["--target", "ort"]);
+    let r = check(&q, &[&labelled[..], &["--ort"]].concat());
+    assert_checker(&r);
+    assert_top1_within_one_point(&r, "ort");
+    let o = run([
+        "check".as_ref(),
+        q.as_os_str(),
+        "--target".as_ref(),
+        "openvino".as_ref(),
+    ]);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("reduce_mean_batch: `pooled`"), "{text}");
+
+    let dir = scratch();
+    let q = dir.path().join("w4.onnx");
+    let o = run([
+        fixture(VIT).as_os_str(),
+        q.as_os_str(),
+        "--weight-only".as_ref(),
+        "--weight-type".as_ref(),
+        "int4".as_ref(),
+        "--block-size".as_ref(),
+        "16".as_ref(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = check(
+        &q,
+        &[&labelled[..], &["--ort", "--openvino", "--trt"]].concat(),
+    );
+    assert_checker(&r);
+    assert_trt_accepts(&r);
+    for runtime in ["ort", "openvino"] {
+        let m = &r[runtime];
+        let drop = m["ref_top1"].as_f64().unwrap() - m["top1"].as_f64().unwrap();
+        assert!(drop <= 0.02, "{runtime}: int4 drops {drop:.4}: {m}");
+    }
 }
