@@ -46,7 +46,31 @@ pub(super) struct Builder<'a> {
     parent: Vec<usize>,
     weights: BTreeMap<String, WeightUse>,
     biases: Vec<BiasSite>,
+    /// Tensors carrying a huge constant (an additive attention mask and what it is added to),
+    /// with the reason: never quantized.
+    masked: HashMap<String, String>,
 }
+
+/// Constants of this magnitude (or infinite) make additive masks: BERT's -10000, `finfo.min`.
+const HUGE: f32 = 1e4;
+
+/// Ops through which a huge value passes from an input to the output.
+const CARRY_HUGE: [&str; 14] = [
+    "Add",
+    "Sub",
+    "Mul",
+    "Where",
+    "Min",
+    "Max",
+    "Neg",
+    "Unsqueeze",
+    "Squeeze",
+    "Reshape",
+    "Expand",
+    "Cast",
+    "Transpose",
+    "Concat",
+];
 
 impl<'a> Builder<'a> {
     pub(super) fn new(
@@ -81,7 +105,38 @@ impl<'a> Builder<'a> {
             parent: Vec::new(),
             weights: BTreeMap::new(),
             biases: Vec::new(),
+            masked: HashMap::new(),
         }
+        .with_masks()
+    }
+
+    /// Finds the tensors a huge constant reaches through element-wise and shape ops (in graph
+    /// order, so one pass suffices): an additive mask and the scores it is added to, whose
+    /// quantized range would be all mask.
+    fn with_masks(mut self) -> Self {
+        for node in &self.graph.node {
+            if !ir::is_default_domain(node.domain()) || !CARRY_HUGE.contains(&node.op_type()) {
+                continue;
+            }
+            let reason = node.input.iter().find_map(|i| {
+                if let Some(r) = self.masked.get(i) {
+                    return Some(r.clone());
+                }
+                let (lo, hi) = self.constant_range(i)?;
+                let big = if lo.abs() >= hi.abs() { lo } else { hi };
+                (!big.is_finite() || big.abs() >= HUGE).then(|| {
+                    format!(
+                        "carries an additive mask (constant `{i}` = {big:e}): quantized, its range would be all mask"
+                    )
+                })
+            });
+            if let Some(r) = reason {
+                for o in node.output.iter().filter(|o| !o.is_empty()) {
+                    self.masked.insert(o.clone(), r.clone());
+                }
+            }
+        }
+        self
     }
 
     fn has(list: &[String], op: &str) -> bool {
@@ -111,6 +166,9 @@ impl<'a> Builder<'a> {
             .get(slot)
             .filter(|n| !n.is_empty())
             .ok_or(format!("input {slot} is missing"))?;
+        if let Some(r) = self.masked.get(name) {
+            return Err(format!("`{name}` {r}"));
+        }
         if let Some((p, _)) = self.index.producer(name)
             && self.index.node(p).op_type() == "DequantizeLinear"
         {
@@ -244,6 +302,15 @@ impl<'a> Builder<'a> {
         }
         if Self::has(&p.float_ops, op) {
             return self.float(id, format!("kept float by the {target} preset (float_ops)"));
+        }
+        let masked = node
+            .input
+            .iter()
+            .chain(&node.output)
+            .find_map(|t| self.masked.get(t).map(|r| (t, r)));
+        if let Some((t, r)) = masked {
+            let reason = format!("`{t}` {r}");
+            return self.float(id, reason);
         }
         if Self::has(&p.weighted_ops, op) {
             return self.weighted(id);

@@ -713,3 +713,36 @@ fn vision_transformer_keeps_its_accuracy_in_int8_and_int4() {
         assert!(drop <= 0.02, "{runtime}: int4 drops {drop:.4}: {m}");
     }
 }
+
+/// The attention-mask model from every preset runs in ONNX Runtime and OpenVINO close to fp32
+/// (its mask stays float), and the tensorrt output builds in TensorRT-RTX.
+#[test]
+fn masked_attention_runs_everywhere() {
+    let (model, calib, eval) = (
+        "models/mask_attention.onnx",
+        "models/mask_attention_calib.npz",
+        "models/mask_attention_eval.npz",
+    );
+    for target in ["tensorrt", "ort", "openvino"] {
+        let (_d, q) = quantized(model, calib, &["--target", target]);
+        let trt: &[&str] = if target == "tensorrt" {
+            &["--trt"]
+        } else {
+            &[]
+        };
+        let (m, x) = (
+            fixture(model).to_string_lossy().into_owned(),
+            fixture(eval).to_string_lossy().into_owned(),
+        );
+        let r = check(
+            &q,
+            &[&["--ref", &m, "--x", &x, "--ort", "--openvino"][..], trt].concat(),
+        );
+        assert_checker(&r);
+        assert_runs_close(&r, "ort", 30.0);
+        assert_runs_close(&r, "openvino", 30.0);
+        if target == "tensorrt" {
+            assert_trt_accepts(&r);
+        }
+    }
+}

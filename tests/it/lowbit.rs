@@ -1,4 +1,5 @@
-//! int4 weights (per channel and in blocks), int16 activations and weight-only quantization:
+//! Transformers and low-bit modes: int4 weights (per channel and in blocks), int16 activations,
+//! weight-only quantization and additive attention masks:
 //! what is written, what the overrides decide, and how close the simulated result stays.
 
 use std::path::Path;
@@ -324,4 +325,57 @@ fn an_output_its_target_rejects_is_written_with_a_warning() {
         &["--activation-type", "int16", "--target", "ort"],
     );
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}
+
+/// An additive attention mask (`(1 - mask) * finfo.min`, added to the scores before Softmax)
+/// is never quantized, nor what it is added to, whatever the preset: quantized, its range
+/// would be all mask (the `ort` output fell to 11 dB before this rule).
+#[test]
+fn additive_attention_masks_stay_float() {
+    let dir = scratch();
+    let model = fixture("models/mask_attention.onnx");
+    for target in ["tensorrt", "ort", "openvino"] {
+        let (out, report) = (dir.path().join("q.onnx"), dir.path().join("r.json"));
+        quantize_ok(
+            &model,
+            &fixture("models/mask_attention_calib.npz"),
+            &out,
+            &["--target", target, "--report", s(&report)],
+        );
+        let r = json(&report);
+        for name in ["additive_mask", "mask_4d", "masked_scores"] {
+            let n = r["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["name"] == name)
+                .unwrap();
+            assert_eq!(n["quantized"], false, "{target}: {n}");
+            assert!(
+                n["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("carries an additive mask (constant `min_value`"),
+                "{target}: {n}"
+            );
+        }
+        // no Q/DQ pair carries the mask
+        let m = load_model(&out);
+        for q in nodes(&m, "QuantizeLinear") {
+            assert!(!q.input[0].contains("mask"), "{target}: {}", q.input[0]);
+        }
+        let e = dir.path().join("e.json");
+        let o = run([
+            "eval",
+            s(&model),
+            s(&out),
+            "--data",
+            s(&fixture("models/mask_attention_eval.npz")),
+            "--json",
+            s(&e),
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let db = json(&e)["outputs"][0]["sqnr_db"].as_f64().unwrap();
+        assert!(db > 30.0, "{target}: {db} dB");
+    }
 }
