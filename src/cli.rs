@@ -131,6 +131,10 @@ pub struct RangeArgs {
     /// Quantize weights only; activations stay float and no calibration data is needed.
     #[arg(long)]
     pub weight_only: bool,
+    /// SmoothQuant with strength ALPHA (0-1, typically 0.5): activation outliers after each
+    /// LayerNormalization that feeds MatMul/Gemm move into their weights (needs --calib).
+    #[arg(long, value_name = "ALPHA")]
+    pub smoothquant: Option<f64>,
     /// Type of what stays unquantized: fp16 converts it to float16 (float16 scales, opset 19,
     /// fp32 graph inputs and outputs) [preset: fp32]
     #[arg(long, value_name = "TYPE")]

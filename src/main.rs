@@ -390,6 +390,15 @@ fn flag_layer(args: &RangeArgs, cache_source: bool) -> Result<Layer, Error> {
     if args.weight_only {
         cli.set("weight_only", Value::Bool(true));
     }
+    if let Some(a) = args.smoothquant {
+        if !(0.0..=1.0).contains(&a) {
+            return Err(usage(format!(
+                "--smoothquant takes an alpha between 0 and 1, got {a}"
+            )));
+        }
+        cli.set("smoothquant", Value::Bool(true));
+        cli.set("smoothquant_alpha", Value::Float(a));
+    }
     if let Some(h) = args.high_precision {
         cli.set("high_precision", Value::Word(name_of(h)));
     }
@@ -505,6 +514,11 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         return Err(usage("--holdout must be at least 1"));
     }
     let weight_only = settings.planning.config.weight_only;
+    if settings.planning.config.smoothquant.is_some() && (weight_only || args.calib.is_none()) {
+        return Err(usage(
+            "SmoothQuant measures activations and changes the float model: it needs --calib (not --stats), and quantized activations (not weight_only)",
+        ));
+    }
     let stats = match (args.calib, args.stats) {
         (None, None) if weight_only => StatsSource::None,
         (Some(calib), None) => StatsSource::Calibrate(data_source(calib, &args.data)?),

@@ -254,6 +254,9 @@ impl Resolved {
             block_size: self.number("weights.block_size") as usize,
             clip_search: self.bool("weights.clip_search"),
             weight_only: self.bool("weight_only"),
+            smoothquant: self
+                .bool("smoothquant")
+                .then(|| self.number("smoothquant_alpha")),
             bias_int32: self.word("bias") == "int32",
             fp16: self.word("high_precision") == "fp16",
             placement: Placement {
@@ -333,6 +336,8 @@ pub struct Config {
     pub clip_search: bool,
     /// Activations stay float; no calibration.
     pub weight_only: bool,
+    /// SmoothQuant's alpha, when on.
+    pub smoothquant: Option<f64>,
     pub bias_int32: bool,
     /// `high_precision: fp16`: scales rounded up to float16 values, and what stays unquantized
     /// converted to float16 after the rewrite.

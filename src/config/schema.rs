@@ -102,6 +102,16 @@ pub const KEYS: &[Key] = &[
         doc: "quantize weights only: activations stay float and no calibration data is needed",
     },
     Key {
+        path: "smoothquant",
+        ty: Ty::Bool,
+        doc: "SmoothQuant: fold per-channel factors into each LayerNormalization feeding MatMul/Gemm and into their weights, measured on the calibration data",
+    },
+    Key {
+        path: "smoothquant_alpha",
+        ty: Ty::Float(0.0, 1.0),
+        doc: "SmoothQuant's migration strength: factor max|x|^alpha / max|w|^(1-alpha)",
+    },
+    Key {
         path: "bias",
         ty: Ty::Enum(&["float", "int32"]),
         doc: "float: biases untouched; int32: quantized with scale s_x·s_w",

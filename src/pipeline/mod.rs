@@ -18,6 +18,7 @@ use crate::report::{ActivationReport, CalibrationReport, FileReport, Report};
 use crate::rewrite::{self, ActivationParams};
 use crate::stats::{self, MinMax, StatsFile, StatsTable, TensorStats};
 
+mod smooth;
 mod tune;
 
 pub use tune::{SensitivityJob, SensitivityReport, sensitivity};
@@ -729,7 +730,7 @@ fn split_holdout(
 pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error> {
     let mut clock = Clock::new();
     check_output(&job.input, &[], &job.output)?;
-    let model = open_model(&job.input)?;
+    let mut model = open_model(&job.input)?;
     check_output(&job.input, &model.loaded.side_files, &job.output)?;
     model.loaded.warnings.iter().for_each(|w| warn(w));
     let labels = job
@@ -742,6 +743,14 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     let data_src = match &job.stats {
         StatsSource::Calibrate(d) => Some(d),
         StatsSource::File(_) | StatsSource::None => None,
+    };
+    let smooth_notes = match (job.planning.config.smoothquant, data_src) {
+        (Some(alpha), Some(d)) => {
+            let notes = smooth::smooth_model(&mut model, d, alpha)?;
+            clock.lap("smoothquant");
+            notes
+        }
+        _ => Vec::new(),
     };
     let Planned {
         runner,
@@ -812,6 +821,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     // still runs versions of the model)
     let runner = job.mixed.is_some().then_some(runner);
     let mut built = build(&written, &job.input, plan, &stats, config, &source)?;
+    built.plan.notes.splice(0..0, smooth_notes);
     clock.lap("rewrite");
 
     let opts = |d: &DataSource| RunOptions {

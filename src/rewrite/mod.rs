@@ -10,6 +10,7 @@ mod fold_bn;
 mod fold_relu;
 pub mod fp16;
 mod qdq;
+pub mod smooth;
 mod weights;
 
 pub use fold_bn::fold_batchnorm;

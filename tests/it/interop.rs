@@ -746,3 +746,19 @@ fn masked_attention_runs_everywhere() {
         }
     }
 }
+
+/// A SmoothQuant output (`fixtures/models/outlier_block.onnx`) runs in ONNX Runtime and
+/// OpenVINO close to fp32 and builds in TensorRT-RTX.
+#[test]
+fn smoothquant_output_runs_everywhere() {
+    let (model, calib, eval) = (
+        "models/outlier_block.onnx",
+        "models/outlier_block_calib.npy",
+        "models/outlier_block_eval.npy",
+    );
+    let (_d, q) = quantized(model, calib, &["--smoothquant", "0.5"]);
+    let r = check_everywhere(&q, model, eval, &[]);
+    assert_runs_close(&r, "ort", 30.0);
+    assert_runs_close(&r, "openvino", 30.0);
+    assert_trt_accepts(&r);
+}
