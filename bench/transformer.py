@@ -32,6 +32,8 @@ ONNX_QUANT = [
     ("onnx-quant int8, ort", ["--target", "ort"]),
     ("onnx-quant int8, openvino", ["--target", "openvino"]),
     ("onnx-quant int16 activations, ort", ["--target", "ort", "--activation-type", "int16"]),
+    ("onnx-quant int8, tensorrt, --smoothquant 0.5", ["--target", "tensorrt", "--smoothquant", "0.5"]),
+    ("onnx-quant fp8 e4m3 activations and weights, tensorrt", ["--activation-type", "fp8", "--weight-type", "fp8"]),
     ("onnx-quant int8 weight-only", ["--weight-only"]),
     ("onnx-quant int4 weight-only, blocks of 16", ["--weight-only", "--weight-type", "int4", "--block-size", "16"]),
     ("onnx-quant int4 weight-only, blocks of 32", ["--weight-only", "--weight-type", "int4", "--block-size", "32"]),

@@ -114,14 +114,15 @@ pub struct RangeArgs {
     /// Asymmetric activation ranges (non-zero zero-points; TensorRT rejects them).
     #[arg(long)]
     pub asymmetric: bool,
-    /// Integer type of activations (uint8 and int16 are rejected by TensorRT; int16 needs
-    /// opset 21) [preset: int8].
+    /// Type of activations (uint8 and int16 are rejected by TensorRT; int16 needs opset 21;
+    /// fp8 is float8 e4m3fn, symmetric, opset 19) [preset: int8].
     #[arg(long, value_enum, value_name = "TYPE")]
     pub activation_type: Option<ActivationType>,
     /// One scale per weight instead of one per output channel.
     #[arg(long)]
     pub per_tensor: bool,
-    /// Integer type of weights (int4: opset 21, two values per byte) [preset: int8].
+    /// Type of weights (int4: opset 21, two values per byte; fp8: float8 e4m3fn, opset 19)
+    /// [preset: int8].
     #[arg(long, value_enum, value_name = "TYPE")]
     pub weight_type: Option<WeightTypeArg>,
     /// int4 weights: one scale per block of N values along the input-channel axis (N must
@@ -369,6 +370,7 @@ pub enum ActivationType {
     Int8,
     Uint8,
     Int16,
+    Fp8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -381,6 +383,7 @@ pub enum FallbackArg {
 pub enum WeightTypeArg {
     Int8,
     Int4,
+    Fp8,
 }
 
 #[derive(Debug, Args)]

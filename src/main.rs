@@ -446,6 +446,23 @@ fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Settings, Erro
             from("bias")
         )));
     }
+    let fp8 = config.activation.qtype == onnx_quant::params::QType::Fp8
+        || config.weight_type == onnx_quant::params::WeightType::Fp8;
+    if fp8 && config.bias_int32 {
+        let from = |k: &str| resolved.values.get(k).map_or("", |(_, src)| src.as_str());
+        return Err(usage(format!(
+            "float8 contradicts `bias: int32` ({}): an int32 bias needs integer operands; use the tensorrt target, or `bias: float`",
+            from("bias")
+        )));
+    }
+    if config.activation.qtype == onnx_quant::params::QType::Fp8 && !config.activation.symmetric {
+        let from = |k: &str| resolved.values.get(k).map_or("", |(_, src)| src.as_str());
+        return Err(usage(format!(
+            "`activations.dtype: fp8` ({}) contradicts `activations.symmetric: false` ({}): float8 has no zero-point but 0",
+            from("activations.dtype"),
+            from("activations.symmetric")
+        )));
+    }
     if config.block_size > 0 && config.weight_type != onnx_quant::params::WeightType::Int4 {
         let from = |k: &str| resolved.values.get(k).map_or("", |(_, src)| src.as_str());
         return Err(usage(format!(
@@ -503,6 +520,15 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
     if args.stats.is_some() && (target.is_some() || per_layer) {
         return Err(usage(
             "--target-sqnr, --max-top1-drop, --per-layer and --plot measure the model on data: give --calib, not --stats",
+        ));
+    }
+    let c = &settings.planning.config;
+    if (c.activation.qtype == onnx_quant::params::QType::Fp8
+        || c.weight_type == onnx_quant::params::WeightType::Fp8)
+        && (target.is_some() || per_layer)
+    {
+        return Err(usage(
+            "--per-layer, --plot, --target-sqnr and --max-top1-drop simulate the model, and float8 is not simulated yet: measure an fp8 model in a runtime",
         ));
     }
     if target.is_none() && (acc.holdout.is_some() || acc.write_config.is_some()) {

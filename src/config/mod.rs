@@ -246,10 +246,10 @@ impl Resolved {
             percentile: self.number("activations.percentile"),
             bins: self.number("activations.bins") as usize,
             per_channel: self.bool("weights.per_channel"),
-            weight_type: if self.word("weights.dtype") == "int4" {
-                WeightType::Int4
-            } else {
-                WeightType::Int8
+            weight_type: match self.word("weights.dtype") {
+                "int4" => WeightType::Int4,
+                "fp8" => WeightType::Fp8,
+                _ => WeightType::Int8,
             },
             block_size: self.number("weights.block_size") as usize,
             clip_search: self.bool("weights.clip_search"),
@@ -287,6 +287,7 @@ pub fn qtype_of(word: &str) -> QType {
     match word {
         "uint8" => QType::Uint8,
         "int16" => QType::Int16,
+        "fp8" => QType::Fp8,
         _ => QType::Int8,
     }
 }

@@ -396,10 +396,11 @@ fn decode_weights(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Weigh
         match (k.as_str(), &v.kind) {
             ("dtype", Kind::Str(s)) if s == "int8" => w.dtype = Some(WeightType::Int8),
             ("dtype", Kind::Str(s)) if s == "int4" => w.dtype = Some(WeightType::Int4),
+            ("dtype", Kind::Str(s)) if s == "fp8" => w.dtype = Some(WeightType::Fp8),
             ("dtype", other) => problems.push(problem(
                 v.pos,
                 &p,
-                format!("expected int8 or int4, got {}", other.describe()),
+                format!("expected int8, int4 or fp8, got {}", other.describe()),
             )),
             ("per_channel", Kind::Bool(b)) => w.per_channel = Some(*b),
             ("axis", Kind::Int(a)) if *a >= 0 => w.axis = Some(*a as usize),
@@ -435,7 +436,7 @@ fn decode_weights(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Weigh
         ));
     }
     if w.block_size.is_some_and(|b| b > 0) {
-        if w.dtype == Some(WeightType::Int8) {
+        if matches!(w.dtype, Some(WeightType::Int8 | WeightType::Fp8)) {
             problems.push(problem(
                 node.pos,
                 path,

@@ -43,8 +43,8 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         path: "activations.dtype",
-        ty: Ty::Enum(&["int8", "uint8", "int16"]),
-        doc: "integer type of activations (int16: opset 21, not TensorRT)",
+        ty: Ty::Enum(&["int8", "uint8", "int16", "fp8"]),
+        doc: "type of activations (int16: opset 21, not TensorRT; fp8: float8 e4m3fn, symmetric, opset 19)",
     },
     Key {
         path: "activations.unsigned_when_nonnegative",
@@ -78,8 +78,8 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         path: "weights.dtype",
-        ty: Ty::Enum(&["int8", "int4"]),
-        doc: "integer type of weights (int4: opset 21, two values per byte)",
+        ty: Ty::Enum(&["int8", "int4", "fp8"]),
+        doc: "type of weights (int4: opset 21, two values per byte; fp8: float8 e4m3fn, opset 19)",
     },
     Key {
         path: "weights.per_channel",
@@ -484,7 +484,7 @@ mod tests {
         );
         assert!(
             text[2].starts_with(
-                "4:10: `activations.dtype`: `int7` is not one of int8, uint8, int16; did you mean `int8`?"
+                "4:10: `activations.dtype`: `int7` is not one of int8, uint8, int16, fp8; did you mean `int8`?"
             ),
             "{}",
             text[2]

@@ -100,6 +100,11 @@ pub fn i16_tensor(name: &str, dims: &[usize], values: &[i16]) -> TensorProto {
     with_raw(name, dims, DataType::Int16, raw)
 }
 
+/// A float8 e4m3fn initializer from its bytes (`params::to_fp8`).
+pub fn fp8_tensor(name: &str, dims: &[usize], bytes: &[u8]) -> TensorProto {
+    with_raw(name, dims, DataType::Float8e4m3fn, bytes.to_vec())
+}
+
 /// An int4 initializer: values in [-8, 7], two per byte, the first in the low nibble (ONNX's
 /// packing; an odd count leaves the last high nibble 0).
 pub fn i4_tensor(name: &str, dims: &[usize], values: &[i8]) -> TensorProto {

@@ -23,6 +23,8 @@ pub enum QType {
     Uint8,
     /// Opset 21; ONNX Runtime and OpenVINO, not TensorRT.
     Int16,
+    /// float8 e4m3fn (opset 19; TensorRT, ONNX Runtime): symmetric, `amax` at 448.
+    Fp8,
 }
 
 impl QType {
@@ -32,6 +34,7 @@ impl QType {
             QType::Int8 => (-128, 127),
             QType::Uint8 => (0, 255),
             QType::Int16 => (-32768, 32767),
+            QType::Fp8 => (-448, 448),
         }
     }
 
@@ -40,6 +43,7 @@ impl QType {
         match self {
             QType::Int8 | QType::Uint8 => 127.0,
             QType::Int16 => 32767.0,
+            QType::Fp8 => FP8_MAX as f64,
         }
     }
 
@@ -48,13 +52,14 @@ impl QType {
             QType::Int8 => "int8",
             QType::Uint8 => "uint8",
             QType::Int16 => "int16",
+            QType::Fp8 => "fp8",
         }
     }
 
     /// Zero-point of a symmetric range.
     pub fn mid(self) -> i32 {
         match self {
-            QType::Int8 | QType::Int16 => 0,
+            QType::Int8 | QType::Int16 | QType::Fp8 => 0,
             QType::Uint8 => 128,
         }
     }
@@ -68,6 +73,8 @@ pub enum WeightType {
     Int8,
     /// Symmetric, `amax` at 7 and -8 kept for clipped values; opset 21.
     Int4,
+    /// float8 e4m3fn, `amax` at 448; opset 19.
+    Fp8,
 }
 
 impl WeightType {
@@ -75,6 +82,7 @@ impl WeightType {
         match self {
             WeightType::Int8 => "int8",
             WeightType::Int4 => "int4",
+            WeightType::Fp8 => "fp8",
         }
     }
 }
@@ -98,10 +106,65 @@ fn usable(scale: f64) -> Option<f32> {
     (s.is_finite() && s >= f32::MIN_POSITIVE).then_some(s)
 }
 
+/// Largest finite float8 e4m3fn value.
+pub const FP8_MAX: f32 = 448.0;
+
+/// `x` as float8 e4m3fn (1 sign, 4 exponent bits with bias 7, 3 mantissa bits, no
+/// infinities), rounded to nearest even and saturated to ±448 as ONNX QuantizeLinear does with
+/// `saturate=1`; NaN stays NaN (0x7f).
+pub fn to_fp8(x: f32) -> u8 {
+    if x.is_nan() {
+        return 0x7f;
+    }
+    let sign = if x.is_sign_negative() { 0x80 } else { 0 };
+    let a = f64::from(x.abs());
+    if a >= f64::from(FP8_MAX) {
+        return sign | 0x7e;
+    }
+    let min_normal = 2f64.powi(-6);
+    if a < min_normal {
+        // subnormal: steps of 2^-9; 8 steps is the smallest normal (0x08)
+        let m = (a / 2f64.powi(-9)).round_ties_even() as u8;
+        return sign | m;
+    }
+    let mut e = a.log2().floor() as i32;
+    // log2 can land one off near powers of two
+    if 2f64.powi(e) > a {
+        e -= 1;
+    } else if 2f64.powi(e + 1) <= a {
+        e += 1;
+    }
+    let mut q = ((a / 2f64.powi(e) - 1.0) * 8.0).round_ties_even() as u8;
+    if q == 8 {
+        e += 1;
+        q = 0;
+    }
+    let biased = e + 7;
+    if biased > 15 || (biased == 15 && q == 7) {
+        return sign | 0x7e;
+    }
+    sign | ((biased as u8) << 3) | q
+}
+
+/// The value of a float8 e4m3fn byte.
+pub fn from_fp8(b: u8) -> f32 {
+    let sign = if b & 0x80 != 0 { -1.0 } else { 1.0 };
+    let (e, m) = (i32::from((b >> 3) & 0x0f), f64::from(b & 0x07));
+    if e == 15 && m == 7.0 {
+        return f32::NAN;
+    }
+    let v = if e == 0 {
+        m / 8.0 * 2f64.powi(-6)
+    } else {
+        (1.0 + m / 8.0) * 2f64.powi(e - 7)
+    };
+    (sign * v) as f32
+}
+
 /// Parameters for an activation observed in `[min, max]` (both finite).
 pub fn activation_params(min: f32, max: f32, scheme: ActivationScheme) -> QParams {
     let (qmin, qmax) = scheme.qtype.range();
-    if scheme.symmetric {
+    if scheme.symmetric || scheme.qtype == QType::Fp8 {
         let amax = (min as f64).abs().max((max as f64).abs());
         let scale = usable(amax / scheme.qtype.symmetric_steps()).unwrap_or(1.0);
         return QParams {
@@ -246,6 +309,38 @@ pub fn quantize_weight(
         scales: params.iter().map(|p| p.scale).collect(),
         axis,
     }
+}
+
+/// `data` (shape `dims`) as float8 e4m3fn bytes, one scale per channel of `axis` (or one):
+/// `amax / 448`, raised to a float16 value with `f16`.
+pub fn quantize_weight_fp8(
+    data: &[f32],
+    dims: &[usize],
+    axis: Option<usize>,
+    f16: bool,
+) -> (Vec<u8>, Vec<f32>) {
+    let (channels, inner) = match axis {
+        Some(a) => (dims[a], dims[a + 1..].iter().product::<usize>().max(1)),
+        None => (1, data.len().max(1)),
+    };
+    let channel = |i: usize| (i / inner) % channels;
+    let mut amax = vec![0f32; channels];
+    for (i, x) in data.iter().enumerate() {
+        amax[channel(i)] = amax[channel(i)].max(x.abs());
+    }
+    let scales: Vec<f32> = amax
+        .iter()
+        .map(|&a| {
+            let s = usable(f64::from(a) / f64::from(FP8_MAX)).unwrap_or(1.0);
+            if f16 { f16_ceil(s) } else { s }
+        })
+        .collect();
+    let bytes = data
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| to_fp8(x / scales[channel(i)]))
+        .collect();
+    (bytes, scales)
 }
 
 /// How an int4 weight shares scales.
@@ -520,6 +615,49 @@ mod tests {
             Just(S16),
             Just(A16)
         ]
+    }
+
+    #[test]
+    fn fp8_e4m3_rounds_to_nearest_even_and_saturates() {
+        // every byte but NaN decodes and encodes back to itself
+        for b in 0..=255u8 {
+            let v = from_fp8(b);
+            if v.is_nan() {
+                continue;
+            }
+            let back = to_fp8(v);
+            assert!(
+                back == b || (v == 0.0 && back & 0x7f == 0),
+                "{b:#04x} -> {v} -> {back:#04x}"
+            );
+        }
+        assert_eq!(from_fp8(0x7e), 448.0);
+        assert_eq!(to_fp8(1000.0), 0x7e);
+        assert_eq!(to_fp8(-f32::INFINITY), 0xfe);
+        assert_eq!(
+            to_fp8(460.0),
+            0x7e,
+            "past 448 saturates rather than meeting NaN"
+        );
+        // 1 + 1/16 lies halfway between 1 and 1.125: even mantissa (1) wins
+        assert_eq!(from_fp8(to_fp8(1.0625)), 1.0);
+        assert_eq!(from_fp8(to_fp8(1.1875)), 1.25);
+        // subnormals: steps of 2^-9
+        assert_eq!(from_fp8(to_fp8(3.0 * 2f32.powi(-9))), 3.0 * 2f32.powi(-9));
+        assert_eq!(from_fp8(to_fp8(2f32.powi(-11))), 0.0);
+        let p = activation_params(
+            -3.0,
+            2.0,
+            ActivationScheme {
+                qtype: QType::Fp8,
+                symmetric: false,
+            },
+        );
+        assert_eq!(
+            (p.scale, p.zero_point),
+            (3.0 / 448.0, 0),
+            "fp8 is symmetric"
+        );
     }
 
     #[test]

@@ -67,7 +67,7 @@ const ENTROPY_LEVELS: usize = 128;
 /// histogram has fewer bins than levels, and the search keeps the whole range.
 fn entropy_levels(q: QType) -> usize {
     match q {
-        QType::Int8 | QType::Uint8 => ENTROPY_LEVELS,
+        QType::Int8 | QType::Uint8 | QType::Fp8 => ENTROPY_LEVELS,
         QType::Int16 => 32768,
     }
 }

@@ -174,12 +174,23 @@ pub fn plan(
     if config.weight_only {
         weight_only(&mut plan);
     }
-    let wide = plan.weights.iter().any(|w| w.dtype == WeightType::Int4)
-        || plan
-            .activations
-            .iter()
-            .any(|a| a.settings.qtype.unwrap_or(config.activation.qtype) == QType::Int16);
-    match plan_opset(model, &mut plan.weights, &mut plan.notes, wide) {
+    let act_types: Vec<QType> = plan
+        .activations
+        .iter()
+        .map(|a| a.settings.qtype.unwrap_or(config.activation.qtype))
+        .collect();
+    let needed = if plan.weights.iter().any(|w| w.dtype == WeightType::Int4)
+        || act_types.contains(&QType::Int16)
+    {
+        Some((WIDE_OPSET, "int4 weights or int16 activations"))
+    } else if plan.weights.iter().any(|w| w.dtype == WeightType::Fp8)
+        || act_types.contains(&QType::Fp8)
+    {
+        Some((FP8_OPSET, "float8 weights or activations"))
+    } else {
+        None
+    };
+    match plan_opset(model, &mut plan.weights, &mut plan.notes, needed) {
         Ok(up) => plan.upgrade = up,
         Err(blocked) => plan.blocked = Some(blocked),
     }
@@ -246,41 +257,42 @@ fn weight_only(plan: &mut QuantPlan) {
     }
 }
 
-/// Opset 21 for int4 weights or int16 activations (`wide`): plan the upgrade, or `Err` naming
-/// what blocks it.
+/// The opset the types need (21 for int4 weights or int16 activations, 19 for float8), with
+/// what needs it: plan the upgrade, or `Err` naming what blocks it.
 fn plan_opset(
     model: &ModelProto,
     weights: &mut [WeightSite],
     notes: &mut Vec<String>,
-    wide: bool,
+    needed: Option<(i64, &str)>,
 ) -> Result<Option<ir::OpsetUpgrade>, String> {
     let opset = ir::default_opset(model).unwrap_or(0);
-    if !wide {
+    let Some((target, why)) = needed else {
         return Ok(plan_opset_13(model, weights, notes));
-    }
-    if opset >= WIDE_OPSET {
+    };
+    if opset >= target {
         return Ok(None);
     }
     let index = ir::Index::new(model.graph.as_ref().expect("loaded models have a graph"));
-    match ir::plan_upgrade(model, &mut ir::Names::new(&index), WIDE_OPSET) {
+    match ir::plan_upgrade(model, &mut ir::Names::new(&index), target) {
         Ok(up) => {
-            notes.push(format!(
-                "opset raised from {opset} to {WIDE_OPSET} for int4 weights or int16 activations"
-            ));
+            notes.push(format!("opset raised from {opset} to {target} for {why}"));
             if !up.converted.is_empty() {
                 notes.push(format!(
-                    "converted to opset {WIDE_OPSET}: {}",
+                    "converted to opset {target}: {}",
                     up.converted.join(", ")
                 ));
             }
             Ok(Some(up))
         }
         Err(blockers) => Err(format!(
-            "int4 weights and int16 activations need opset {WIDE_OPSET}, and raising opset {opset} is blocked by {}",
+            "{why} need opset {target}, and raising opset {opset} is blocked by {}",
             blockers.join("; ")
         )),
     }
 }
+
+/// The opset whose QuantizeLinear and DequantizeLinear take float8.
+pub const FP8_OPSET: i64 = 19;
 
 /// The opset whose QuantizeLinear and DequantizeLinear take int4, int16 and blocks.
 pub const WIDE_OPSET: i64 = 21;

@@ -6,8 +6,8 @@
 
 use crate::error::Error;
 use crate::ir::{Index, Names, Patch, Placement};
-use crate::onnx::tensor::{f32_data, f32_tensor, i8_tensor, i16_tensor, u8_tensor};
-use crate::params::{QParams, QType, quantize};
+use crate::onnx::tensor::{f32_data, f32_tensor, fp8_tensor, i8_tensor, i16_tensor, u8_tensor};
+use crate::params::{QParams, QType, quantize, to_fp8};
 use crate::policy::QuantPlan;
 use crate::proto::ModelProto;
 
@@ -37,6 +37,7 @@ pub(super) fn insert_qdq(
             QType::Int8 => i8_tensor(&n.zero_point, &[], &[p.zero_point as i8]),
             QType::Uint8 => u8_tensor(&n.zero_point, &[], &[p.zero_point as u8]),
             QType::Int16 => i16_tensor(&n.zero_point, &[], &[p.zero_point as i16]),
+            QType::Fp8 => fp8_tensor(&n.zero_point, &[], &[0]),
         });
         let dq = n.node(&mut names, t, "DequantizeLinear", None);
         if let Some(init) = index.initializer(t) {
@@ -141,6 +142,14 @@ fn quantized_tensor(
             &data
                 .iter()
                 .map(|&x| quantize(x, p, range) as i16)
+                .collect::<Vec<_>>(),
+        ),
+        QType::Fp8 => fp8_tensor(
+            name,
+            dims,
+            &data
+                .iter()
+                .map(|&x| to_fp8(x / p.scale))
                 .collect::<Vec<_>>(),
         ),
     }

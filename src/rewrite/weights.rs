@@ -8,8 +8,12 @@ use std::collections::HashMap;
 
 use crate::error::Error;
 use crate::ir::{Index, Names, Patch, Placement};
-use crate::onnx::tensor::{f32_data, f32_tensor, i4_tensor, i8_tensor, i32_tensor, is_external};
-use crate::params::{Int4Layout, WeightType, quantize_weight, quantize_weight_int4};
+use crate::onnx::tensor::{
+    f32_data, f32_tensor, fp8_tensor, i4_tensor, i8_tensor, i32_tensor, is_external,
+};
+use crate::params::{
+    Int4Layout, WeightType, quantize_weight, quantize_weight_fp8, quantize_weight_int4,
+};
 use crate::policy::{BiasSite, QuantPlan};
 use crate::proto::ModelProto;
 
@@ -95,6 +99,18 @@ pub(super) fn quantize_weights(
                 let param_dims = site.axis.map(|_| vec![q.scales.len()]).unwrap_or_default();
                 let values = i8_tensor(&n.quantized, &dims, &q.values);
                 let zeros = i8_tensor(&n.zero_point, &param_dims, &vec![0; q.scales.len()]);
+                (q, param_dims, site.axis, values, zeros)
+            }
+            WeightType::Fp8 => {
+                let (bytes, scales) = quantize_weight_fp8(&data, &dims, site.axis, act.f16_scales);
+                let param_dims = site.axis.map(|_| vec![scales.len()]).unwrap_or_default();
+                let values = fp8_tensor(&n.quantized, &dims, &bytes);
+                let zeros = fp8_tensor(&n.zero_point, &param_dims, &vec![0; scales.len()]);
+                let q = crate::params::QuantizedWeight {
+                    values: Vec::new(),
+                    scales,
+                    axis: site.axis,
+                };
                 (q, param_dims, site.axis, values, zeros)
             }
             WeightType::Int4 => {

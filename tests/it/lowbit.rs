@@ -457,3 +457,47 @@ fn smoothquant_moves_outliers_into_the_weights() {
     ]);
     assert_eq!(code(&o), 2, "{}", stderr(&o));
 }
+
+/// float8 e4m3 activations and weights (the tensorrt target): float8 zero-points of 0, opset
+/// 19, no TensorRT-rule violation; contradictory settings are usage errors.
+#[test]
+fn fp8_activations_and_weights_for_tensorrt() {
+    let dir = scratch();
+    let out = dir.path().join("q.onnx");
+    let vit = fixture("vit/vit.onnx");
+    let fp8 = ["--activation-type", "fp8", "--weight-type", "fp8"];
+    quantize_ok(&vit, &fixture(DIGITS_CALIB), &out, &fp8);
+    let m = load_model(&out);
+    assert_eq!(opset(&m), 19);
+    let qs = nodes(&m, "QuantizeLinear");
+    assert!(!qs.is_empty());
+    for n in qs.iter().chain(nodes(&m, "DequantizeLinear").iter()) {
+        let zp = init(&m, &n.input[2]);
+        assert_eq!(
+            zp.data_type(),
+            DataType::Float8e4m3fn as i32,
+            "{}",
+            n.name()
+        );
+        assert!(zp.raw_data.as_ref().unwrap().iter().all(|&b| b == 0));
+    }
+    let (dq, q) = weight_dq(&m, "b0.q.w");
+    assert_eq!(q.data_type(), DataType::Float8e4m3fn as i32);
+    assert_eq!(attr(dq, "axis"), Some(1));
+    let o = run(["check", s(&out), "--target", "tensorrt"]);
+    assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stdout));
+
+    let calib = fixture(DIGITS_CALIB);
+    for (extra, want) in [
+        (&["--asymmetric"][..], "has no zero-point but 0"),
+        (&["--target", "ort"][..], "float8 contradicts `bias: int32`"),
+        (&["--per-layer"][..], "float8 is not simulated yet"),
+    ] {
+        let mut args = vec![s(&vit), s(&out), "--calib", s(&calib)];
+        args.extend_from_slice(&fp8);
+        args.extend_from_slice(extra);
+        let o = run(&args);
+        assert_eq!(code(&o), 2, "{}", stderr(&o));
+        assert!(stderr(&o).contains(want), "{}", stderr(&o));
+    }
+}
