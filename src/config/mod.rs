@@ -277,6 +277,7 @@ impl Resolved {
                 min_matmul_dim: self.number("placement.min_matmul_dim") as usize,
                 fold_batchnorm: self.bool("placement.fold_batchnorm"),
                 fold_relu: self.bool("placement.fold_relu"),
+                embeddings: self.bool("placement.embeddings"),
             },
         }
     }
@@ -317,6 +318,8 @@ pub struct Placement {
     pub min_matmul_dim: usize,
     pub fold_batchnorm: bool,
     pub fold_relu: bool,
+    /// Gather tables stored int8 per row.
+    pub embeddings: bool,
 }
 
 /// Everything that decides how a model is quantized.

@@ -186,6 +186,11 @@ pub const KEYS: &[Key] = &[
         ty: Ty::Bool,
         doc: "drop a Relu after a quantized output when the quantized range clamps at 0 exactly (asymmetric or unsigned)",
     },
+    Key {
+        path: "placement.embeddings",
+        ty: Ty::Bool,
+        doc: "a Gather from a constant float table (an embedding) reads it as int8, one scale per row",
+    },
 ];
 
 /// A setting's value.

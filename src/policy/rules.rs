@@ -321,7 +321,28 @@ impl<'a> Builder<'a> {
         if op == "Add" && p.residual_add != ResidualAdd::None {
             return self.residual(id);
         }
+        if op == "Gather" && p.embeddings {
+            return self.embedding(id);
+        }
         self.float(id, format!("not quantized by the {target} placement"));
+    }
+
+    /// A Gather from a constant float table of rank 2 (an embedding): the table becomes an int8
+    /// weight with one scale per row (axis 0), so each looked-up vector keeps its own scale.
+    fn embedding(&mut self, id: NodeId) {
+        let node = &self.graph.node[id];
+        let target = self.config.target.clone();
+        let rank2 = |rank: usize| (rank == 2).then_some(0);
+        match self.classify(node, 0, rank2) {
+            Ok(Input::Weight(w, axis)) if axis.is_some() => {
+                self.use_weight(&w, id, 0, axis);
+                self.quantized(
+                    id,
+                    Some("embedding table int8, one scale per row (placement.embeddings)".into()),
+                );
+            }
+            _ => self.float(id, format!("not quantized by the {target} placement")),
+        }
     }
 
     /// The dims of `name`, `None` where unknown or symbolic.

@@ -802,3 +802,15 @@ fn fp8_vision_transformer_runs_everywhere() {
         assert!(drop <= 0.02, "{runtime}: fp8 drops {drop:.4}: {m}");
     }
 }
+
+/// An int8 embedding table (DequantizeLinear per row → Gather) runs in ONNX Runtime and
+/// OpenVINO close to fp32, and TensorRT-RTX builds the tensorrt output.
+#[test]
+fn int8_embeddings_run_everywhere() {
+    let (model, calib) = ("models/embedding.onnx", "models/embedding_calib.npy");
+    let (_d, q) = quantized(model, calib, &[]);
+    let r = check_everywhere(&q, model, calib, &[]);
+    assert_runs_close(&r, "ort", 30.0);
+    assert_runs_close(&r, "openvino", 30.0);
+    assert_trt_accepts(&r);
+}

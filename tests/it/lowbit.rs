@@ -501,3 +501,44 @@ fn fp8_activations_and_weights_for_tensorrt() {
         assert!(stderr(&o).contains(want), "{}", stderr(&o));
     }
 }
+
+/// An embedding table read by Gather is stored int8 with one scale per row (axis 0), in every
+/// preset; the output stays close to fp32.
+#[test]
+fn embedding_tables_are_int8_per_row() {
+    let dir = scratch();
+    let model = fixture("models/embedding.onnx");
+    for target in ["tensorrt", "ort", "openvino"] {
+        let out = dir.path().join("q.onnx");
+        quantize_ok(
+            &model,
+            &fixture("models/embedding_calib.npy"),
+            &out,
+            &["--target", target],
+        );
+        let m = load_model(&out);
+        let (dq, q) = weight_dq(&m, "embed.table");
+        assert_eq!(q.data_type(), DataType::Int8 as i32, "{target}");
+        assert_eq!(attr(dq, "axis"), Some(0), "{target}");
+        assert_eq!(
+            init(&m, &dq.input[1]).dims,
+            vec![100],
+            "{target}: a scale per row"
+        );
+        let gather = nodes(&m, "Gather")[0];
+        assert_eq!(gather.input[0], dq.output[0], "{target}");
+        let e = dir.path().join("e.json");
+        let o = run([
+            "eval",
+            s(&model),
+            s(&out),
+            "--data",
+            s(&fixture("models/embedding_calib.npy")),
+            "--json",
+            s(&e),
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let db = json(&e)["outputs"][0]["sqnr_db"].as_f64().unwrap();
+        assert!(db > 30.0, "{target}: {db} dB");
+    }
+}
