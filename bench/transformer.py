@@ -38,6 +38,8 @@ ONNX_QUANT = [
     ("onnx-quant int4 weight-only, blocks of 16", ["--weight-only", "--weight-type", "int4", "--block-size", "16"]),
     ("onnx-quant int4 weight-only, blocks of 32", ["--weight-only", "--weight-type", "int4", "--block-size", "32"]),
     ("onnx-quant int4 weight-only, per channel", ["--weight-only", "--weight-type", "int4"]),
+    ("onnx-quant uint4 weight-only, blocks of 16 (ort)",
+     ["--weight-only", "--weight-type", "uint4", "--block-size", "16", "--target", "ort"]),
 ]
 ORT = [("ORT quantize_static MinMax", "minmax"), ("ORT quantize_static Entropy", "entropy"),
        ("ORT quantize_static Percentile", "percentile")]

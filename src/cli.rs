@@ -383,6 +383,7 @@ pub enum FallbackArg {
 pub enum WeightTypeArg {
     Int8,
     Int4,
+    Uint4,
     Fp8,
 }
 

@@ -101,7 +101,7 @@ pub fn explain(ex: &Explained, resolved: &Resolved) -> String {
             let mut by = w.decided_by.clone();
             let keys = match (w.dtype, w.block) {
                 (WeightType::Int8, _) => &["weights.per_channel"][..],
-                (WeightType::Int4 | WeightType::Fp8, None) => {
+                (WeightType::Int4 | WeightType::Uint4 | WeightType::Fp8, None) => {
                     &["weights.dtype", "weights.per_channel"]
                 }
                 (_, Some(_)) => &["weights.dtype", "weights.block_size"],
@@ -115,6 +115,7 @@ pub fn explain(ex: &Explained, resolved: &Resolved) -> String {
             let range = match w.dtype {
                 WeightType::Int8 => "int8 [-127, 127]",
                 WeightType::Int4 => "int4 [-8, 7]",
+                WeightType::Uint4 => "uint4 [0, 15] with zero-points",
                 WeightType::Fp8 => "fp8 e4m3 [-448, 448]",
             };
             let _ = writeln!(

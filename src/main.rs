@@ -463,11 +463,16 @@ fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Settings, Erro
             from("activations.symmetric")
         )));
     }
-    if config.block_size > 0 && config.weight_type != onnx_quant::params::WeightType::Int4 {
+    if config.block_size > 0
+        && !matches!(
+            config.weight_type,
+            onnx_quant::params::WeightType::Int4 | onnx_quant::params::WeightType::Uint4
+        )
+    {
         let from = |k: &str| resolved.values.get(k).map_or("", |(_, src)| src.as_str());
         return Err(usage(format!(
-            "`weights.block_size: {}` ({}) needs `weights.dtype: int4` ({} says int8): \
-             blocks are for int4 weights",
+            "`weights.block_size: {}` ({}) needs `weights.dtype: int4` or `uint4` ({} says otherwise): \
+             blocks are for 4-bit weights",
             config.block_size,
             from("weights.block_size"),
             from("weights.dtype")

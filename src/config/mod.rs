@@ -248,6 +248,7 @@ impl Resolved {
             per_channel: self.bool("weights.per_channel"),
             weight_type: match self.word("weights.dtype") {
                 "int4" => WeightType::Int4,
+                "uint4" => WeightType::Uint4,
                 "fp8" => WeightType::Fp8,
                 _ => WeightType::Int8,
             },

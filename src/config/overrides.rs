@@ -397,10 +397,14 @@ fn decode_weights(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Weigh
             ("dtype", Kind::Str(s)) if s == "int8" => w.dtype = Some(WeightType::Int8),
             ("dtype", Kind::Str(s)) if s == "int4" => w.dtype = Some(WeightType::Int4),
             ("dtype", Kind::Str(s)) if s == "fp8" => w.dtype = Some(WeightType::Fp8),
+            ("dtype", Kind::Str(s)) if s == "uint4" => w.dtype = Some(WeightType::Uint4),
             ("dtype", other) => problems.push(problem(
                 v.pos,
                 &p,
-                format!("expected int8, int4 or fp8, got {}", other.describe()),
+                format!(
+                    "expected int8, int4, uint4 or fp8, got {}",
+                    other.describe()
+                ),
             )),
             ("per_channel", Kind::Bool(b)) => w.per_channel = Some(*b),
             ("axis", Kind::Int(a)) if *a >= 0 => w.axis = Some(*a as usize),
@@ -440,7 +444,7 @@ fn decode_weights(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Weigh
             problems.push(problem(
                 node.pos,
                 path,
-                "`block_size` needs `dtype: int4` (blocks are for int4 weights)",
+                "`block_size` needs `dtype: int4` or `uint4` (blocks are for 4-bit weights)",
             ));
         }
         if w.axis.is_some() {

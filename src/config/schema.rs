@@ -78,8 +78,8 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         path: "weights.dtype",
-        ty: Ty::Enum(&["int8", "int4", "fp8"]),
-        doc: "type of weights (int4: opset 21, two values per byte; fp8: float8 e4m3fn, opset 19)",
+        ty: Ty::Enum(&["int8", "int4", "uint4", "fp8"]),
+        doc: "type of weights (int4 / uint4 with zero-points: opset 21, two values per byte; fp8: float8 e4m3fn, opset 19)",
     },
     Key {
         path: "weights.per_channel",

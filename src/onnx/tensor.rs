@@ -133,6 +133,13 @@ pub fn i64_data(t: &TensorProto) -> Result<Vec<i64>, String> {
     }
 }
 
+/// A uint4 initializer: values in [0, 15], packed as [`i4_tensor`] packs.
+pub fn u4_tensor(name: &str, dims: &[usize], values: &[i8]) -> TensorProto {
+    let mut t = i4_tensor(name, dims, values);
+    t.data_type = Some(DataType::Uint4 as i32);
+    t
+}
+
 /// An int64 initializer (used for axes moved from attributes to inputs).
 pub fn i64_tensor(name: &str, dims: &[usize], values: &[i64]) -> TensorProto {
     let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();

@@ -75,6 +75,8 @@ pub enum WeightType {
     Int4,
     /// float8 e4m3fn, `amax` at 448; opset 19.
     Fp8,
+    /// Asymmetric, [0, 15] with a zero-point per scale; opset 21 (ONNX Runtime, OpenVINO).
+    Uint4,
 }
 
 impl WeightType {
@@ -83,6 +85,7 @@ impl WeightType {
             WeightType::Int8 => "int8",
             WeightType::Int4 => "int4",
             WeightType::Fp8 => "fp8",
+            WeightType::Uint4 => "uint4",
         }
     }
 }
@@ -245,6 +248,8 @@ pub struct QuantizedWeight {
     pub values: Vec<i8>,
     pub scales: Vec<f32>,
     pub axis: Option<usize>,
+    /// One per scale (uint4); empty: all 0.
+    pub zero_points: Vec<i32>,
 }
 
 /// Round half to even for |x| < 2^22, without relying on the CPU's rounding instruction
@@ -308,6 +313,7 @@ pub fn quantize_weight(
         values,
         scales: params.iter().map(|p| p.scale).collect(),
         axis,
+        zero_points: Vec::new(),
     }
 }
 
@@ -387,6 +393,21 @@ pub fn quantize_weight_int4(
     f16: bool,
     search: bool,
 ) -> QuantizedWeight {
+    quantize_weight_4bit(data, dims, layout, floors, f16, search, false)
+}
+
+/// [`quantize_weight_int4`], or with `unsigned` uint4: per group the range `[lo, hi]` widened
+/// to include 0, `scale = (hi - lo) / 15`, zero-point `round(-lo / scale)` in [0, 15], values
+/// in [0, 15]; the search shrinks both ends by the same ratio.
+pub fn quantize_weight_4bit(
+    data: &[f32],
+    dims: &[usize],
+    layout: Int4Layout,
+    floors: &[f32],
+    f16: bool,
+    search: bool,
+    unsigned: bool,
+) -> QuantizedWeight {
     let (axis, inner) = match layout {
         Int4Layout::PerTensor => (None, 1),
         Int4Layout::PerChannel(a) | Int4Layout::Blocks { axis: a, .. } => {
@@ -409,40 +430,56 @@ pub fn quantize_weight_int4(
         Int4Layout::PerChannel(_) => g,
         _ => 0,
     };
-    let mut amax = vec![0f32; groups.max(1)];
+    let n = groups.max(1);
+    let (mut lo, mut hi) = (vec![0f32; n], vec![0f32; n]);
     for (i, &x) in data.iter().enumerate() {
         let g = group_of(i);
-        amax[g] = amax[g].max(x.abs());
+        lo[g] = lo[g].min(x);
+        hi[g] = hi[g].max(x);
     }
     let floor = |g: usize| {
         let c = channel_of(g);
         floors.get(c).or(floors.first()).copied().unwrap_or(0.0)
     };
-    let scale_for = |g: usize, ratio: f64| -> f32 {
-        let s = usable(f64::from(amax[g]) * ratio / 7.0)
-            .unwrap_or(1.0)
-            .max(floor(g));
-        if f16 { f16_ceil(s) } else { s }
+    // (scale, zero-point) of group `g` with its range shrunk by `ratio`
+    let params_for = |g: usize, ratio: f64| -> (f32, i32) {
+        let span = if unsigned {
+            (f64::from(hi[g]) - f64::from(lo[g])) / 15.0
+        } else {
+            f64::from(lo[g].abs().max(hi[g].abs())) / 7.0
+        };
+        let s = usable(span * ratio).unwrap_or(1.0).max(floor(g));
+        let s = if f16 { f16_ceil(s) } else { s };
+        let zp = if unsigned {
+            (-(f64::from(lo[g]) * ratio) / f64::from(s))
+                .round_ties_even()
+                .clamp(0.0, 15.0) as i32
+        } else {
+            0
+        };
+        (s, zp)
     };
-    let q = |x: f32, s: f32| round_even_small(x / s).clamp(-8.0, 7.0);
-    let mut scales: Vec<f32> = (0..amax.len()).map(|g| scale_for(g, 1.0)).collect();
+    let (qmin, qmax) = if unsigned { (0.0, 15.0) } else { (-8.0, 7.0) };
+    let q = |x: f32, (s, zp): (f32, i32)| (round_even_small(x / s) + zp as f32).clamp(qmin, qmax);
+    let mut params: Vec<(f32, i32)> = (0..n).map(|g| params_for(g, 1.0)).collect();
     if search {
-        let mut best = vec![f64::INFINITY; amax.len()];
-        let mut err = vec![0f64; amax.len()];
+        let mut best = vec![f64::INFINITY; n];
+        let mut err = vec![0f64; n];
         for k in 0..CLIP_RATIOS {
             let ratio = 1.0 - 0.025 * k as f64;
-            let cand: Vec<f32> = (0..amax.len()).map(|g| scale_for(g, ratio)).collect();
+            let cand: Vec<(f32, i32)> = (0..n).map(|g| params_for(g, ratio)).collect();
             err.iter_mut().for_each(|e| *e = 0.0);
             for (i, &x) in data.iter().enumerate() {
                 let g = group_of(i);
-                let d = f64::from(x) - f64::from(q(x, cand[g]) * cand[g]);
+                let (s, zp) = cand[g];
+                let d = f64::from(x) - f64::from((q(x, cand[g]) - zp as f32) * s);
                 err[g] += d * d;
             }
-            for g in 0..amax.len() {
+            for g in 0..n {
                 // strictly better only: ties keep the larger (unclipped) scale
                 if err[g] < best[g] {
                     best[g] = err[g];
-                    scales[g] = cand[g];
+                    params[g] = cand[g];
                 }
             }
         }
@@ -450,10 +487,16 @@ pub fn quantize_weight_int4(
     let values = data
         .iter()
         .enumerate()
-        .map(|(i, &x)| q(x, scales[group_of(i)]) as i8)
+        .map(|(i, &x)| q(x, params[group_of(i)]) as i8)
         .collect();
+    let scales = params.iter().map(|p| p.0).collect();
     QuantizedWeight {
         values,
+        zero_points: if unsigned {
+            params.iter().map(|p| p.1).collect()
+        } else {
+            Vec::new()
+        },
         scales,
         axis,
     }

@@ -179,7 +179,10 @@ pub fn plan(
         .iter()
         .map(|a| a.settings.qtype.unwrap_or(config.activation.qtype))
         .collect();
-    let needed = if plan.weights.iter().any(|w| w.dtype == WeightType::Int4)
+    let needed = if plan
+        .weights
+        .iter()
+        .any(|w| matches!(w.dtype, WeightType::Int4 | WeightType::Uint4))
         || act_types.contains(&QType::Int16)
     {
         Some((WIDE_OPSET, "int4 weights or int16 activations"))
@@ -202,7 +205,7 @@ pub fn plan(
 /// int32 scale needs one weight scale per channel).
 fn resolve_blocks(plan: &mut QuantPlan) {
     for w in &mut plan.weights {
-        if w.dtype != WeightType::Int4 || w.block_size == 0 {
+        if !matches!(w.dtype, WeightType::Int4 | WeightType::Uint4) || w.block_size == 0 {
             continue;
         }
         let bs = w.block_size;

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use crate::error::Error;
 use crate::ir::{Index, Names, Patch, Placement};
 use crate::onnx::tensor::{
-    f32_data, f32_tensor, fp8_tensor, i4_tensor, i8_tensor, i32_tensor, is_external,
+    f32_data, f32_tensor, fp8_tensor, i4_tensor, i8_tensor, i32_tensor, is_external, u4_tensor,
 };
 use crate::params::{
-    Int4Layout, WeightType, quantize_weight, quantize_weight_fp8, quantize_weight_int4,
+    Int4Layout, WeightType, quantize_weight, quantize_weight_4bit, quantize_weight_fp8,
 };
 use crate::policy::{BiasSite, QuantPlan};
 use crate::proto::ModelProto;
@@ -110,26 +110,39 @@ pub(super) fn quantize_weights(
                     values: Vec::new(),
                     scales,
                     axis: site.axis,
+                    zero_points: Vec::new(),
                 };
                 (q, param_dims, site.axis, values, zeros)
             }
-            WeightType::Int4 => {
+            WeightType::Int4 | WeightType::Uint4 => {
                 let layout = match (site.block, site.axis) {
                     (Some((axis, size)), _) => Int4Layout::Blocks { axis, size },
                     (None, Some(a)) => Int4Layout::PerChannel(a),
                     (None, None) => Int4Layout::PerTensor,
                 };
-                let q = quantize_weight_int4(
+                let unsigned = site.dtype == WeightType::Uint4;
+                let q = quantize_weight_4bit(
                     &data,
                     &dims,
                     layout,
                     floor,
                     act.f16_scales,
                     act.clip_search,
+                    unsigned,
                 );
                 let param_dims = layout.scale_dims(&dims);
-                let values = i4_tensor(&n.quantized, &dims, &q.values);
-                let zeros = i4_tensor(&n.zero_point, &param_dims, &vec![0; q.scales.len()]);
+                let (values, zeros) = if unsigned {
+                    let zps: Vec<i8> = q.zero_points.iter().map(|&z| z as i8).collect();
+                    (
+                        u4_tensor(&n.quantized, &dims, &q.values),
+                        u4_tensor(&n.zero_point, &param_dims, &zps),
+                    )
+                } else {
+                    (
+                        i4_tensor(&n.quantized, &dims, &q.values),
+                        i4_tensor(&n.zero_point, &param_dims, &vec![0; q.scales.len()]),
+                    )
+                };
                 let axis = q.axis;
                 (q, param_dims, axis, values, zeros)
             }

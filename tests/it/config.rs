@@ -100,7 +100,7 @@ fn every_mistake_is_reported_at_once() {
   mistakes.yaml:5:14: `activations.symmetric`: expected true or false, got the string `maybe`
   mistakes.yaml:7:3: `weights.per_chanel`: unknown key `per_chanel`, did you mean `per_channel`?
   mistakes.yaml:12:18: `overrides[1].activations`: zero-point 3 contradicts `symmetric: true` (which means 0)
-  mistakes.yaml:14:14: `overrides[2].weights`: `block_size` needs `dtype: int4` (blocks are for int4 weights)
+  mistakes.yaml:14:14: `overrides[2].weights`: `block_size` needs `dtype: int4` or `uint4` (blocks are for 4-bit weights)
 ";
     assert_eq!(err, want);
     assert!(!out.exists());

@@ -717,6 +717,32 @@ fn vision_transformer_keeps_its_accuracy_in_int8_and_int4() {
             assert!(drop <= 0.02, "{runtime} {mode:?}: drops {drop:.4}: {m}");
         }
     }
+    // uint4 (TensorRT takes signed int4 only): ONNX Runtime, fused into MatMulNBits, and OpenVINO
+    let q = dir.path().join("u4.onnx");
+    let o = run([
+        &f(VIT),
+        &*q.to_string_lossy(),
+        "--weight-only",
+        "--weight-type",
+        "uint4",
+        "--block-size",
+        "16",
+        "--target",
+        "ort",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r = check(
+        &q,
+        &[&labelled[..], &["--ort", "--openvino", "--ort-fused"]].concat(),
+    );
+    assert_checker(&r);
+    let weights = nodes(&load_model(&q), "DequantizeLinear").len();
+    assert_eq!(r["ort_fused"]["MatMulNBits"], weights, "{}", r["ort_fused"]);
+    for runtime in ["ort", "openvino"] {
+        let m = &r[runtime];
+        let drop = m["ref_top1"].as_f64().unwrap() - m["top1"].as_f64().unwrap();
+        assert!(drop <= 0.02, "{runtime} uint4: drops {drop:.4}: {m}");
+    }
 }
 
 /// The attention-mask model from every preset runs in ONNX Runtime and OpenVINO close to fp32

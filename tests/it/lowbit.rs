@@ -542,3 +542,58 @@ fn embedding_tables_are_int8_per_row() {
         assert!(db > 30.0, "{target}: {db} dB");
     }
 }
+
+/// uint4 weights: asymmetric, a zero-point in [0, 15] per block, packed like int4; closer to
+/// fp32 than symmetric int4 on the ViT in blocks of 16.
+#[test]
+fn uint4_blocks_carry_their_zero_points() {
+    let dir = scratch();
+    let vit = fixture("vit/vit.onnx");
+    let (u4, i4) = (dir.path().join("u4.onnx"), dir.path().join("i4.onnx"));
+    for (out, ty) in [(&u4, "uint4"), (&i4, "int4")] {
+        let o = run([
+            s(&vit),
+            s(out),
+            "--weight-only",
+            "--weight-type",
+            ty,
+            "--block-size",
+            "16",
+            "--target",
+            "ort",
+            "-q",
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+    }
+    let m = load_model(&u4);
+    let (dq, q) = weight_dq(&m, "b0.ff1.w");
+    assert_eq!(q.data_type(), DataType::Uint4 as i32);
+    assert_eq!(
+        (attr(dq, "axis"), attr(dq, "block_size")),
+        (Some(0), Some(16))
+    );
+    let zp = init(&m, &dq.input[2]);
+    assert_eq!(zp.data_type(), DataType::Uint4 as i32);
+    assert_eq!(
+        zp.dims,
+        vec![2, 64],
+        "one zero-point per block of the 32 x 64 weight"
+    );
+    assert!(zp.raw_data.as_ref().unwrap().iter().any(|&b| b != 0));
+    let eval = |model: &Path| {
+        let e = dir.path().join("e.json");
+        let o = run([
+            "eval",
+            s(&vit),
+            s(model),
+            "--data",
+            s(&fixture("digits/eval_x.npy")),
+            "--json",
+            s(&e),
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        json(&e)["outputs"][0]["sqnr_db"].as_f64().unwrap()
+    };
+    let (u, i) = (eval(&u4), eval(&i4));
+    assert!(u > i, "uint4 {u} dB, int4 {i} dB");
+}
