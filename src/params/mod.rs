@@ -381,24 +381,12 @@ impl Int4Layout {
 /// Clipping ratios the int4 search tries: the scale is `ratio · amax / 7`.
 const CLIP_RATIOS: usize = 20;
 
-/// Quantizes `data` (row-major, shape `dims`) to int4 in [-8, 7], symmetric, one scale per
-/// group of `layout`: `amax / 7`, or with `search` the scale among `r · amax / 7` (r = 1, 0.975,
-/// ..., 0.525) with the least squared error over the group (rounding against clipping).
-/// `floors` and `f16` as for [`quantize_weight`] (floors per channel, for int32 biases).
-pub fn quantize_weight_int4(
-    data: &[f32],
-    dims: &[usize],
-    layout: Int4Layout,
-    floors: &[f32],
-    f16: bool,
-    search: bool,
-) -> QuantizedWeight {
-    quantize_weight_4bit(data, dims, layout, floors, f16, search, false)
-}
-
-/// [`quantize_weight_int4`], or with `unsigned` uint4: per group the range `[lo, hi]` widened
-/// to include 0, `scale = (hi - lo) / 15`, zero-point `round(-lo / scale)` in [0, 15], values
-/// in [0, 15]; the search shrinks both ends by the same ratio.
+/// Quantizes `data` (row-major, shape `dims`) to 4 bits, one scale per group of `layout`.
+/// int4: symmetric in [-8, 7], `amax / 7`. uint4 (`unsigned`): the range `[lo, hi]` widened to
+/// include 0, `scale = (hi - lo) / 15`, zero-point `round(-lo / scale)` in [0, 15], values in
+/// [0, 15]. With `search`, the range shrunk by the ratio r = 1, 0.975, ..., 0.525 with the least
+/// squared error over the group (rounding against clipping). `floors` and `f16` as for
+/// [`quantize_weight`] (floors per channel, for int32 biases).
 pub fn quantize_weight_4bit(
     data: &[f32],
     dims: &[usize],
@@ -731,7 +719,7 @@ mod tests {
         let data = ramp_with_outliers(rows, cols);
         let layout = Int4Layout::Blocks { axis: 0, size: 16 };
         assert_eq!(layout.scale_dims(&[rows, cols]), vec![4, 3]);
-        let q = quantize_weight_int4(&data, &[rows, cols], layout, &[], false, false);
+        let q = quantize_weight_4bit(&data, &[rows, cols], layout, &[], false, false, false);
         assert_eq!((q.values.len(), q.scales.len()), (rows * cols, 12));
         for (i, (&x, &v)) in data.iter().zip(&q.values).enumerate() {
             let (r, c) = (i / cols, i % cols);
@@ -762,8 +750,8 @@ mod tests {
                 .sum()
         };
         let layout = Int4Layout::PerChannel(1);
-        let rtn = quantize_weight_int4(&data, &[rows, cols], layout, &[], false, false);
-        let searched = quantize_weight_int4(&data, &[rows, cols], layout, &[], false, true);
+        let rtn = quantize_weight_4bit(&data, &[rows, cols], layout, &[], false, false, false);
+        let searched = quantize_weight_4bit(&data, &[rows, cols], layout, &[], false, true, false);
         assert!(searched.values.iter().all(|v| (-8..=7).contains(v)));
         let (e_search, e_rtn) = (err(&searched), err(&rtn));
         assert!(

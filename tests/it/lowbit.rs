@@ -19,14 +19,19 @@ fn json(path: &Path) -> Value {
 
 /// Output SQNR (dB) of `quant` against the float transformer, simulated on the eval samples.
 fn sqnr(quant: &Path) -> f64 {
+    eval_sqnr(&fixture(TRANSFORMER), quant, &fixture(TRANSFORMER_EVAL))
+}
+
+/// Output SQNR (dB) of `quant` against `model` on `data`, simulated by `onnx-quant eval`.
+fn eval_sqnr(model: &Path, quant: &Path, data: &Path) -> f64 {
     let dir = scratch();
     let out = dir.path().join("eval.json");
     let o = run([
         "eval",
-        s(&fixture(TRANSFORMER)),
+        s(model),
         s(quant),
         "--data",
-        s(&fixture(TRANSFORMER_EVAL)),
+        s(data),
         "--json",
         s(&out),
         "-q",
@@ -364,18 +369,7 @@ fn additive_attention_masks_stay_float() {
         for q in nodes(&m, "QuantizeLinear") {
             assert!(!q.input[0].contains("mask"), "{target}: {}", q.input[0]);
         }
-        let e = dir.path().join("e.json");
-        let o = run([
-            "eval",
-            s(&model),
-            s(&out),
-            "--data",
-            s(&fixture("models/mask_attention_eval.npz")),
-            "--json",
-            s(&e),
-        ]);
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
-        let db = json(&e)["outputs"][0]["sqnr_db"].as_f64().unwrap();
+        let db = eval_sqnr(&model, &out, &fixture("models/mask_attention_eval.npz"));
         assert!(db > 30.0, "{target}: {db} dB");
     }
 }
@@ -388,20 +382,7 @@ fn smoothquant_moves_outliers_into_the_weights() {
     let dir = scratch();
     let model = fixture("models/outlier_block.onnx");
     let calib = fixture("models/outlier_block_calib.npy");
-    let sqnr_of = |out: &Path| {
-        let e = dir.path().join("e.json");
-        let o = run([
-            "eval",
-            s(&model),
-            s(out),
-            "--data",
-            s(&fixture("models/outlier_block_eval.npy")),
-            "--json",
-            s(&e),
-        ]);
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
-        json(&e)["outputs"][0]["sqnr_db"].as_f64().unwrap()
-    };
+    let sqnr_of = |out: &Path| eval_sqnr(&model, out, &fixture("models/outlier_block_eval.npy"));
     let (plain, smooth) = (
         dir.path().join("plain.onnx"),
         dir.path().join("smooth.onnx"),
@@ -527,18 +508,7 @@ fn embedding_tables_are_int8_per_row() {
         );
         let gather = nodes(&m, "Gather")[0];
         assert_eq!(gather.input[0], dq.output[0], "{target}");
-        let e = dir.path().join("e.json");
-        let o = run([
-            "eval",
-            s(&model),
-            s(&out),
-            "--data",
-            s(&fixture("models/embedding_calib.npy")),
-            "--json",
-            s(&e),
-        ]);
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
-        let db = json(&e)["outputs"][0]["sqnr_db"].as_f64().unwrap();
+        let db = eval_sqnr(&model, &out, &fixture("models/embedding_calib.npy"));
         assert!(db > 30.0, "{target}: {db} dB");
     }
 }
@@ -580,20 +550,7 @@ fn uint4_blocks_carry_their_zero_points() {
         "one zero-point per block of the 32 x 64 weight"
     );
     assert!(zp.raw_data.as_ref().unwrap().iter().any(|&b| b != 0));
-    let eval = |model: &Path| {
-        let e = dir.path().join("e.json");
-        let o = run([
-            "eval",
-            s(&vit),
-            s(model),
-            "--data",
-            s(&fixture("digits/eval_x.npy")),
-            "--json",
-            s(&e),
-        ]);
-        assert_eq!(code(&o), 0, "{}", stderr(&o));
-        json(&e)["outputs"][0]["sqnr_db"].as_f64().unwrap()
-    };
+    let eval = |model: &Path| eval_sqnr(&vit, model, &fixture("digits/eval_x.npy"));
     let (u, i) = (eval(&u4), eval(&i4));
     assert!(u > i, "uint4 {u} dB, int4 {i} dB");
 }
