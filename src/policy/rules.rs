@@ -409,6 +409,7 @@ impl<'a> Builder<'a> {
         };
         let mut act = None;
         let mut weight = None;
+        let mut has_weight = false;
         for (slot, input) in inputs.into_iter().enumerate() {
             match input {
                 Input::Activation(t) => {
@@ -418,6 +419,7 @@ impl<'a> Builder<'a> {
                     self.use_activation(&t, id, slot)
                 }
                 Input::Weight(w, axis) => {
+                    has_weight = true;
                     if slot == 1 {
                         weight = Some(w.clone());
                     }
@@ -440,17 +442,13 @@ impl<'a> Builder<'a> {
             });
         }
         let unit = Self::has(&self.config.placement.output_ops, node.op_type());
-        self.quantized(
-            id,
-            Some(
-                if unit {
-                    "weighted op, complete node unit (placement.weighted_ops, output_ops)"
-                } else {
-                    "data and weight inputs (placement.weighted_ops)"
-                }
-                .into(),
-            ),
-        );
+        let remark = match (unit, has_weight) {
+            (true, _) => "weighted op, complete node unit (placement.weighted_ops, output_ops)",
+            (false, true) => "data and weight inputs (placement.weighted_ops)",
+            // attention: Q·Kᵀ and P·V read two activations
+            (false, false) => "both data inputs (placement.weighted_ops)",
+        };
+        self.quantized(id, Some(remark.into()));
     }
 
     /// The bias of a Conv / Gemm that can become int32: a rank-1 float32 initializer.

@@ -554,3 +554,21 @@ fn uint4_blocks_carry_their_zero_points() {
     let (u, i) = (eval(&u4), eval(&i4));
     assert!(u > i, "uint4 {u} dB, int4 {i} dB");
 }
+
+/// The attention products read two activations (no weight) and are quantized as such, with
+/// `explain` saying so.
+#[test]
+fn attention_products_quantize_both_activations() {
+    let o = run(["explain", s(&fixture(TRANSFORMER))]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    for node in ["qk", "pv"] {
+        let line =
+            format!("node `{node}` (MatMul): quantized: both data inputs (placement.weighted_ops)");
+        assert!(text.contains(&line), "{text}");
+    }
+    assert!(
+        text.contains("node `q` (MatMul): quantized: data and weight inputs"),
+        "{text}"
+    );
+}
