@@ -434,11 +434,12 @@ fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Settings, Erro
     layers.push(cli);
     let resolved = config::resolve(&layers);
     let config = resolved.config();
+    // the layer (preset, file, command line) that set a key, for contradiction messages
+    let from = |k: &str| resolved.values.get(k).map_or("", |(_, src)| src.as_str());
     if args.moving_average && !matches!(config.method, Method::MinMax { .. }) {
         return Err(usage("--moving-average goes with --method minmax"));
     }
     if config.fp16 && config.bias_int32 {
-        let from = |k: &str| resolved.values.get(k).map_or("", |(_, src)| src.as_str());
         return Err(usage(format!(
             "`high_precision: fp16` ({}) contradicts `bias: int32` ({}): int32 bias scales \
              (s_x·s_w) underflow float16; use the tensorrt or openvino target, or `bias: float`",
@@ -449,14 +450,12 @@ fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Settings, Erro
     let fp8 = config.activation.qtype == onnx_quant::params::QType::Fp8
         || config.weight_type == onnx_quant::params::WeightType::Fp8;
     if fp8 && config.bias_int32 {
-        let from = |k: &str| resolved.values.get(k).map_or("", |(_, src)| src.as_str());
         return Err(usage(format!(
             "float8 contradicts `bias: int32` ({}): an int32 bias needs integer operands; use the tensorrt target, or `bias: float`",
             from("bias")
         )));
     }
     if config.activation.qtype == onnx_quant::params::QType::Fp8 && !config.activation.symmetric {
-        let from = |k: &str| resolved.values.get(k).map_or("", |(_, src)| src.as_str());
         return Err(usage(format!(
             "`activations.dtype: fp8` ({}) contradicts `activations.symmetric: false` ({}): float8 has no zero-point but 0",
             from("activations.dtype"),
@@ -469,7 +468,6 @@ fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Settings, Erro
             onnx_quant::params::WeightType::Int4 | onnx_quant::params::WeightType::Uint4
         )
     {
-        let from = |k: &str| resolved.values.get(k).map_or("", |(_, src)| src.as_str());
         return Err(usage(format!(
             "`weights.block_size: {}` ({}) needs `weights.dtype: int4` or `uint4` ({} says otherwise): \
              blocks are for 4-bit weights",

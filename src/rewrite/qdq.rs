@@ -33,12 +33,10 @@ pub(super) fn insert_qdq(
         patch
             .add_initializers
             .push(f32_tensor(&n.scale, &[], &[p.scale]));
-        patch.add_initializers.push(match qtype {
-            QType::Int8 => i8_tensor(&n.zero_point, &[], &[p.zero_point as i8]),
-            QType::Uint8 => u8_tensor(&n.zero_point, &[], &[p.zero_point as u8]),
-            QType::Int16 => i16_tensor(&n.zero_point, &[], &[p.zero_point as i16]),
-            QType::Fp8 => fp8_tensor(&n.zero_point, &[], &[0]),
-        });
+        // a float8 zero-point is 0, whose byte is 0
+        patch
+            .add_initializers
+            .push(typed_tensor(&n.zero_point, &[], qtype, &[p.zero_point]));
         let dq = n.node(&mut names, t, "DequantizeLinear", None);
         if let Some(init) = index.initializer(t) {
             let data =
@@ -119,38 +117,23 @@ fn quantized_tensor(
     p: QParams,
 ) -> crate::proto::TensorProto {
     let range = qtype.range();
+    let q: Vec<i32> = data
+        .iter()
+        .map(|&x| match qtype {
+            QType::Fp8 => i32::from(to_fp8(x / p.scale)),
+            _ => quantize(x, p, range),
+        })
+        .collect();
+    typed_tensor(name, dims, qtype, &q)
+}
+
+/// A `qtype` initializer of `q`: integers of the type's range, or float8 bytes for fp8.
+fn typed_tensor(name: &str, dims: &[usize], qtype: QType, q: &[i32]) -> crate::proto::TensorProto {
+    let bytes = || q.iter().map(|&v| v as u8).collect::<Vec<u8>>();
     match qtype {
-        QType::Int8 => i8_tensor(
-            name,
-            dims,
-            &data
-                .iter()
-                .map(|&x| quantize(x, p, range) as i8)
-                .collect::<Vec<_>>(),
-        ),
-        QType::Uint8 => u8_tensor(
-            name,
-            dims,
-            &data
-                .iter()
-                .map(|&x| quantize(x, p, range) as u8)
-                .collect::<Vec<_>>(),
-        ),
-        QType::Int16 => i16_tensor(
-            name,
-            dims,
-            &data
-                .iter()
-                .map(|&x| quantize(x, p, range) as i16)
-                .collect::<Vec<_>>(),
-        ),
-        QType::Fp8 => fp8_tensor(
-            name,
-            dims,
-            &data
-                .iter()
-                .map(|&x| to_fp8(x / p.scale))
-                .collect::<Vec<_>>(),
-        ),
+        QType::Int8 => i8_tensor(name, dims, &q.iter().map(|&v| v as i8).collect::<Vec<_>>()),
+        QType::Int16 => i16_tensor(name, dims, &q.iter().map(|&v| v as i16).collect::<Vec<_>>()),
+        QType::Uint8 => u8_tensor(name, dims, &bytes()),
+        QType::Fp8 => fp8_tensor(name, dims, &bytes()),
     }
 }

@@ -67,7 +67,7 @@ pub(super) fn quantize_weights(
     let mut patch = Patch::default();
     let mut reports = Vec::new();
     let floors = bias_floors(&index, plan, act)?;
-    let mut scales: HashMap<String, Vec<f32>> = HashMap::new();
+    let mut all_scales: HashMap<String, Vec<f32>> = HashMap::new();
     for site in &plan.weights {
         let w = site.initializer.as_str();
         // an initializer (payload sizes checked by `ir::verify`), or a constant computed by nodes
@@ -93,26 +93,21 @@ pub(super) fn quantize_weights(
         };
         let floor = floors.get(w).map_or(&[][..], |f| f.as_slice());
         let n = QdqNames::new(&mut names, w);
-        let (q, param_dims, dq_axis, values, zeros) = match site.dtype {
+        // (scales, their dims, the DequantizeLinear's axis, values, zero-points)
+        let (scales, param_dims, dq_axis, values, zeros) = match site.dtype {
             WeightType::Int8 => {
                 let q = quantize_weight(&data, &dims, site.axis, floor, act.f16_scales);
                 let param_dims = site.axis.map(|_| vec![q.scales.len()]).unwrap_or_default();
                 let values = i8_tensor(&n.quantized, &dims, &q.values);
                 let zeros = i8_tensor(&n.zero_point, &param_dims, &vec![0; q.scales.len()]);
-                (q, param_dims, site.axis, values, zeros)
+                (q.scales, param_dims, site.axis, values, zeros)
             }
             WeightType::Fp8 => {
                 let (bytes, scales) = quantize_weight_fp8(&data, &dims, site.axis, act.f16_scales);
                 let param_dims = site.axis.map(|_| vec![scales.len()]).unwrap_or_default();
                 let values = fp8_tensor(&n.quantized, &dims, &bytes);
                 let zeros = fp8_tensor(&n.zero_point, &param_dims, &vec![0; scales.len()]);
-                let q = crate::params::QuantizedWeight {
-                    values: Vec::new(),
-                    scales,
-                    axis: site.axis,
-                    zero_points: Vec::new(),
-                };
-                (q, param_dims, site.axis, values, zeros)
+                (scales, param_dims, site.axis, values, zeros)
             }
             WeightType::Int4 | WeightType::Uint4 => {
                 let layout = match (site.block, site.axis) {
@@ -143,14 +138,13 @@ pub(super) fn quantize_weights(
                         i4_tensor(&n.zero_point, &param_dims, &vec![0; q.scales.len()]),
                     )
                 };
-                let axis = q.axis;
-                (q, param_dims, axis, values, zeros)
+                (q.scales, param_dims, q.axis, values, zeros)
             }
         };
         patch.add_initializers.push(values);
         patch
             .add_initializers
-            .push(f32_tensor(&n.scale, &param_dims, &q.scales));
+            .push(f32_tensor(&n.scale, &param_dims, &scales));
         patch.add_initializers.push(zeros);
         let mut dq = n.node(&mut names, w, "DequantizeLinear", dq_axis);
         if let Some((_, size)) = site.block {
@@ -190,14 +184,14 @@ pub(super) fn quantize_weights(
             dtype: site.dtype,
             block_size: site.block.map(|b| b.1),
             axis: dq_axis,
-            scales: q.scales.len(),
+            scales: scales.len(),
             float_kept,
             decided_by: site.decided_by.clone(),
         });
-        scales.insert(w.to_string(), q.scales);
+        all_scales.insert(w.to_string(), scales);
     }
     for b in &plan.biases {
-        quantize_bias(&index, &mut names, b, act, &scales, ids, &mut patch)?;
+        quantize_bias(&index, &mut names, b, act, &all_scales, ids, &mut patch)?;
     }
     Ok((patch, reports))
 }
