@@ -525,15 +525,6 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
             "--target-sqnr, --max-top1-drop, --per-layer and --plot measure the model on data: give --calib, not --stats",
         ));
     }
-    let c = &settings.planning.config;
-    if (c.activation.qtype == onnx_quant::params::QType::Fp8
-        || c.weight_type == onnx_quant::params::WeightType::Fp8)
-        && (target.is_some() || per_layer)
-    {
-        return Err(usage(
-            "--per-layer, --plot, --target-sqnr and --max-top1-drop simulate the model, and float8 is not simulated yet: measure an fp8 model in a runtime",
-        ));
-    }
     if target.is_none() && (acc.holdout.is_some() || acc.write_config.is_some()) {
         return Err(usage(
             "--holdout and --write-config go with --target-sqnr or --max-top1-drop",

@@ -7,6 +7,8 @@
 //!   initializer holding `(q - zero_point) · scale`, per tensor, per axis or per block.
 //! - A QuantizeLinear → DequantizeLinear pair on an activation becomes
 //!   `Mul(Min/Max-clipped(Round(x / s) + zp) - zp, s)`: `Round` is ONNX's round half to even.
+//!   For float8 e4m3fn the rounding is to the float8 grid (a step of `2^(e-3)` for values in
+//!   `[2^e, 2^(e+1))`), saturated at ±448.
 //! - A DequantizeLinear of any other integer tensor becomes `Cast → Sub → Mul`.
 //!
 //! Pure: reads a model, returns another. Which quantizer wrote the model does not matter.
@@ -47,6 +49,22 @@ fn is_qdq_domain(domain: &str) -> bool {
 
 fn is_op(node: &NodeProto, op: &str) -> bool {
     node.op_type() == op && is_qdq_domain(node.domain())
+}
+
+/// The values a quantized element type holds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Grid {
+    /// The integers from `.0` to `.1`.
+    Int(i32, i32),
+    /// float8 e4m3fn: 3 mantissa bits, ±448, no infinities.
+    Fp8,
+}
+
+fn grid(data_type: i32) -> Result<Grid, String> {
+    if data_type == DataType::Float8e4m3fn as i32 {
+        return Ok(Grid::Fp8);
+    }
+    int_range(data_type).map(|(lo, hi)| Grid::Int(lo, hi))
 }
 
 /// The integer range of a quantized element type, `Err` for types simulation does not handle.
@@ -140,13 +158,35 @@ fn constant<'g>(index: &Index<'g>, name: &str) -> Option<&'g TensorProto> {
     a.t.as_ref()
 }
 
+/// The values of a float8 e4m3fn tensor.
+fn fp8_values(t: &TensorProto) -> Result<Vec<f32>, String> {
+    let n = element_count(&t.dims).ok_or("invalid dims")?;
+    let raw = t.raw_data.as_deref().unwrap_or(&[]);
+    let v: Vec<f32> = if raw.is_empty() {
+        t.int32_data
+            .iter()
+            .map(|&b| crate::params::from_fp8(b as u8))
+            .collect()
+    } else {
+        raw.iter().map(|&b| crate::params::from_fp8(b)).collect()
+    };
+    if v.len() != n {
+        return Err(format!(
+            "holds {} values where its dims {:?} need {n}",
+            v.len(),
+            t.dims
+        ));
+    }
+    Ok(v)
+}
+
 /// Scale and zero-point of a Q or DQ node: float scales (one per element), integer zero-points
-/// (zeros when absent), and the quantized type's range.
+/// (zeros when absent or float8), and the quantized type's values.
 struct Params {
     scale: Vec<f32>,
     scale_dims: Vec<usize>,
     zero_point: Vec<i32>,
-    range: (i32, i32),
+    grid: Grid,
 }
 
 fn params(index: &Index, node: &NodeProto, label: &str) -> Result<Params, String> {
@@ -169,7 +209,18 @@ fn params(index: &Index, node: &NodeProto, label: &str) -> Result<Params, String
     } else {
         let zp_t = constant(index, zp_name)
             .ok_or_else(|| format!("`{label}`: its zero-point `{zp_name}` is not a constant"))?;
-        let v = int_values(zp_t).map_err(|e| format!("`{label}`: zero-point `{zp_name}`: {e}"))?;
+        let zp_err = |e: String| format!("`{label}`: zero-point `{zp_name}`: {e}");
+        let v = if grid(zp_t.data_type()) == Ok(Grid::Fp8) {
+            let v = fp8_values(zp_t).map_err(zp_err)?;
+            if v.iter().any(|&z| z != 0.0) {
+                return Err(zp_err(
+                    "a non-zero float8 zero-point is not simulated".into(),
+                ));
+            }
+            vec![0; v.len()]
+        } else {
+            int_values(zp_t).map_err(zp_err)?
+        };
         (v, zp_t.data_type())
     };
     if zero_point.len() != scale.len() {
@@ -179,12 +230,12 @@ fn params(index: &Index, node: &NodeProto, label: &str) -> Result<Params, String
             scale.len()
         ));
     }
-    let range = int_range(data_type).map_err(|e| format!("`{label}`: {e}"))?;
+    let grid = grid(data_type).map_err(|e| format!("`{label}`: {e}"))?;
     Ok(Params {
         scale,
         scale_dims,
         zero_point,
-        range,
+        grid,
     })
 }
 
@@ -196,7 +247,12 @@ fn dequantize(
     q: &TensorProto,
     p: &Params,
 ) -> Result<Vec<f32>, String> {
-    let values = int_values(q).map_err(|e| format!("`{label}`: {e}"))?;
+    // float8 values dequantize with a zero zero-point (checked in `params`)
+    let values: Vec<f32> = match p.grid {
+        Grid::Fp8 => fp8_values(q),
+        Grid::Int(..) => int_values(q).map(|v| v.into_iter().map(|i| i as f32).collect()),
+    }
+    .map_err(|e| format!("`{label}`: {e}"))?;
     let dims: Vec<usize> = q
         .dims
         .iter()
@@ -205,7 +261,7 @@ fn dequantize(
     let rank = dims.len() as i64;
     let axis = ir::attr_int(node, "axis").unwrap_or(1);
     let block = ir::attr_int(node, "block_size").unwrap_or(0);
-    let at = |i: usize, k: usize| (values[i] - p.zero_point[k]) as f32 * p.scale[k];
+    let at = |i: usize, k: usize| (values[i] - p.zero_point[k] as f32) * p.scale[k];
     if p.scale.len() == 1 && block == 0 {
         return Ok((0..values.len()).map(|i| at(i, 0)).collect());
     }
@@ -329,6 +385,43 @@ impl Builder<'_> {
         ));
     }
 
+    /// `Max(Min(t, hi), lo)` after `anchor`'s producer.
+    fn clamp(&mut self, t: &str, lo: f32, hi: f32, anchor: &str) -> String {
+        let (lo, hi) = (self.scalar(lo), self.scalar(hi));
+        let t = self.op("Min", &[t, &hi], anchor, anchor);
+        self.op("Max", &[&t, &lo], anchor, anchor)
+    }
+
+    /// `t` rounded to the nearest float8 e4m3fn value (ties to even) and saturated to ±448, as
+    /// QuantizeLinear with `saturate=1` does: `Round(t / q) · q`, where the step `q` is
+    /// `2^(e-3)` for `t` in `[2^e, 2^(e+1))` (`2^-9` below `2^-6`, the subnormals). The exponent
+    /// `e = Floor(Log(|t|) / ln 2)` can be one off within a relative 1e-6 of a power of two,
+    /// where both steps round to that power; `q` is read from a table of exact powers of two.
+    fn round_to_fp8(&mut self, t: &str, anchor: &str) -> String {
+        let a = self.op("Abs", &[t], anchor, anchor);
+        let log = self.op("Log", &[&a], anchor, anchor);
+        let ln2 = self.scalar(std::f32::consts::LN_2);
+        let log2 = self.op("Div", &[&log, &ln2], anchor, anchor);
+        let e = self.op("Floor", &[&log2], anchor, anchor);
+        // e in [-6, 8]: below 2^-6 (zero included: Log gives -inf) the subnormal step, from
+        // 2^9 up everything saturates
+        let e = self.clamp(&e, -6.0, 8.0, anchor);
+        let six = self.scalar(6.0);
+        let e = self.op("Add", &[&e, &six], anchor, anchor);
+        let index = self.cast(&e, DataType::Int64, anchor);
+        let steps: Vec<f32> = (-6..=8).map(|e| 2f32.powi(e - 3)).collect();
+        let table = self.names.fresh(&format!("{}fp8_steps", self.prefix));
+        self.patch
+            .add_initializers
+            .push(f32_tensor(&table, &[steps.len()], &steps));
+        let step = self.op("Gather", &[&table, &index], anchor, anchor);
+        let units = self.op("Div", &[t, &step], anchor, anchor);
+        let units = self.op("Round", &[&units], anchor, anchor);
+        let r = self.op("Mul", &[&units, &step], anchor, anchor);
+        let max = crate::params::FP8_MAX;
+        self.clamp(&r, -max, max, anchor)
+    }
+
     /// `output = (q - zp) · scale` for a per-tensor DequantizeLinear of a float tensor `q`.
     fn dequantize_value(&mut self, q: &str, p: &Params, anchor: &str, output: &str) {
         let mut t = q.to_string();
@@ -342,7 +435,7 @@ impl Builder<'_> {
 }
 
 /// The float model computing what `model`'s QDQ nodes compute. `Err` names every node it
-/// cannot simulate (per-channel activations, float8, QuantizeLinear read by a QLinear op, ...).
+/// cannot simulate (per-channel activations, QuantizeLinear read by a QLinear op, ...).
 pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
     let graph = model.graph.as_ref().ok_or("model has no graph")?;
     let index = Index::new(graph);
@@ -413,14 +506,24 @@ pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
             let s64 = b.scalar64(f64::from(p.scale[0]));
             let quotient = b.op("Div", &[&wide, &s64], x, x);
             let mut t = b.cast(&quotient, DataType::Float, x);
-            t = b.op("Round", &[&t], x, x);
-            if p.zero_point[0] != 0 {
-                let zp = b.scalar(p.zero_point[0] as f32);
-                t = b.op("Add", &[&t, &zp], x, x);
-            }
-            let (lo, hi) = (b.scalar(p.range.0 as f32), b.scalar(p.range.1 as f32));
-            t = b.op("Min", &[&t, &hi], x, x);
-            let quantized = b.op("Max", &[&t, &lo], x, x);
+            let quantized = match p.grid {
+                Grid::Int(lo, hi) => {
+                    t = b.op("Round", &[&t], x, x);
+                    if p.zero_point[0] != 0 {
+                        let zp = b.scalar(p.zero_point[0] as f32);
+                        t = b.op("Add", &[&t, &zp], x, x);
+                    }
+                    b.clamp(&t, lo as f32, hi as f32, x)
+                }
+                Grid::Fp8 => {
+                    if index.is_graph_output(qout) {
+                        return Err(format!(
+                            "`{label}`: a float8 graph output `{qout}` is not simulated"
+                        ));
+                    }
+                    b.round_to_fp8(&t, x)
+                }
+            };
             if index.is_graph_output(qout) {
                 let name = b.names.fresh(&format!("{qout}_sim_cast"));
                 let mut cast = node("Cast", &[&quantized], qout, name);
@@ -472,6 +575,11 @@ pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
                         .add_initializers
                         .push(f32_tensor(out, &dims, &values));
                     constants += 1;
+                }
+                None if p.grid == Grid::Fp8 => {
+                    return Err(format!(
+                        "`{label}`: dequantizing a computed float8 tensor is not simulated"
+                    ));
                 }
                 None if p.scale.len() == 1 => {
                     let name = b.names.fresh(&format!("{out}_sim_cast"));
@@ -561,7 +669,7 @@ mod tests {
             scale,
             scale_dims,
             zero_point: zp,
-            range: (-128, 127),
+            grid: Grid::Int(-128, 127),
         }
     }
 
@@ -720,6 +828,74 @@ mod tests {
         );
         assert_eq!(sim.constants, 1);
         assert!(crate::ir::verify(&sim.model).is_empty());
+    }
+
+    /// The float8 rounding graph, run in tract, gives what `to_fp8` (the quantizer's own
+    /// conversion) gives, bit for bit: ties, subnormals, powers of two and their neighbours,
+    /// saturation.
+    #[test]
+    fn float8_activations_round_as_quantize_linear_does() {
+        use crate::onnx::tensor::fp8_tensor;
+        use crate::params::{from_fp8, to_fp8};
+        use prost::Message;
+        use tract_onnx::prelude::*;
+        let mut m = tiny_qdq_model();
+        let g = m.graph.as_mut().unwrap();
+        g.node.truncate(2); // x -> Q -> DQ -> x_dq
+        g.initializer = vec![
+            f32_tensor("x_s", &[], &[0.37]),
+            fp8_tensor("x_z", &[], &[0]),
+        ];
+        g.output[0].name = Some("x_dq".into());
+        g.input[0].r#type = Some(crate::proto::TypeProto {
+            value: Some(crate::proto::type_proto::Value::TensorType(
+                crate::proto::type_proto::Tensor {
+                    elem_type: Some(DataType::Float as i32),
+                    shape: None,
+                },
+            )),
+            ..Default::default()
+        });
+        m.opset_import[0].version = Some(19);
+        let sim = simulate(&m).unwrap();
+        let mut xs: Vec<f32> = Vec::new();
+        for b in 0u8..=0x7e {
+            // every float8 value, the midpoints between neighbours, and a hair either side
+            let (v, next) = (f64::from(from_fp8(b)), f64::from(from_fp8(b + 1)));
+            let mid = if b == 0x7e { 464.0 } else { (v + next) / 2.0 };
+            for t in [
+                v,
+                mid,
+                mid * (1.0 - 1e-6),
+                mid * (1.0 + 1e-6),
+                v * (1.0 + 3e-7),
+            ] {
+                xs.push((t * 0.37) as f32);
+                xs.push((-t * 0.37) as f32);
+            }
+        }
+        xs.extend([1e4, -1e4, 500.0 * 0.37, 1e-12, 0.0]);
+        let bytes = sim.model.encode_to_vec();
+        let plan = tract_onnx::onnx()
+            .model_for_read(&mut bytes.as_slice())
+            .unwrap()
+            .with_input_fact(0, f32::fact([xs.len()]).into())
+            .unwrap()
+            .into_runnable()
+            .unwrap();
+        let input = tract_ndarray::Array1::from(xs.clone()).into_tensor();
+        let out = plan.run(tvec![input.into()]).unwrap();
+        let got = out[0]
+            .try_as_plain_ram()
+            .unwrap()
+            .as_slice::<f32>()
+            .unwrap()
+            .to_vec();
+        for (x, g) in xs.iter().zip(&got) {
+            let q = ((f64::from(*x) / f64::from(0.37f32)) as f32).clamp(-1e30, 1e30);
+            let want = from_fp8(to_fp8(q)) * 0.37;
+            assert_eq!(g.to_bits(), want.to_bits(), "x = {x}: {g} vs {want}");
+        }
     }
 
     #[test]

@@ -440,7 +440,8 @@ fn smoothquant_moves_outliers_into_the_weights() {
 }
 
 /// float8 e4m3 activations and weights (the tensorrt target): float8 zero-points of 0, opset
-/// 19, no TensorRT-rule violation; contradictory settings are usage errors.
+/// 19, no TensorRT-rule violation, measured layer by layer like any other model; contradictory
+/// settings are usage errors.
 #[test]
 fn fp8_activations_and_weights_for_tensorrt() {
     let dir = scratch();
@@ -467,12 +468,30 @@ fn fp8_activations_and_weights_for_tensorrt() {
     assert_eq!(attr(dq, "axis"), Some(1));
     let o = run(["check", s(&out), "--target", "tensorrt"]);
     assert_eq!(code(&o), 0, "{}", String::from_utf8_lossy(&o.stdout));
+    let eval_x = fixture("digits/eval_x.npy");
+    let json = dir.path().join("eval.json");
+    let o = run([
+        "eval",
+        s(&vit),
+        s(&out),
+        "--data",
+        s(&eval_x),
+        "--per-layer",
+        "--json",
+        s(&json),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let layers = r["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), qs.len(), "{r}");
+    // float8 keeps 3 mantissa bits: each tensor's own rounding costs about 31 dB
+    let own = |l: &serde_json::Value| l["local_sqnr_db"].as_f64().unwrap();
+    assert!(layers.iter().all(|l| (20.0..45.0).contains(&own(l))), "{r}");
 
     let calib = fixture(DIGITS_CALIB);
     for (extra, want) in [
         (&["--asymmetric"][..], "has no zero-point but 0"),
         (&["--target", "ort"][..], "float8 contradicts `bias: int32`"),
-        (&["--per-layer"][..], "float8 is not simulated yet"),
     ] {
         let mut args = vec![s(&vit), s(&out), "--calib", s(&calib)];
         args.extend_from_slice(&fp8);
