@@ -75,6 +75,71 @@ pub struct DataArgs {
     /// `ignore` leaves those values out of the ranges and reports how many per tensor.
     #[arg(long, value_name = "POLICY", default_value = "fail")]
     pub nan_policy: NanPolicy,
+    #[command(flatten)]
+    pub images: ImageArgs,
+}
+
+/// How PNG and JPEG files among the data become input tensors (docs/user-guide.md).
+const IMAGES: &str = "Image data (PNG, JPEG)";
+
+#[derive(Debug, Args)]
+pub struct ImageArgs {
+    /// Height and width images are brought to [default: the input's own]: `224x224`, or `224`.
+    #[arg(long, help_heading = IMAGES, value_name = "HxW", value_parser = parse_size)]
+    pub image_size: Option<(usize, usize)>,
+    /// `center-crop`: scale the shorter side to fit, cut the centre; `stretch`: scale each axis.
+    #[arg(long, help_heading = IMAGES, value_enum, value_name = "MODE", default_value = "center-crop")]
+    pub resize: ResizeArg,
+    /// With center-crop, scale to cover size / RATIO first (0.875: 256 then the centre 224).
+    #[arg(long, help_heading = IMAGES, value_name = "RATIO", default_value = "1")]
+    pub crop_ratio: f32,
+    /// Pixel values before --mean/--std: `0-1` or `0-255`.
+    #[arg(long, help_heading = IMAGES, value_enum, value_name = "RANGE", default_value = "0-1")]
+    pub pixel_range: PixelRangeArg,
+    /// Subtracted per channel after --pixel-range: one value or one per channel
+    /// (ImageNet: 0.485,0.456,0.406).
+    #[arg(long, help_heading = IMAGES, value_name = "LIST", value_delimiter = ',', allow_negative_numbers = true)]
+    pub mean: Vec<f32>,
+    /// Divided by per channel after --mean (ImageNet: 0.229,0.224,0.225).
+    #[arg(long, help_heading = IMAGES, value_name = "LIST", value_delimiter = ',')]
+    pub std: Vec<f32>,
+    /// Channels in BGR order (Caffe- and OpenCV-trained models) instead of RGB.
+    #[arg(long, help_heading = IMAGES)]
+    pub bgr: bool,
+    /// Where the channels are [default: the axis of size 1 or 3 in the input's shape].
+    #[arg(long, help_heading = IMAGES, value_enum, value_name = "LAYOUT")]
+    pub image_layout: Option<LayoutArg>,
+}
+
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let parts: Vec<&str> = s.split(['x', 'X', ',']).collect();
+    let n = |p: &str| p.trim().parse::<usize>().ok().filter(|&v| v > 0);
+    match parts.as_slice() {
+        [a] => n(a).map(|v| (v, v)),
+        [h, w] => n(h).zip(n(w)),
+        _ => None,
+    }
+    .ok_or_else(|| format!("expected HxW or one size, both positive, got `{s}`"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ResizeArg {
+    CenterCrop,
+    Stretch,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PixelRangeArg {
+    #[value(name = "0-1")]
+    Unit,
+    #[value(name = "0-255")]
+    Byte,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    Nchw,
+    Nhwc,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

@@ -139,7 +139,7 @@ pub enum ModelError {
 pub enum CalibError {
     #[error("calibration path `{0}` does not exist")]
     NotFound(PathBuf),
-    #[error("calibration path `{0}` holds no .npy, .npz or .pb data")]
+    #[error("calibration path `{0}` holds no .npy, .npz, .pb or image data")]
     Empty(PathBuf),
     #[error("cannot read calibration file `{path}`: {source}")]
     Read {

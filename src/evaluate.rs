@@ -608,7 +608,12 @@ pub fn evaluate(job: &EvalJob, warn: &dyn Fn(&str)) -> Result<EvalReport, Error>
         path: &job.quantized,
     };
     same_outputs(float, quant)?;
-    let data = Dataset::open(&job.data.path, &reference.inputs, job.data.max_samples)?;
+    let data = Dataset::open(
+        &job.data.path,
+        &reference.inputs,
+        job.data.max_samples,
+        &job.data.images,
+    )?;
     let labels = job
         .labels
         .as_deref()

@@ -328,6 +328,43 @@ fn data_source(path: PathBuf, args: &DataArgs) -> Result<DataSource, Error> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
         progress: !args.quiet,
         skip_non_finite: args.nan_policy == cli::NanPolicy::Ignore,
+        images: image_options(&args.images)?,
+    })
+}
+
+fn image_options(a: &cli::ImageArgs) -> Result<onnx_quant::calib::ImageOptions, Error> {
+    use onnx_quant::calib::image::{Layout, Resize};
+    if !(a.crop_ratio > 0.0 && a.crop_ratio <= 1.0) {
+        return Err(usage(format!(
+            "--crop-ratio must be in (0, 1], got {}",
+            a.crop_ratio
+        )));
+    }
+    if a.mean.iter().any(|v| !v.is_finite()) {
+        return Err(usage("--mean values must be finite"));
+    }
+    if a.std.iter().any(|v| !v.is_finite() || *v == 0.0) {
+        return Err(usage("--std values must be finite and non-zero"));
+    }
+    let or = |v: &[f32], d: f32| if v.is_empty() { vec![d] } else { v.to_vec() };
+    Ok(onnx_quant::calib::ImageOptions {
+        size: a.image_size,
+        resize: match a.resize {
+            cli::ResizeArg::CenterCrop => Resize::CenterCrop,
+            cli::ResizeArg::Stretch => Resize::Stretch,
+        },
+        crop_ratio: a.crop_ratio,
+        pixel_max: match a.pixel_range {
+            cli::PixelRangeArg::Unit => 1.0,
+            cli::PixelRangeArg::Byte => 255.0,
+        },
+        mean: or(&a.mean, 0.0),
+        std: or(&a.std, 1.0),
+        bgr: a.bgr,
+        layout: a.image_layout.map(|l| match l {
+            cli::LayoutArg::Nchw => Layout::Nchw,
+            cli::LayoutArg::Nhwc => Layout::Nhwc,
+        }),
     })
 }
 

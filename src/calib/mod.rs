@@ -1,13 +1,15 @@
-//! Calibration: sample sources (`.npy`, `.npz`, `.pb`, directories), the tract runner that
+//! Calibration: sample sources (`.npy`, `.npz`, `.pb`, images, directories), the tract runner that
 //! fills the streaming statistics of `crate::stats`.
 
 pub mod array;
+pub mod image;
 pub mod npy;
 pub mod observer;
 pub mod runner;
 pub mod source;
 
 pub use array::{Array, Elem};
+pub use image::ImageOptions;
 pub use observer::Observe;
 pub use runner::{Collect, Compiled, Floats, RunOptions, Runner, TensorInfo, run_models};
 pub use source::{Dataset, InputSpec, Sample, read_labels};

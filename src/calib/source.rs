@@ -8,7 +8,9 @@
 //!   `.pb` named after an input (file stem, or the `.pb` tensor's name, or `input_K` for the K-th
 //!   input) feeds that input; any other `.npy` / `.pb` is a sample of a single-input model;
 //!   `output_K.pb` files (reference outputs) are skipped; subdirectories such as ONNX's
-//!   `test_data_set_N/` are read the same way, in natural order.
+//!   `test_data_set_N/` are read the same way, in natural order;
+//! - PNG and JPEG images (a file, or among the files of a directory): one sample each of a
+//!   single-input model's image input, preprocessed as [`super::image`] describes.
 //!
 //! An array's axis 0 stacks samples: with one axis more than the input it holds `shape[0]`
 //! feeds; with the input's rank, batches of the input's batch size (1 when symbolic); with one
@@ -21,6 +23,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 
 use super::array::{Array, Elem, convert, shape_str};
+use super::image::{ImageOptions, ImagePlan, is_image};
 use super::npy;
 use crate::error::CalibError;
 use crate::proto::TensorProto;
@@ -59,6 +62,7 @@ enum Location {
     Npy,
     NpzEntry(npy::NpzEntry),
     Pb,
+    Image,
 }
 
 /// Where one input's data comes from inside a group.
@@ -91,6 +95,8 @@ pub struct Dataset {
     skip: usize,
     /// Files seen but not used (not data, or reference outputs).
     pub skipped_files: usize,
+    /// How image files are read (set when there are some).
+    image: Option<ImagePlan>,
 }
 
 impl Dataset {
@@ -100,6 +106,7 @@ impl Dataset {
         path: &Path,
         inputs: &[InputSpec],
         max_samples: Option<usize>,
+        images: &ImageOptions,
     ) -> Result<Dataset, CalibError> {
         if !path.exists() {
             return Err(CalibError::NotFound(path.to_path_buf()));
@@ -108,6 +115,8 @@ impl Dataset {
             inputs,
             groups: Vec::new(),
             skipped: 0,
+            images,
+            image: None,
         };
         if path.is_dir() {
             scan.dir(path, 0)?;
@@ -115,10 +124,13 @@ impl Dataset {
             let group = match ext(path) {
                 Some("npz") => scan.npz_group(path)?,
                 Some("npy" | "pb") => scan.single_file_group(path)?,
+                _ if is_image(path) => scan.image_group(path)?,
                 _ => {
                     return Err(CalibError::BadFile {
                         path: path.to_path_buf(),
-                        reason: "expected a .npy, .npz or .pb file, or a directory".into(),
+                        reason:
+                            "expected a .npy, .npz, .pb or image (.png, .jpg) file, or a directory"
+                                .into(),
                     });
                 }
             };
@@ -126,6 +138,12 @@ impl Dataset {
         }
         if scan.groups.is_empty() {
             return Err(CalibError::Empty(path.to_path_buf()));
+        }
+        if scan.image.is_none() && *images != ImageOptions::default() {
+            return Err(CalibError::BadFile {
+                path: path.to_path_buf(),
+                reason: "image options (--image-size, --mean, --std, ...) are given, but it holds no image".into(),
+            });
         }
         let total: usize = scan.groups.iter().map(|g| g.count).sum();
         let len = max_samples.map_or(total, |m| m.min(total));
@@ -138,6 +156,7 @@ impl Dataset {
             len,
             skip: 0,
             skipped_files: scan.skipped,
+            image: scan.image,
         })
     }
 
@@ -161,6 +180,7 @@ impl Dataset {
             len: self.len,
             skip: cut,
             skipped_files: self.skipped_files,
+            image: self.image.clone(),
         };
         let head = Dataset { len: cut, ..self };
         (head, tail)
@@ -184,6 +204,7 @@ impl Dataset {
     pub fn samples(self) -> Samples {
         Samples {
             inputs: self.inputs,
+            image: self.image,
             groups: self.groups.into_iter(),
             current: None,
             next_index: 0,
@@ -225,6 +246,7 @@ pub fn read_labels(path: &Path) -> Result<Vec<i64>, CalibError> {
 /// Iterator over the samples of a [`Dataset`].
 pub struct Samples {
     inputs: Vec<InputSpec>,
+    image: Option<ImagePlan>,
     groups: std::vec::IntoIter<Group>,
     current: Option<OpenGroup>,
     next_index: usize,
@@ -276,7 +298,7 @@ impl Samples {
         }
         while self.current.as_ref().is_none_or(|g| g.left == 0) {
             let group = self.groups.next()?;
-            match open_group(group, &self.inputs) {
+            match open_group(group, &self.inputs, self.image.as_ref()) {
                 Ok(g) => self.current = Some(g),
                 Err(e) => return Some(Err(e)),
             }
@@ -347,7 +369,11 @@ impl FeedReader {
     }
 }
 
-fn open_group(group: Group, inputs: &[InputSpec]) -> Result<OpenGroup, CalibError> {
+fn open_group(
+    group: Group,
+    inputs: &[InputSpec],
+    image: Option<&ImagePlan>,
+) -> Result<OpenGroup, CalibError> {
     let mut readers = Vec::new();
     for (feed, spec) in group.feeds.into_iter().zip(inputs) {
         let bad = |reason: String| CalibError::BadFile {
@@ -355,6 +381,23 @@ fn open_group(group: Group, inputs: &[InputSpec]) -> Result<OpenGroup, CalibErro
             reason,
         };
         let reader = match (&feed.location, feed.count) {
+            (Location::Image, _) => {
+                let plan = image.expect("image groups come with a plan");
+                let values = plan.load(&feed.path).map_err(bad)?;
+                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let data = convert(Elem::F32, &bytes, spec.elem)
+                    .map_err(|r| bad(format!("input `{}`: {r}", spec.name)))?;
+                FeedReader::Memory {
+                    sample_len: data.len(),
+                    array: Array {
+                        elem: spec.elem,
+                        shape: feed.per_sample.clone(),
+                        data,
+                    },
+                    at: 0,
+                    stacked: true,
+                }
+            }
             (Location::Pb, _) | (_, None) => {
                 let full = read_whole(&feed)?;
                 let data = convert(full.elem, &full.data, spec.elem)
@@ -407,6 +450,7 @@ fn read_whole(feed: &Feed) -> Result<Array, CalibError> {
     };
     match &feed.location {
         Location::Pb => read_pb(&feed.path).map(|(_, a)| a),
+        Location::Image => Err(bad("an image is not a constant".into())),
         Location::Npy | Location::NpzEntry(_) => {
             let mut s = match &feed.location {
                 Location::NpzEntry(e) => npy::open_npz_entry(&feed.path, e),
@@ -537,6 +581,9 @@ struct Scan<'a> {
     inputs: &'a [InputSpec],
     groups: Vec<Group>,
     skipped: usize,
+    images: &'a ImageOptions,
+    /// Set at the first image met.
+    image: Option<ImagePlan>,
 }
 
 fn ext(path: &Path) -> Option<&str> {
@@ -627,6 +674,37 @@ impl Scan<'_> {
             path,
             vec![(input, path.to_path_buf(), Self::location(path), elem, shape)],
         )
+    }
+
+    /// One image: one sample of the model's only input. Its header is read now, its pixels when
+    /// the sample is.
+    fn image_group(&mut self, path: &Path) -> Result<Group, CalibError> {
+        let bad = |reason: String| CalibError::BadFile {
+            path: path.to_path_buf(),
+            reason,
+        };
+        if self.inputs.len() != 1 {
+            return Err(bad(format!(
+                "an image feeds a model with one input; this one has {}: use .npz files",
+                self.inputs.len()
+            )));
+        }
+        if self.image.is_none() {
+            self.image = Some(ImagePlan::new(&self.inputs[0], self.images).map_err(bad)?);
+        }
+        super::image::dimensions(path).map_err(bad)?;
+        let shape = self.image.as_ref().expect("set above").shape();
+        Ok(Group {
+            origin: path.to_path_buf(),
+            feeds: vec![Feed {
+                path: path.to_path_buf(),
+                location: Location::Image,
+                elem: Elem::F32,
+                per_sample: shape,
+                count: Some(1),
+            }],
+            count: 1,
+        })
     }
 
     fn npz_group(&mut self, path: &Path) -> Result<Group, CalibError> {
@@ -763,6 +841,10 @@ impl Scan<'_> {
                             });
                         }
                     }
+                }
+                _ if is_image(&path) => {
+                    let g = self.image_group(&path)?;
+                    self.groups.push(g);
                 }
                 _ => self.skipped += 1,
             }

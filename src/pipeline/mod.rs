@@ -33,6 +33,8 @@ pub struct DataSource {
     /// `--nan-policy ignore`: NaN and ±infinity in observed tensors are skipped and counted
     /// instead of ending the run.
     pub skip_non_finite: bool,
+    /// How image files among the data are read.
+    pub images: crate::calib::ImageOptions,
 }
 
 /// Where activation statistics come from.
@@ -323,7 +325,7 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
     let config = rules.config;
     let data = match data {
         Some(d) => {
-            let set = Dataset::open(&d.path, &model.inputs, d.max_samples)?;
+            let set = Dataset::open(&d.path, &model.inputs, d.max_samples, &d.images)?;
             let shapes = set.fixed_shapes();
             Some((set, shapes))
         }
@@ -952,7 +954,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         // held-out samples when there are some, else the calibration samples themselves
         let set = match holdout {
             Some(h) => h,
-            None => Dataset::open(&d.path, &inputs, d.max_samples)?,
+            None => Dataset::open(&d.path, &inputs, d.max_samples, &d.images)?,
         };
         let c = crate::evaluate::compare(
             crate::evaluate::Source {
@@ -1122,7 +1124,7 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
 /// calibration overhead is measured against. Returns (samples, seconds of inference).
 pub fn run_job(input: &Path, data: &DataSource) -> Result<(usize, f64), Error> {
     let model = open_model(input)?;
-    let set = Dataset::open(&data.path, &model.inputs, data.max_samples)?;
+    let set = Dataset::open(&data.path, &model.inputs, data.max_samples, &data.images)?;
     let shapes = set.fixed_shapes();
     let (calib_model, _) = rewrite::fold_batchnorm(&model.loaded.model)?;
     let runner = Runner::new(&calib_model, input)?;

@@ -48,7 +48,7 @@ pub(super) fn smooth_model(
         ]);
     }
     let tensors: Vec<String> = groups.iter().map(|g| g.tensor.clone()).collect();
-    let set = Dataset::open(&data.path, &model.inputs, data.max_samples)?;
+    let set = Dataset::open(&data.path, &model.inputs, data.max_samples, &data.images)?;
     let shapes = set.fixed_shapes();
     let runner = Runner::new(&model.loaded.model, &path)?;
     let compiled = runner.compile(Some(&tensors), &model.inputs, &shapes)?;

@@ -183,7 +183,7 @@ fn missing_and_empty_calibration() {
     std::fs::write(dir.path().join("README.txt"), "no data here").unwrap();
     let mut c = digits();
     c.calib = dir.path().to_path_buf();
-    check(c, None, 4, &["holds no .npy, .npz or .pb data"]);
+    check(c, None, 4, &["holds no .npy, .npz, .pb or image data"]);
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod accuracy;
 mod check;
 mod cli_errors;
 mod config;
+mod images;
 mod lowbit;
 mod onnx_io;
 mod quantize;

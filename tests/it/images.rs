@@ -1,0 +1,185 @@
+//! PNG and JPEG files as calibration data: decoded, resized and normalised into the model's
+//! input, with every failure a one-line error naming the file.
+
+use std::path::Path;
+
+use crate::support::*;
+
+/// The digits PNGs (pixels · 15, see fixtures/digits/make_images.py) with the flags that undo
+/// that scaling.
+const DIGIT_FLAGS: [&str; 6] = ["--pixel-range", "0-255", "--mean", "72", "--std", "96"];
+
+/// The 32 PNG digits give the very tensors the first 32 rows of calib.npy hold: the statistics
+/// and the quantized model are byte-identical.
+#[test]
+fn png_digits_calibrate_exactly_like_the_arrays_they_come_from() {
+    let dir = scratch();
+    let (from_images, from_npy) = (dir.path().join("img.onnx"), dir.path().join("npy.onnx"));
+    let model = fixture(DIGITS);
+    quantize_ok(
+        &model,
+        &fixture("digits/images"),
+        &from_images,
+        &DIGIT_FLAGS,
+    );
+    quantize_ok(
+        &model,
+        &fixture(DIGITS_CALIB),
+        &from_npy,
+        &["--max-samples", "32"],
+    );
+    assert_eq!(
+        std::fs::read(&from_images).unwrap(),
+        std::fs::read(&from_npy).unwrap()
+    );
+    // without the scaling the ranges differ: the flags are applied, not ignored
+    let plain = dir.path().join("plain.onnx");
+    quantize_ok(&model, &fixture("digits/images"), &plain, &[]);
+    assert_ne!(
+        std::fs::read(&plain).unwrap(),
+        std::fs::read(&from_npy).unwrap()
+    );
+}
+
+fn stats_samples(model: &Path, calib: &Path, extra: &[&str]) -> u64 {
+    let dir = scratch();
+    let stats = dir.path().join("s.json");
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "calibrate".as_ref(),
+        model.as_os_str(),
+        "--calib".as_ref(),
+        calib.as_os_str(),
+        "--stats".as_ref(),
+        stats.as_os_str(),
+        "-q".as_ref(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let o = run(&args);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    v["samples"].as_u64().unwrap()
+}
+
+/// JPEG and colour PNG files of other sizes are converted to grey, resized and cropped to the
+/// model's 8 × 8; a single image file is a data set of one sample.
+#[test]
+fn jpeg_and_colour_images_of_any_size_are_resized() {
+    let dir = scratch();
+    let grey = image::GrayImage::from_fn(16, 12, |x, y| image::Luma([(x * 13 + y * 7) as u8]));
+    image::DynamicImage::ImageLuma8(grey)
+        .save(dir.path().join("a.jpg"))
+        .unwrap();
+    let rgb = image::RgbImage::from_fn(30, 20, |x, y| image::Rgb([x as u8 * 8, y as u8 * 12, 90]));
+    image::DynamicImage::ImageRgb8(rgb.clone())
+        .save(dir.path().join("b.JPEG"))
+        .unwrap();
+    image::DynamicImage::ImageRgb8(rgb)
+        .save(dir.path().join("c.png"))
+        .unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "not data").unwrap();
+    let model = fixture(DIGITS);
+    let mut flags = DIGIT_FLAGS.to_vec();
+    flags.extend(["--crop-ratio", "0.875"]);
+    assert_eq!(stats_samples(&model, dir.path(), &flags), 3);
+    assert_eq!(
+        stats_samples(&model, &dir.path().join("c.png"), &["--resize", "stretch"]),
+        1
+    );
+    let out = dir.path().join("q.onnx");
+    quantize_ok(&model, dir.path(), &out, &flags);
+}
+
+/// Runs `model` on `calib` expecting failure `code` with one error line holding `want`.
+fn fails(model: &Path, calib: &Path, extra: &[&str], want_code: i32, want: &[&str]) {
+    let dir = scratch();
+    let out = dir.path().join("out.onnx");
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        model.as_os_str(),
+        out.as_os_str(),
+        "--calib".as_ref(),
+        calib.as_os_str(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let o = run(&args);
+    let err = stderr(&o);
+    assert_eq!(code(&o), want_code, "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    for w in want {
+        assert!(lines[0].contains(w), "`{w}` missing from: {}", lines[0]);
+    }
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "a failed run wrote {}", out.display());
+    assert!(temp_leftovers(dir.path()).is_empty());
+}
+
+#[test]
+fn bad_images_and_image_options_are_clear_errors() {
+    let dir = scratch();
+    let model = fixture(DIGITS);
+    // not an image at all: refused when the directory is scanned
+    let fake = dir.path().join("fake");
+    std::fs::create_dir(&fake).unwrap();
+    std::fs::write(fake.join("x.png"), "hello").unwrap();
+    fails(&model, &fake, &[], 4, &["x.png", "not a readable image"]);
+    // a truncated PNG: its header reads, its pixels do not (found when its sample is read)
+    let cut = dir.path().join("cut");
+    std::fs::create_dir(&cut).unwrap();
+    let png = std::fs::read(fixture("digits/images/digit_000.png")).unwrap();
+    std::fs::write(cut.join("digit.png"), &png[..png.len() / 2]).unwrap();
+    fails(&model, &cut, &[], 4, &["digit.png", "not a readable image"]);
+    // image options with array data would silently do nothing
+    fails(
+        &model,
+        &fixture(DIGITS_CALIB),
+        &["--mean", "0.5"],
+        4,
+        &["calib.npy", "holds no image"],
+    );
+    // inputs images cannot feed
+    let images = fixture("digits/images");
+    fails(
+        &fixture("models/two_inputs.onnx"),
+        &images,
+        &[],
+        4,
+        &["digit_000.png", "a model with one input; this one has 2"],
+    );
+    fails(
+        &fixture("models/transformer.onnx"),
+        &images,
+        &[],
+        4,
+        &["input `x` is float32 [?,16,32]", "rank 4"],
+    );
+    fails(
+        &model,
+        &images,
+        &["--mean", "1,2"],
+        4,
+        &["--mean gives 2 values for an input of 1 channel(s)"],
+    );
+    fails(
+        &model,
+        &images,
+        &["--image-size", "9x9"],
+        4,
+        &["does not fit input `input`"],
+    );
+    for (flag, value) in [
+        ("--crop-ratio", "1.5"),
+        ("--std", "0"),
+        ("--image-size", "0x3"),
+        ("--pixel-range", "0-2"),
+    ] {
+        let o = run([
+            model.as_os_str(),
+            dir.path().join("o.onnx").as_os_str(),
+            "--calib".as_ref(),
+            images.as_os_str(),
+            flag.as_ref(),
+            value.as_ref(),
+        ]);
+        assert_eq!(code(&o), 2, "{flag} {value}: {}", stderr(&o));
+    }
+}
