@@ -614,6 +614,7 @@ pub fn evaluate(job: &EvalJob, warn: &dyn Fn(&str)) -> Result<EvalReport, Error>
         job.data.max_samples,
         &job.data.images,
     )?;
+    data.notes.iter().for_each(|n| warn(n));
     let labels = job
         .labels
         .as_deref()

@@ -75,6 +75,8 @@ pub fn is_image(path: &Path) -> bool {
 #[derive(Clone, Debug)]
 pub struct ImagePlan {
     pub options: ImageOptions,
+    /// Images per sample: the input's static batch size, else 1.
+    pub batch: usize,
     pub layout: Layout,
     pub channels: usize,
     pub height: usize,
@@ -97,13 +99,6 @@ impl ImagePlan {
                 "images feed a float input of rank 4 (NCHW or NHWC); input `{}` is {} {}",
                 spec.name,
                 spec.elem.name(),
-                shape()
-            ));
-        }
-        if let Some(b) = dims[0].filter(|&b| b != 1) {
-            return Err(format!(
-                "input `{}` {} takes a batch of {b}: images feed batch-1 (or symbolic batch) inputs; stack them in a .npy instead",
-                spec.name,
                 shape()
             ));
         }
@@ -165,6 +160,7 @@ impl ImagePlan {
         }
         Ok(ImagePlan {
             options: options.clone(),
+            batch: dims[0].unwrap_or(1).max(1),
             layout,
             channels,
             height,
@@ -172,15 +168,15 @@ impl ImagePlan {
         })
     }
 
-    /// One sample's shape: batch 1.
+    /// One sample's shape: `batch` images.
     pub fn shape(&self) -> Vec<usize> {
         match self.layout {
-            Layout::Nchw => vec![1, self.channels, self.height, self.width],
-            Layout::Nhwc => vec![1, self.height, self.width, self.channels],
+            Layout::Nchw => vec![self.batch, self.channels, self.height, self.width],
+            Layout::Nhwc => vec![self.batch, self.height, self.width, self.channels],
         }
     }
 
-    /// Decodes and preprocesses one image: float32 values in [`Self::shape`].
+    /// Decodes and preprocesses one image: float32 values of one batch item.
     pub fn load(&self, path: &Path) -> Result<Vec<f32>, String> {
         let img = ImageReader::open(path)
             .map_err(|e| e.to_string())?
@@ -292,8 +288,8 @@ mod tests {
         assert_eq!((p.height, p.width), (64, 48));
         let e = ImagePlan::new(&spec(&[None, Some(3), Some(32), Some(32)]), &sized).unwrap_err();
         assert!(e.contains("does not fit"), "{e}");
-        let e = ImagePlan::new(&spec(&[Some(8), Some(3), Some(32), Some(32)]), &o).unwrap_err();
-        assert!(e.contains("batch of 8"), "{e}");
+        let p = ImagePlan::new(&spec(&[Some(8), Some(3), Some(32), Some(32)]), &o).unwrap();
+        assert_eq!(p.shape(), vec![8, 3, 32, 32]);
         let e = ImagePlan::new(&spec(&[None, Some(5), Some(32), Some(32)]), &o).unwrap_err();
         assert!(e.contains("channel axis"), "{e}");
         let two_means = ImageOptions {

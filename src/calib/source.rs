@@ -9,8 +9,9 @@
 //!   input) feeds that input; any other `.npy` / `.pb` is a sample of a single-input model;
 //!   `output_K.pb` files (reference outputs) are skipped; subdirectories such as ONNX's
 //!   `test_data_set_N/` are read the same way, in natural order;
-//! - PNG and JPEG images (a file, or among the files of a directory): one sample each of a
-//!   single-input model's image input, preprocessed as [`super::image`] describes.
+//! - PNG and JPEG images (a file, or among the files of a directory): a single-input model's
+//!   image input, one image per batch item (B per sample for a fixed batch of B, in natural
+//!   order), preprocessed as [`super::image`] describes.
 //!
 //! An array's axis 0 stacks samples: with one axis more than the input it holds `shape[0]`
 //! feeds; with the input's rank, batches of the input's batch size (1 when symbolic); with one
@@ -62,7 +63,8 @@ enum Location {
     Npy,
     NpzEntry(npy::NpzEntry),
     Pb,
-    Image,
+    /// The images of one sample, in order.
+    Images(Vec<PathBuf>),
 }
 
 /// Where one input's data comes from inside a group.
@@ -97,6 +99,8 @@ pub struct Dataset {
     pub skipped_files: usize,
     /// How image files are read (set when there are some).
     image: Option<ImagePlan>,
+    /// What the caller should warn about (images left over after the last full batch).
+    pub notes: Vec<String>,
 }
 
 impl Dataset {
@@ -117,6 +121,7 @@ impl Dataset {
             skipped: 0,
             images,
             image: None,
+            notes: Vec::new(),
         };
         if path.is_dir() {
             scan.dir(path, 0)?;
@@ -124,7 +129,20 @@ impl Dataset {
             let group = match ext(path) {
                 Some("npz") => scan.npz_group(path)?,
                 Some("npy" | "pb") => scan.single_file_group(path)?,
-                _ if is_image(path) => scan.image_group(path)?,
+                _ if is_image(path) => {
+                    scan.image_groups(path, vec![path.to_path_buf()])?;
+                    if scan.groups.is_empty() {
+                        return Err(CalibError::BadFile {
+                            path: path.to_path_buf(),
+                            reason: format!(
+                                "one image, where a sample of input `{}` takes {}: give a directory",
+                                inputs[0].name,
+                                scan.image.as_ref().map_or(1, |p| p.batch)
+                            ),
+                        });
+                    }
+                    scan.groups.pop().expect("checked")
+                }
                 _ => {
                     return Err(CalibError::BadFile {
                         path: path.to_path_buf(),
@@ -157,6 +175,7 @@ impl Dataset {
             skip: 0,
             skipped_files: scan.skipped,
             image: scan.image,
+            notes: scan.notes,
         })
     }
 
@@ -181,6 +200,7 @@ impl Dataset {
             skip: cut,
             skipped_files: self.skipped_files,
             image: self.image.clone(),
+            notes: Vec::new(),
         };
         let head = Dataset { len: cut, ..self };
         (head, tail)
@@ -381,10 +401,16 @@ fn open_group(
             reason,
         };
         let reader = match (&feed.location, feed.count) {
-            (Location::Image, _) => {
+            (Location::Images(paths), _) => {
                 let plan = image.expect("image groups come with a plan");
-                let values = plan.load(&feed.path).map_err(bad)?;
-                let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let mut bytes = Vec::new();
+                for path in paths {
+                    let values = plan.load(path).map_err(|reason| CalibError::BadFile {
+                        path: path.clone(),
+                        reason,
+                    })?;
+                    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+                }
                 let data = convert(Elem::F32, &bytes, spec.elem)
                     .map_err(|r| bad(format!("input `{}`: {r}", spec.name)))?;
                 FeedReader::Memory {
@@ -450,7 +476,7 @@ fn read_whole(feed: &Feed) -> Result<Array, CalibError> {
     };
     match &feed.location {
         Location::Pb => read_pb(&feed.path).map(|(_, a)| a),
-        Location::Image => Err(bad("an image is not a constant".into())),
+        Location::Images(_) => Err(bad("an image is not a constant".into())),
         Location::Npy | Location::NpzEntry(_) => {
             let mut s = match &feed.location {
                 Location::NpzEntry(e) => npy::open_npz_entry(&feed.path, e),
@@ -584,6 +610,7 @@ struct Scan<'a> {
     images: &'a ImageOptions,
     /// Set at the first image met.
     image: Option<ImagePlan>,
+    notes: Vec<String>,
 }
 
 fn ext(path: &Path) -> Option<&str> {
@@ -676,9 +703,8 @@ impl Scan<'_> {
         )
     }
 
-    /// One image: one sample of the model's only input. Its header is read now, its pixels when
-    /// the sample is.
-    fn image_group(&mut self, path: &Path) -> Result<Group, CalibError> {
+    /// The plan images follow, made at the first one: `Err` when the model cannot take them.
+    fn image_plan(&mut self, path: &Path) -> Result<&ImagePlan, CalibError> {
         let bad = |reason: String| CalibError::BadFile {
             path: path.to_path_buf(),
             reason,
@@ -692,19 +718,49 @@ impl Scan<'_> {
         if self.image.is_none() {
             self.image = Some(ImagePlan::new(&self.inputs[0], self.images).map_err(bad)?);
         }
-        super::image::dimensions(path).map_err(bad)?;
-        let shape = self.image.as_ref().expect("set above").shape();
-        Ok(Group {
-            origin: path.to_path_buf(),
-            feeds: vec![Feed {
-                path: path.to_path_buf(),
-                location: Location::Image,
-                elem: Elem::F32,
-                per_sample: shape,
-                count: Some(1),
-            }],
-            count: 1,
-        })
+        Ok(self.image.as_ref().expect("set above"))
+    }
+
+    /// Images in natural order, `batch` per sample of the model's only input. Headers are
+    /// read now, pixels when the sample is; images after the last full batch are left out
+    /// (with a note).
+    fn image_groups(&mut self, dir: &Path, paths: Vec<PathBuf>) -> Result<(), CalibError> {
+        let Some(first) = paths.first() else {
+            return Ok(());
+        };
+        let plan = self.image_plan(first)?;
+        let (batch, shape) = (plan.batch, plan.shape());
+        for path in &paths {
+            super::image::dimensions(path).map_err(|reason| CalibError::BadFile {
+                path: path.clone(),
+                reason,
+            })?;
+        }
+        let left = paths.len() % batch;
+        if left > 0 {
+            self.skipped += left;
+            self.notes.push(format!(
+                "{left} image(s) of `{}` left out: a sample of input `{}` takes {batch}, and {} image(s) make {} full sample(s)",
+                dir.display(),
+                self.inputs[0].name,
+                paths.len(),
+                paths.len() / batch
+            ));
+        }
+        for chunk in paths.chunks_exact(batch) {
+            self.groups.push(Group {
+                origin: chunk[0].clone(),
+                feeds: vec![Feed {
+                    path: chunk[0].clone(),
+                    location: Location::Images(chunk.to_vec()),
+                    elem: Elem::F32,
+                    per_sample: shape.clone(),
+                    count: Some(1),
+                }],
+                count: 1,
+            });
+        }
+        Ok(())
     }
 
     fn npz_group(&mut self, path: &Path) -> Result<Group, CalibError> {
@@ -801,6 +857,7 @@ impl Scan<'_> {
         entries.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
         let mut named = Vec::new();
         let mut subdirs = Vec::new();
+        let mut images = Vec::new();
         for path in entries {
             if path.is_dir() {
                 subdirs.push(path);
@@ -842,10 +899,7 @@ impl Scan<'_> {
                         }
                     }
                 }
-                _ if is_image(&path) => {
-                    let g = self.image_group(&path)?;
-                    self.groups.push(g);
-                }
+                _ if is_image(&path) => images.push(path),
                 _ => self.skipped += 1,
             }
         }
@@ -853,6 +907,7 @@ impl Scan<'_> {
             let g = self.group_of(dir, named)?;
             self.groups.push(g);
         }
+        self.image_groups(dir, images)?;
         if depth == 0 {
             for sub in subdirs {
                 self.dir(&sub, depth + 1)?;

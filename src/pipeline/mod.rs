@@ -447,6 +447,7 @@ fn calibrate(
         ..observe
     };
     let (data, shapes) = data;
+    data.notes.iter().for_each(|n| warn(n));
     let samples = data.len();
     let skipped_files = data.skipped_files;
     let threads = src.threads.max(1);

@@ -89,6 +89,69 @@ fn jpeg_and_colour_images_of_any_size_are_resized() {
     quantize_ok(&model, dir.path(), &out, &flags);
 }
 
+/// The digits model with its batch fixed to `batch`.
+fn digits_with_batch(dir: &Path, batch: i64) -> std::path::PathBuf {
+    use onnx_quant::proto::{tensor_shape_proto::dimension::Value, type_proto};
+    let mut m = load_model(&fixture(DIGITS));
+    let input = &mut m.graph.as_mut().unwrap().input[0];
+    let Some(type_proto::Value::TensorType(t)) = &mut input.r#type.as_mut().unwrap().value else {
+        panic!("the digits input is a tensor")
+    };
+    t.shape.as_mut().unwrap().dim[0].value = Some(Value::DimValue(batch));
+    let path = dir.join(format!("digits_b{batch}.onnx"));
+    save_model(&m, &path);
+    path
+}
+
+/// An input of fixed batch 4 takes 4 images per sample, in natural order: the 32 PNG digits
+/// give the model the array's first 32 rows give; images after the last full batch are left
+/// out with a warning.
+#[test]
+fn a_fixed_batch_takes_that_many_images_per_sample() {
+    let dir = scratch();
+    let model = digits_with_batch(dir.path(), 4);
+    let (from_images, from_npy) = (dir.path().join("img.onnx"), dir.path().join("npy.onnx"));
+    quantize_ok(
+        &model,
+        &fixture("digits/images"),
+        &from_images,
+        &DIGIT_FLAGS,
+    );
+    quantize_ok(
+        &model,
+        &fixture(DIGITS_CALIB),
+        &from_npy,
+        &["--max-samples", "8"],
+    );
+    assert_eq!(
+        std::fs::read(&from_images).unwrap(),
+        std::fs::read(&from_npy).unwrap()
+    );
+    let some = dir.path().join("some");
+    std::fs::create_dir(&some).unwrap();
+    for i in 0..10 {
+        let name = format!("digit_{i:03}.png");
+        std::fs::copy(fixture("digits/images").join(&name), some.join(&name)).unwrap();
+    }
+    let out = dir.path().join("q.onnx");
+    let o = quantize_ok(&model, &some, &out, &DIGIT_FLAGS);
+    let err = stderr(&o);
+    assert!(
+        err.contains("warning: 2 image(s) of")
+            && err.contains("takes 4, and 10 image(s) make 2 full sample(s)"),
+        "{err}"
+    );
+    assert_eq!(stats_samples(&model, &some, &DIGIT_FLAGS), 2);
+    // a single image cannot fill a batch of 4
+    fails(
+        &model,
+        &some.join("digit_000.png"),
+        &[],
+        4,
+        &["digit_000.png", "takes 4: give a directory"],
+    );
+}
+
 /// Runs `model` on `calib` expecting failure `code` with one error line holding `want`.
 fn fails(model: &Path, calib: &Path, extra: &[&str], want_code: i32, want: &[&str]) {
     let dir = scratch();
