@@ -125,24 +125,21 @@ impl Dataset {
         };
         if path.is_dir() {
             scan.dir(path, 0)?;
+        } else if is_image(path) {
+            scan.image_groups(path, vec![path.to_path_buf()])?;
+            if let Some(plan) = scan.image.as_ref().filter(|p| p.batch > 1) {
+                return Err(CalibError::BadFile {
+                    path: path.to_path_buf(),
+                    reason: format!(
+                        "one image, where a sample of input `{}` takes {}: give a directory",
+                        inputs[0].name, plan.batch
+                    ),
+                });
+            }
         } else {
             let group = match ext(path) {
                 Some("npz") => scan.npz_group(path)?,
                 Some("npy" | "pb") => scan.single_file_group(path)?,
-                _ if is_image(path) => {
-                    scan.image_groups(path, vec![path.to_path_buf()])?;
-                    if scan.groups.is_empty() {
-                        return Err(CalibError::BadFile {
-                            path: path.to_path_buf(),
-                            reason: format!(
-                                "one image, where a sample of input `{}` takes {}: give a directory",
-                                inputs[0].name,
-                                scan.image.as_ref().map_or(1, |p| p.batch)
-                            ),
-                        });
-                    }
-                    scan.groups.pop().expect("checked")
-                }
                 _ => {
                     return Err(CalibError::BadFile {
                         path: path.to_path_buf(),
