@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::ir::{self, Index, Names, Patch, Placement};
-use crate::onnx::tensor::{element_count, f32_tensor};
+use crate::onnx::tensor::{element_count, f32_tensor, of_count};
 use crate::proto::{
     AttributeProto, ModelProto, NodeProto, TensorProto, attribute_proto::AttributeType,
     tensor_proto::DataType,
@@ -132,14 +132,7 @@ fn int_values(t: &TensorProto) -> Result<Vec<i32>, String> {
         }
         _ => return Err(int_range(t.data_type()).err().unwrap_or_default()),
     };
-    if v.len() != n {
-        return Err(format!(
-            "holds {} values where its dims {:?} need {n}",
-            v.len(),
-            t.dims
-        ));
-    }
-    Ok(v)
+    of_count(v, n, &t.dims)
 }
 
 /// The tensor value of `name` when it is constant: an initializer (not overridable) or the
@@ -170,14 +163,7 @@ fn fp8_values(t: &TensorProto) -> Result<Vec<f32>, String> {
     } else {
         raw.iter().map(|&b| crate::params::from_fp8(b)).collect()
     };
-    if v.len() != n {
-        return Err(format!(
-            "holds {} values where its dims {:?} need {n}",
-            v.len(),
-            t.dims
-        ));
-    }
-    Ok(v)
+    of_count(v, n, &t.dims)
 }
 
 /// Scale and zero-point of a Q or DQ node: float scales (one per element), integer zero-points

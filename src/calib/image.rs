@@ -260,11 +260,7 @@ mod tests {
     use super::*;
 
     fn spec(dims: &[Option<usize>]) -> InputSpec {
-        InputSpec {
-            name: "x".into(),
-            elem: Elem::F32,
-            dims: dims.to_vec(),
-        }
+        InputSpec::f32_for_test(dims)
     }
 
     #[test]

@@ -39,6 +39,16 @@ pub struct InputSpec {
 }
 
 impl InputSpec {
+    /// A float32 input `x` of `dims`, for tests.
+    #[cfg(test)]
+    pub(crate) fn f32_for_test(dims: &[Option<usize>]) -> InputSpec {
+        InputSpec {
+            name: "x".into(),
+            elem: Elem::F32,
+            dims: dims.to_vec(),
+        }
+    }
+
     fn describe(&self) -> String {
         let dims: Vec<String> = self
             .dims
@@ -950,11 +960,7 @@ mod tests {
     use super::*;
 
     fn spec(dims: &[Option<usize>]) -> InputSpec {
-        InputSpec {
-            name: "x".into(),
-            elem: Elem::F32,
-            dims: dims.to_vec(),
-        }
+        InputSpec::f32_for_test(dims)
     }
 
     #[test]

@@ -47,11 +47,15 @@ pub fn f32_data(t: &TensorProto) -> Result<Vec<f32>, String> {
             .collect(),
         _ => t.float_data.clone(),
     };
+    of_count(values, n, &t.dims)
+}
+
+/// `values` when there are `n` of them (what `dims` need), else an error saying both.
+pub fn of_count<T>(values: Vec<T>, n: usize, dims: &[i64]) -> Result<Vec<T>, String> {
     if values.len() != n {
         return Err(format!(
-            "holds {} values where its dims {:?} need {n}",
-            values.len(),
-            t.dims
+            "holds {} values where its dims {dims:?} need {n}",
+            values.len()
         ));
     }
     Ok(values)

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 
 use crate::support::*;
 
-struct Case {
+pub(crate) struct Case {
     model: PathBuf,
     calib: PathBuf,
-    extra: Vec<String>,
+    pub(crate) extra: Vec<String>,
 }
 
 impl Case {
-    fn new(model: PathBuf, calib: PathBuf) -> Case {
+    pub(crate) fn new(model: PathBuf, calib: PathBuf) -> Case {
         Case {
             model,
             calib,
@@ -22,7 +22,7 @@ impl Case {
 }
 
 /// Runs `case` writing to `dir/out.onnx` (or `out` if given) and checks the failure contract.
-fn check(case: Case, out: Option<PathBuf>, want_code: i32, want: &[&str]) -> String {
+pub(crate) fn check(case: Case, out: Option<PathBuf>, want_code: i32, want: &[&str]) -> String {
     let dir = scratch();
     let out = out.unwrap_or_else(|| dir.path().join("out.onnx"));
     let before = std::fs::read(&case.model).ok();

@@ -1,37 +1,41 @@
 //! PNG and JPEG files as calibration data: decoded, resized and normalised into the model's
 //! input, with every failure a one-line error naming the file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::cli_errors::{Case, check};
 use crate::support::*;
 
 /// The digits PNGs (pixels · 15, see fixtures/digits/make_images.py) with the flags that undo
 /// that scaling.
 const DIGIT_FLAGS: [&str; 6] = ["--pixel-range", "0-255", "--mean", "72", "--std", "96"];
 
-/// The 32 PNG digits give the very tensors the first 32 rows of calib.npy hold: the statistics
-/// and the quantized model are byte-identical.
-#[test]
-fn png_digits_calibrate_exactly_like_the_arrays_they_come_from() {
-    let dir = scratch();
-    let (from_images, from_npy) = (dir.path().join("img.onnx"), dir.path().join("npy.onnx"));
-    let model = fixture(DIGITS);
+/// Quantizes `model` from the 32 PNG digits and from the first `samples` samples of calib.npy
+/// (into `dir`), asserts the two models are byte-identical, and returns the array's.
+fn assert_images_quantize_like_the_array(model: &Path, samples: usize, dir: &Path) -> PathBuf {
+    let (from_images, from_npy) = (dir.join("img.onnx"), dir.join("npy.onnx"));
+    quantize_ok(model, &fixture("digits/images"), &from_images, &DIGIT_FLAGS);
+    let n = samples.to_string();
     quantize_ok(
-        &model,
-        &fixture("digits/images"),
-        &from_images,
-        &DIGIT_FLAGS,
-    );
-    quantize_ok(
-        &model,
+        model,
         &fixture(DIGITS_CALIB),
         &from_npy,
-        &["--max-samples", "32"],
+        &["--max-samples", &n],
     );
     assert_eq!(
         std::fs::read(&from_images).unwrap(),
         std::fs::read(&from_npy).unwrap()
     );
+    from_npy
+}
+
+/// The 32 PNG digits give the very tensors the first 32 rows of calib.npy hold: the statistics
+/// and the quantized model are byte-identical.
+#[test]
+fn png_digits_calibrate_exactly_like_the_arrays_they_come_from() {
+    let dir = scratch();
+    let model = fixture(DIGITS);
+    let from_npy = assert_images_quantize_like_the_array(&model, 32, dir.path());
     // without the scaling the ranges differ: the flags are applied, not ignored
     let plain = dir.path().join("plain.onnx");
     quantize_ok(&model, &fixture("digits/images"), &plain, &[]);
@@ -90,7 +94,7 @@ fn jpeg_and_colour_images_of_any_size_are_resized() {
 }
 
 /// The digits model with its batch fixed to `batch`.
-fn digits_with_batch(dir: &Path, batch: i64) -> std::path::PathBuf {
+fn digits_with_batch(dir: &Path, batch: i64) -> PathBuf {
     use onnx_quant::proto::{tensor_shape_proto::dimension::Value, type_proto};
     let mut m = load_model(&fixture(DIGITS));
     let input = &mut m.graph.as_mut().unwrap().input[0];
@@ -110,23 +114,7 @@ fn digits_with_batch(dir: &Path, batch: i64) -> std::path::PathBuf {
 fn a_fixed_batch_takes_that_many_images_per_sample() {
     let dir = scratch();
     let model = digits_with_batch(dir.path(), 4);
-    let (from_images, from_npy) = (dir.path().join("img.onnx"), dir.path().join("npy.onnx"));
-    quantize_ok(
-        &model,
-        &fixture("digits/images"),
-        &from_images,
-        &DIGIT_FLAGS,
-    );
-    quantize_ok(
-        &model,
-        &fixture(DIGITS_CALIB),
-        &from_npy,
-        &["--max-samples", "8"],
-    );
-    assert_eq!(
-        std::fs::read(&from_images).unwrap(),
-        std::fs::read(&from_npy).unwrap()
-    );
+    assert_images_quantize_like_the_array(&model, 8, dir.path());
     let some = dir.path().join("some");
     std::fs::create_dir(&some).unwrap();
     for i in 0..10 {
@@ -152,28 +140,12 @@ fn a_fixed_batch_takes_that_many_images_per_sample() {
     );
 }
 
-/// Runs `model` on `calib` expecting failure `code` with one error line holding `want`.
+/// Runs `model` on `calib` expecting failure `code` with one error line holding `want`, and
+/// nothing written or changed ([`crate::cli_errors::check`]).
 fn fails(model: &Path, calib: &Path, extra: &[&str], want_code: i32, want: &[&str]) {
-    let dir = scratch();
-    let out = dir.path().join("out.onnx");
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        model.as_os_str(),
-        out.as_os_str(),
-        "--calib".as_ref(),
-        calib.as_os_str(),
-    ];
-    args.extend(extra.iter().map(std::ffi::OsStr::new));
-    let o = run(&args);
-    let err = stderr(&o);
-    assert_eq!(code(&o), want_code, "{err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "{err}");
-    for w in want {
-        assert!(lines[0].contains(w), "`{w}` missing from: {}", lines[0]);
-    }
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!out.exists(), "a failed run wrote {}", out.display());
-    assert!(temp_leftovers(dir.path()).is_empty());
+    let mut case = Case::new(model.to_path_buf(), calib.to_path_buf());
+    case.extra = extra.iter().map(|s| s.to_string()).collect();
+    check(case, None, want_code, want);
 }
 
 #[test]
