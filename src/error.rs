@@ -128,6 +128,26 @@ pub enum ModelError {
     Unsupported { path: PathBuf, what: String },
     #[error("tract failed on `{path}`: {message}")]
     Runtime { path: PathBuf, message: String },
+    #[error(
+        "tract cannot type node `{node}` ({op}) of `{path}`{}: {message}{}; \
+         if the data cannot fix the input shapes, give them with --input-shape NAME:D0,D1,... \
+         (docs/user-guide.md, \"Models tract cannot type\")",
+        if inputs.is_empty() { String::new() } else { format!(" with inputs {}", inputs.join(", ")) },
+        if *relaxed { " (the shapes the file records for intermediate tensors were ignored)" } else { "" }
+    )]
+    Untyped {
+        path: PathBuf,
+        node: String,
+        op: String,
+        inputs: Vec<String>,
+        message: String,
+        relaxed: bool,
+    },
+    #[error(
+        "model `{path}` is already quantized (it holds {}): quantize the float model it was made from",
+        ops.join(", ")
+    )]
+    AlreadyQuantized { path: PathBuf, ops: Vec<String> },
     #[error("cannot quantize `{path}` as configured: {reason}")]
     OpsetBlocked { path: PathBuf, reason: String },
     #[error("cannot convert `{path}` to float16 (--high-precision fp16): {reason}")]

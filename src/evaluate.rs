@@ -291,8 +291,20 @@ pub fn compare(
     let shapes = data.fixed_shapes();
     let ref_model = runnable(reference.model, &rsel.names)?;
     let sim_model = runnable(&sim.model, &tsel.names)?;
-    let r = Runner::new(&ref_model, reference.path)?.compile(Some(&rsel.names), inputs, &shapes)?;
-    let t = Runner::new(&sim_model, quantized.path)?.compile(Some(&tsel.names), inputs, &shapes)?;
+    let r = Runner::compiled(
+        &ref_model,
+        reference.path,
+        Some(&rsel.names),
+        inputs,
+        &shapes,
+    )?;
+    let t = Runner::compiled(
+        &sim_model,
+        quantized.path,
+        Some(&tsel.names),
+        inputs,
+        &shapes,
+    )?;
     let run = Run {
         outputs: &outputs,
         slots: &slots,
@@ -339,7 +351,7 @@ impl Reference {
         let outputs = graph_outputs(model.model);
         let shapes = data.fixed_shapes();
         let m = runnable(model.model, &outputs)?;
-        let r = Runner::new(&m, model.path)?.compile(Some(&outputs), inputs, &shapes)?;
+        let r = Runner::compiled(&m, model.path, Some(&outputs), inputs, &shapes)?;
         let parts = run_models(&[&r], data.clone(), opts, || Keep(Vec::new()))?;
         Ok(Reference {
             labelled_output: first_classifier(model.model),
@@ -371,8 +383,13 @@ impl Reference {
             )));
         }
         let m = runnable(&sim.model, &self.outputs)?;
-        let t =
-            Runner::new(&m, quantized.path)?.compile(Some(&self.outputs), inputs, &self.shapes)?;
+        let t = Runner::compiled(
+            &m,
+            quantized.path,
+            Some(&self.outputs),
+            inputs,
+            &self.shapes,
+        )?;
         let run = Run {
             outputs: &self.outputs,
             slots: &[],

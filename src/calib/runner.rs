@@ -36,6 +36,8 @@ pub struct TensorInfo {
 pub struct Runner {
     path: PathBuf,
     source: Source,
+    /// The parser: with or without the file's `value_info` ([`Runner::relaxed`]).
+    onnx: tract_onnx::Onnx,
     /// The outlet of every ONNX tensor name (the same in every parse).
     outlets: HashMap<String, OutletId>,
 }
@@ -76,7 +78,35 @@ impl Runner {
     /// Checks that tract implements every op (reporting all that it lacks at once) and converts
     /// the model to tract's protobuf types.
     pub fn new(model: &ModelProto, path: &Path) -> Result<Runner, ModelError> {
-        let onnx = tract_onnx::onnx();
+        Self::with_parser(model, path, tract_onnx::onnx())
+    }
+
+    /// The same, ignoring the shapes and types the file records for intermediate tensors
+    /// (`value_info`): exporters record them for the shapes they traced with (batch 1, one
+    /// image size), or as symbols tract cannot unify with the concrete shapes of the data.
+    /// tract then infers every tensor from the inputs alone.
+    pub fn relaxed(model: &ModelProto, path: &Path) -> Result<Runner, ModelError> {
+        Self::with_parser(model, path, tract_onnx::onnx().with_ignore_value_info(true))
+    }
+
+    /// Whether the model records facts about intermediate tensors a relaxed runner would ignore.
+    pub fn records_value_info(model: &ModelProto) -> bool {
+        fn any(g: &GraphProto) -> bool {
+            !g.value_info.is_empty()
+                || g.node.iter().any(|n| {
+                    n.attribute
+                        .iter()
+                        .any(|a| a.g.iter().chain(&a.graphs).any(any))
+                })
+        }
+        model.graph.as_ref().is_some_and(any)
+    }
+
+    fn with_parser(
+        model: &ModelProto,
+        path: &Path,
+        onnx: tract_onnx::Onnx,
+    ) -> Result<Runner, ModelError> {
         let mut missing = Vec::new();
         if let Some(g) = model.graph.as_ref() {
             unsupported_ops(g, &onnx.op_register.0, &mut missing);
@@ -89,11 +119,14 @@ impl Runner {
         }
         // Our types carry every field; tract's older schema ignores what it does not know.
         let bytes = model.encode_to_vec();
-        let proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice())
+        let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice())
             .map_err(|e| runtime_err(path, e))?;
         drop(bytes);
+        if let Some(g) = proto.graph.as_mut() {
+            default_constant_of_shape(g);
+        }
         let dir = path.parent().and_then(|d| d.to_str()).map(str::to_string);
-        let parsed = tract_onnx::onnx()
+        let parsed = onnx
             .parse(&proto, dir.as_deref())
             .map_err(|e| runtime_err(path, e))?;
         let external = proto.graph.as_ref().is_some_and(|g| {
@@ -113,6 +146,7 @@ impl Runner {
         Ok(Runner {
             path: path.to_path_buf(),
             source,
+            onnx,
             outlets: parsed.outlets_by_name,
         })
     }
@@ -127,7 +161,7 @@ impl Runner {
             Source::Proto { proto, dir, first } => {
                 match first.lock().ok().and_then(|mut f| f.take()) {
                     Some(m) => m,
-                    None => tract_onnx::onnx().parse(proto, dir.as_deref())?.model,
+                    None => self.onnx.parse(proto, dir.as_deref())?.model,
                 }
             }
         };
@@ -177,6 +211,42 @@ impl Runner {
             Ok(out)
         };
         run().map_err(|e| runtime_err(&self.path, e))
+    }
+
+    /// What tract knew about the inputs of the node its analysis failed on, when the message
+    /// names one: (tract's node name, each input as `name: facts`). The analysis is run again
+    /// without stopping at the failure, so the facts are the ones tract had inferred.
+    pub fn diagnose(
+        &self,
+        message: &str,
+        inputs: &[InputSpec],
+        shapes: &[Option<Vec<usize>>],
+    ) -> Option<(String, Vec<String>)> {
+        let start = message.find("node #")?;
+        let rest = &message[start..];
+        let open = rest.find('"')? + 1;
+        let close = open + rest[open..].find('"')?;
+        let name = rest[open..close].to_string();
+        let (mut model, _) = self.parse(inputs, shapes).ok()?;
+        let _ = model.analyse(true);
+        let node = model.node_by_name(&name).ok()?;
+        let facts = node
+            .inputs
+            .iter()
+            .map(|i| {
+                let label = model.node(i.node).name.clone();
+                let label = if model.node(i.node).outputs.len() > 1 {
+                    format!("{label}:{}", i.slot)
+                } else {
+                    label
+                };
+                let fact = model
+                    .outlet_fact(*i)
+                    .map_or_else(|_| "?".to_string(), |f| format!("{f:?}"));
+                format!("`{label}` {fact}")
+            })
+            .collect();
+        Some((name, facts))
     }
 
     /// Runs every sample of `data` and returns the statistics `observe` asks for, of `tensors`.
@@ -233,6 +303,23 @@ impl Runner {
         let plan = self.compile(None, inputs, shapes)?;
         let sinks = drive(&[&plan], data, opts, || CountSink(0))?;
         Ok(sinks.iter().map(|s| s.0).sum())
+    }
+
+    /// `model` compiled to compute `tensors` (or its own outputs): with the shapes the file
+    /// records for intermediate tensors, or, when that fails and it records some, without them.
+    pub fn compiled(
+        model: &ModelProto,
+        path: &Path,
+        tensors: Option<&[String]>,
+        inputs: &[InputSpec],
+        shapes: &[Option<Vec<usize>>],
+    ) -> Result<Compiled, Error> {
+        match Runner::new(model, path)?.compile(tensors, inputs, shapes) {
+            Err(Error::Model(ModelError::Runtime { .. })) if Runner::records_value_info(model) => {
+                Runner::relaxed(model, path)?.compile(tensors, inputs, shapes)
+            }
+            other => other,
+        }
     }
 
     /// The model compiled to compute `tensors` (or its own outputs), in that order.
@@ -378,14 +465,6 @@ fn worker<S: Sink>(
     stop: &AtomicBool,
     bar: &indicatif::ProgressBar,
 ) -> Result<S, (usize, Error)> {
-    let mut states = Vec::with_capacity(models.len());
-    for m in models {
-        states.push(
-            m.plan
-                .spawn()
-                .map_err(|e| (0, runtime_err(&m.path, e).into()))?,
-        );
-    }
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(sink);
@@ -404,7 +483,14 @@ fn worker<S: Sink>(
             (sample.index, e)
         };
         let mut outputs = Vec::with_capacity(models.len());
-        for (m, state) in models.iter().zip(&mut states) {
+        for m in models {
+            // a fresh state per sample: tract keeps the state of recurrent ops (an LSTM's
+            // hidden state) from one run to the next, so a reused state would make each
+            // sample's outputs depend on the samples its thread ran before
+            let mut state = m
+                .plan
+                .spawn()
+                .map_err(|e| fail(runtime_err(&m.path, e).into()))?;
             let feed: TVec<TValue> = sample
                 .arrays
                 .iter()
@@ -471,6 +557,33 @@ impl Sink for CalibSink<'_> {
                 })?;
         }
         Ok(())
+    }
+}
+
+/// `ConstantOfShape` without a `value` makes float32 zeros (the ONNX spec); tract 0.23 makes
+/// float64 zeros, which then meet float32 tensors (a MatMul fails to type). The value is made
+/// explicit in tract's copy.
+fn default_constant_of_shape(g: &mut tract_onnx::pb::GraphProto) {
+    use tract_onnx::pb::{AttributeProto, TensorProto, attribute_proto::AttributeType};
+    for node in &mut g.node {
+        if node.op_type == "ConstantOfShape" && !node.attribute.iter().any(|a| a.name == "value") {
+            node.attribute.push(AttributeProto {
+                name: "value".into(),
+                r#type: AttributeType::Tensor as i32,
+                t: Some(TensorProto {
+                    dims: vec![1],
+                    data_type: tract_onnx::pb::tensor_proto::DataType::Float as i32,
+                    float_data: vec![0.0],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        for a in &mut node.attribute {
+            for sub in a.g.iter_mut().chain(a.graphs.iter_mut()) {
+                default_constant_of_shape(sub);
+            }
+        }
     }
 }
 

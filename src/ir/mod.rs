@@ -56,6 +56,30 @@ pub fn set_default_opset(model: &mut ModelProto, version: i64) {
     }
 }
 
+/// The node named `name` (or, for a node without a name, whose first output is `name`), in the
+/// main graph or any subgraph.
+pub fn find_node<'m>(model: &'m ModelProto, name: &str) -> Option<&'m NodeProto> {
+    fn walk<'g>(g: &'g GraphProto, name: &str) -> Option<&'g NodeProto> {
+        for n in &g.node {
+            let own = if n.name().is_empty() {
+                n.output.first().map_or("", |s| s.as_str())
+            } else {
+                n.name()
+            };
+            if own == name {
+                return Some(n);
+            }
+            for a in &n.attribute {
+                if let Some(found) = a.g.iter().chain(&a.graphs).find_map(|sub| walk(sub, name)) {
+                    return Some(found);
+                }
+            }
+        }
+        None
+    }
+    walk(model.graph.as_ref()?, name)
+}
+
 /// A readable name for a node: its name, or `#id op_type(first output)` when it has none.
 pub fn node_label(node: &NodeProto, id: NodeId) -> String {
     match node.name() {

@@ -231,8 +231,132 @@ pub fn open_model(path: &Path) -> Result<Model, Error> {
             }
         ));
     }
+    let quantized = quantized_ops(&loaded.model);
+    if !quantized.is_empty() {
+        return Err(ModelError::AlreadyQuantized {
+            path: path.to_path_buf(),
+            ops: quantized,
+        }
+        .into());
+    }
     let inputs = input_specs(&loaded.model, path)?;
     Ok(Model { loaded, inputs })
+}
+
+/// The integer ops of an already quantized model (ONNX Runtime's dynamic and QOperator formats,
+/// its int4 MatMulNBits), counted per op, any subgraph included. QuantizeLinear and
+/// DequantizeLinear are not among them: a QDQ model's float rest can still be quantized.
+pub fn quantized_ops(model: &crate::proto::ModelProto) -> Vec<String> {
+    const INTEGER: [&str; 12] = [
+        "ConvInteger",
+        "MatMulInteger",
+        "DynamicQuantizeLinear",
+        "DynamicQuantizeLSTM",
+        "DynamicQuantizeMatMul",
+        "MatMulIntegerToFloat",
+        "MatMulNBits",
+        "QGemm",
+        "QAttention",
+        "QEmbedLayerNormalization",
+        "QOrderedMatMul",
+        "QuantizeBFP",
+    ];
+    fn walk(g: &crate::proto::GraphProto, counts: &mut BTreeMap<String, usize>) {
+        for n in &g.node {
+            let op = n.op_type();
+            if op.starts_with("QLinear") || INTEGER.contains(&op) {
+                *counts.entry(op.to_string()).or_default() += 1;
+            }
+            for a in &n.attribute {
+                a.g.iter()
+                    .chain(&a.graphs)
+                    .for_each(|sub| walk(sub, counts));
+            }
+        }
+    }
+    let mut counts = BTreeMap::new();
+    if let Some(g) = model.graph.as_ref() {
+        walk(g, &mut counts);
+    }
+    counts
+        .into_iter()
+        .map(|(op, n)| format!("{op} {n}"))
+        .collect()
+}
+
+/// A runner for `model` and the type and shape of every tensor with the inputs fixed to
+/// `shapes`. When tract's analysis fails and the file records shapes for intermediate tensors
+/// (`value_info`: often stale, traced at batch 1 or as symbols), they are ignored and tract
+/// infers every shape from the inputs alone; the note says so. A failure then names the node,
+/// its op and what tract knew of its inputs.
+pub(crate) fn typed_runner(
+    model: &crate::proto::ModelProto,
+    path: &Path,
+    inputs: &[InputSpec],
+    shapes: &[Option<Vec<usize>>],
+) -> Result<(Runner, HashMap<String, TensorInfo>, Option<String>), Error> {
+    let runner = Runner::new(model, path)?;
+    let first = match runner.analyse(inputs, shapes) {
+        Ok(types) => return Ok((runner, types, None)),
+        Err(e) => e,
+    };
+    if !Runner::records_value_info(model) {
+        return Err(untyped(&runner, model, first, inputs, shapes, false));
+    }
+    let relaxed = Runner::relaxed(model, path)?;
+    match relaxed.analyse(inputs, shapes) {
+        Ok(types) => {
+            let why = match &first {
+                ModelError::Runtime { message, .. } => {
+                    message.lines().next().unwrap_or("").to_string()
+                }
+                other => other.to_string(),
+            };
+            let note = format!(
+                "the shapes `{}` records for intermediate tensors (value_info) contradict the inputs' and were ignored; tract inferred every shape from the inputs (tract: {why})",
+                path.display()
+            );
+            Ok((relaxed, types, Some(note)))
+        }
+        Err(e) => Err(untyped(&relaxed, model, e, inputs, shapes, true)),
+    }
+}
+
+/// A failed analysis as an error naming the node, when tract's message names one.
+fn untyped(
+    runner: &Runner,
+    model: &crate::proto::ModelProto,
+    err: ModelError,
+    inputs: &[InputSpec],
+    shapes: &[Option<Vec<usize>>],
+    relaxed: bool,
+) -> Error {
+    let ModelError::Runtime { path, message } = &err else {
+        return err.into();
+    };
+    let Some((node, facts)) = runner.diagnose(message, inputs, shapes) else {
+        return err.into();
+    };
+    let op =
+        crate::ir::find_node(model, &node).map_or_else(String::new, |n| n.op_type().to_string());
+    ModelError::Untyped {
+        path: path.clone(),
+        node,
+        op,
+        inputs: facts,
+        message: message.clone(),
+        relaxed,
+    }
+    .into()
+}
+
+/// The shape of each input when the model declares every dim (`None` where a dim is symbolic:
+/// tract keeps the model's own symbols there).
+pub fn declared_shapes(inputs: &[InputSpec]) -> Vec<Option<Vec<usize>>> {
+    inputs
+        .iter()
+        .map(|i| i.dims.iter().copied().collect::<Option<Vec<usize>>>())
+        .collect()
 }
 
 /// The plan, the model it is made for, and what is needed to calibrate it.
@@ -332,11 +456,12 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
         None => None,
     };
     let (calib_model, _) = rewrite::fold_batchnorm(&model.loaded.model)?;
-    let runner = Runner::new(&calib_model, &model.loaded.path)?;
-    let declared: Vec<Option<Vec<usize>>> = vec![None; model.inputs.len()];
+    let declared = declared_shapes(&model.inputs);
     let shapes = data.as_ref().map_or(&declared, |(_, s)| s);
-    let types: HashMap<String, TensorInfo> = runner.analyse(&model.inputs, shapes)?;
+    let (runner, types, relaxed) =
+        typed_runner(&calib_model, &model.loaded.path, &model.inputs, shapes)?;
     let mut prep = Prep::default();
+    prep.notes.extend(relaxed);
     let written = model_to_write(&model.loaded.model, config, &mut prep)?;
     let missing = policy::unmatched(
         rules.overrides,
@@ -1128,7 +1253,7 @@ pub fn run_job(input: &Path, data: &DataSource) -> Result<(usize, f64), Error> {
     let set = Dataset::open(&data.path, &model.inputs, data.max_samples, &data.images)?;
     let shapes = set.fixed_shapes();
     let (calib_model, _) = rewrite::fold_batchnorm(&model.loaded.model)?;
-    let runner = Runner::new(&calib_model, input)?;
+    let (runner, _, _) = typed_runner(&calib_model, input, &model.inputs, &shapes)?;
     let opts = RunOptions {
         threads: data.threads.max(1),
         progress: data.progress,

@@ -50,8 +50,13 @@ pub(super) fn smooth_model(
     let tensors: Vec<String> = groups.iter().map(|g| g.tensor.clone()).collect();
     let set = Dataset::open(&data.path, &model.inputs, data.max_samples, &data.images)?;
     let shapes = set.fixed_shapes();
-    let runner = Runner::new(&model.loaded.model, &path)?;
-    let compiled = runner.compile(Some(&tensors), &model.inputs, &shapes)?;
+    let compiled = Runner::compiled(
+        &model.loaded.model,
+        &path,
+        Some(&tensors),
+        &model.inputs,
+        &shapes,
+    )?;
     let opts = RunOptions {
         threads: data.threads.max(1),
         progress: false,
