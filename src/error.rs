@@ -128,21 +128,8 @@ pub enum ModelError {
     Unsupported { path: PathBuf, what: String },
     #[error("tract failed on `{path}`: {message}")]
     Runtime { path: PathBuf, message: String },
-    #[error(
-        "tract cannot type node `{node}` ({op}) of `{path}`{}: {message}{}; \
-         if the data cannot fix the input shapes, give them with --input-shape NAME:D0,D1,... \
-         (docs/user-guide.md, \"Models tract cannot type\")",
-        if inputs.is_empty() { String::new() } else { format!(" with inputs {}", inputs.join(", ")) },
-        if *relaxed { " (the shapes the file records for intermediate tensors were ignored)" } else { "" }
-    )]
-    Untyped {
-        path: PathBuf,
-        node: String,
-        op: String,
-        inputs: Vec<String>,
-        message: String,
-        relaxed: bool,
-    },
+    #[error("{0}")]
+    Untyped(Box<UntypedNode>),
     #[error(
         "model `{path}` is already quantized (it holds {}): quantize the float model it was made from",
         ops.join(", ")
@@ -152,6 +139,24 @@ pub enum ModelError {
     OpsetBlocked { path: PathBuf, reason: String },
     #[error("cannot convert `{path}` to float16 (--high-precision fp16): {reason}")]
     Fp16 { path: PathBuf, reason: String },
+}
+
+/// A node tract's analysis failed on, with what tract knew of its inputs.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "tract cannot type node `{node}` ({op}) of `{path}`{}: {message}{}; \
+     if the data cannot fix the input shapes, give them with --input-shape NAME:D0,D1,... \
+     (docs/user-guide.md, \"Models tract cannot type\")",
+    if inputs.is_empty() { String::new() } else { format!(" with inputs {}", inputs.join(", ")) },
+    if *relaxed { " (the shapes the file records for intermediate tensors were ignored)" } else { "" }
+)]
+pub struct UntypedNode {
+    pub path: PathBuf,
+    pub node: String,
+    pub op: String,
+    pub inputs: Vec<String>,
+    pub message: String,
+    pub relaxed: bool,
 }
 
 /// Problems with the calibration data or what running the model on it produced.

@@ -284,6 +284,13 @@ pub fn quantized_ops(model: &crate::proto::ModelProto) -> Vec<String> {
         .collect()
 }
 
+/// A runner, the types it found, and a note when it had to ignore the file's value_info.
+pub(crate) struct Typed {
+    pub runner: Runner,
+    pub types: HashMap<String, TensorInfo>,
+    pub note: Option<String>,
+}
+
 /// A runner for `model` and the type and shape of every tensor with the inputs fixed to
 /// `shapes`. When tract's analysis fails and the file records shapes for intermediate tensors
 /// (`value_info`: often stale, traced at batch 1 or as symbols), they are ignored and tract
@@ -294,10 +301,16 @@ pub(crate) fn typed_runner(
     path: &Path,
     inputs: &[InputSpec],
     shapes: &[Option<Vec<usize>>],
-) -> Result<(Runner, HashMap<String, TensorInfo>, Option<String>), Error> {
+) -> Result<Typed, Error> {
     let runner = Runner::new(model, path)?;
     let first = match runner.analyse(inputs, shapes) {
-        Ok(types) => return Ok((runner, types, None)),
+        Ok(types) => {
+            return Ok(Typed {
+                runner,
+                types,
+                note: None,
+            });
+        }
         Err(e) => e,
     };
     if !Runner::records_value_info(model) {
@@ -316,7 +329,11 @@ pub(crate) fn typed_runner(
                 "the shapes `{}` records for intermediate tensors (value_info) contradict the inputs' and were ignored; tract inferred every shape from the inputs (tract: {why})",
                 path.display()
             );
-            Ok((relaxed, types, Some(note)))
+            Ok(Typed {
+                runner: relaxed,
+                types,
+                note: Some(note),
+            })
         }
         Err(e) => Err(untyped(&relaxed, model, e, inputs, shapes, true)),
     }
@@ -339,14 +356,14 @@ fn untyped(
     };
     let op =
         crate::ir::find_node(model, &node).map_or_else(String::new, |n| n.op_type().to_string());
-    ModelError::Untyped {
+    ModelError::Untyped(Box::new(crate::error::UntypedNode {
         path: path.clone(),
         node,
         op,
         inputs: facts,
         message: message.clone(),
         relaxed,
-    }
+    }))
     .into()
 }
 
@@ -458,10 +475,13 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
     let (calib_model, _) = rewrite::fold_batchnorm(&model.loaded.model)?;
     let declared = declared_shapes(&model.inputs);
     let shapes = data.as_ref().map_or(&declared, |(_, s)| s);
-    let (runner, types, relaxed) =
-        typed_runner(&calib_model, &model.loaded.path, &model.inputs, shapes)?;
+    let Typed {
+        runner,
+        types,
+        note,
+    } = typed_runner(&calib_model, &model.loaded.path, &model.inputs, shapes)?;
     let mut prep = Prep::default();
-    prep.notes.extend(relaxed);
+    prep.notes.extend(note);
     let written = model_to_write(&model.loaded.model, config, &mut prep)?;
     let missing = policy::unmatched(
         rules.overrides,
@@ -1253,7 +1273,7 @@ pub fn run_job(input: &Path, data: &DataSource) -> Result<(usize, f64), Error> {
     let set = Dataset::open(&data.path, &model.inputs, data.max_samples, &data.images)?;
     let shapes = set.fixed_shapes();
     let (calib_model, _) = rewrite::fold_batchnorm(&model.loaded.model)?;
-    let (runner, _, _) = typed_runner(&calib_model, input, &model.inputs, &shapes)?;
+    let runner = typed_runner(&calib_model, input, &model.inputs, &shapes)?.runner;
     let opts = RunOptions {
         threads: data.threads.max(1),
         progress: data.progress,
