@@ -92,6 +92,34 @@ pub struct Array {
     pub data: Vec<u8>,
 }
 
+impl Array {
+    /// Its values for messages: `16000`, `[1,2,3]`, or the shape past 8 values.
+    pub fn describe_values(&self) -> String {
+        let n = self.shape.iter().product::<usize>();
+        if n > 8 || self.data.len() != n * self.elem.size() {
+            return format!("{} {}", self.elem.name(), shape_str(&self.shape));
+        }
+        let values: Vec<String> = self
+            .data
+            .chunks_exact(self.elem.size())
+            .map(|b| {
+                if self.elem.is_float() {
+                    read_f64(self.elem, b).to_string()
+                } else if self.elem == Elem::Bool {
+                    (b[0] != 0).to_string()
+                } else {
+                    read_i128(self.elem, b).to_string()
+                }
+            })
+            .collect();
+        if self.shape.is_empty() {
+            values.join("")
+        } else {
+            format!("[{}]", values.join(","))
+        }
+    }
+}
+
 /// Shape as `[a,b,c]` for messages; `None` dims print as their symbol.
 pub fn shape_str<T: std::fmt::Display>(dims: &[T]) -> String {
     let d: Vec<String> = dims.iter().map(|d| d.to_string()).collect();

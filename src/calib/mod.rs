@@ -5,11 +5,13 @@ pub mod array;
 pub mod image;
 pub mod npy;
 pub mod observer;
+pub mod parts;
 pub mod runner;
 pub mod source;
 
 pub use array::{Array, Elem};
 pub use image::ImageOptions;
 pub use observer::Observe;
+pub use parts::{Part, partition};
 pub use runner::{Collect, Compiled, Floats, RunOptions, Runner, TensorInfo, run_models};
 pub use source::{Dataset, InputSpec, Sample, read_labels};

@@ -357,6 +357,53 @@ impl Runner {
     }
 }
 
+/// Computes `needs` of a small model (a control-flow condition's cone) on one feed: each value
+/// as integers (booleans as 0 and 1). `feed` gives an array for each of the model's inputs,
+/// by name.
+pub fn evaluate_once(
+    model: &ModelProto,
+    path: &Path,
+    feed: &HashMap<String, Array>,
+    needs: &[String],
+) -> Result<Vec<Vec<i64>>, String> {
+    let graph = model.graph.as_ref().ok_or("no graph")?;
+    let inits: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name()).collect();
+    let mut specs = Vec::new();
+    let mut shapes = Vec::new();
+    let mut values = TVec::new();
+    for v in graph.input.iter().filter(|v| !inits.contains(v.name())) {
+        let a = feed
+            .get(v.name())
+            .ok_or_else(|| format!("input `{}` has no value here", v.name()))?;
+        specs.push(InputSpec {
+            name: v.name().to_string(),
+            elem: a.elem,
+            dims: a.shape.iter().map(|&d| Some(d)).collect(),
+        });
+        shapes.push(Some(a.shape.clone()));
+        values.push(to_tensor(a).map_err(|e| format!("{e:#}"))?);
+    }
+    let plan =
+        Runner::compiled(model, path, Some(needs), &specs, &shapes).map_err(|e| e.to_string())?;
+    let out = plan
+        .plan
+        .spawn()
+        .and_then(|mut s| s.run(values))
+        .map_err(|e| format!("{e:#}"))?;
+    out.iter()
+        .map(|v| {
+            let t = if v.datum_type() == DatumType::Bool {
+                v.cast_to::<u8>()?.cast_to::<i64>()?.into_owned()
+            } else {
+                v.cast_to::<i64>()?.into_owned()
+            };
+            Ok(t.try_as_plain_ram()?.as_slice::<i64>()?.to_vec())
+        })
+        .collect::<TractResult<Vec<Vec<i64>>>>()
+        .map_err(|e| format!("{e:#}"))
+}
+
 /// A model ready to run, computing chosen tensors.
 pub struct Compiled {
     plan: Arc<TypedRunnableModel>,

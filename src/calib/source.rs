@@ -18,8 +18,10 @@
 //! axis less, one feed without its batch axis. A 0-d array in a `.npz` is fed at every step.
 
 use std::cmp::Ordering;
+use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use prost::Message;
 
@@ -105,6 +107,8 @@ pub struct Dataset {
     /// Samples `skip..len` are produced (the first `skip` are read past).
     len: usize,
     skip: usize,
+    /// Only these samples are produced (the others are read past), when set.
+    only: Option<Arc<BTreeSet<usize>>>,
     /// Files seen but not used (not data, or reference outputs).
     pub skipped_files: usize,
     /// How image files are read (set when there are some).
@@ -180,6 +184,7 @@ impl Dataset {
             groups: scan.groups,
             len,
             skip: 0,
+            only: None,
             skipped_files: scan.skipped,
             image: scan.image,
             notes: scan.notes,
@@ -188,7 +193,79 @@ impl Dataset {
 
     /// Number of samples that will be produced.
     pub fn len(&self) -> usize {
-        self.len - self.skip
+        match &self.only {
+            None => self.len - self.skip,
+            Some(only) => only.range(self.skip..self.len).count(),
+        }
+    }
+
+    /// The indices of the samples that will be produced, in order.
+    pub fn indices(&self) -> Vec<usize> {
+        match &self.only {
+            None => (self.skip..self.len).collect(),
+            Some(only) => only.range(self.skip..self.len).copied().collect(),
+        }
+    }
+
+    /// The same data set, producing only the samples of `indices` among its own.
+    pub fn select(&self, indices: impl IntoIterator<Item = usize>) -> Dataset {
+        let mine: BTreeSet<usize> = self.indices().into_iter().collect();
+        let only: BTreeSet<usize> = indices.into_iter().filter(|i| mine.contains(i)).collect();
+        Dataset {
+            only: Some(Arc::new(only)),
+            notes: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The samples split by the shape of their inputs, in order of first sample: one data set
+    /// per shape, with that shape (`self` whole when every sample has the same).
+    pub fn by_shape(self) -> Vec<(Vec<Vec<usize>>, Dataset)> {
+        let mut shapes: Vec<(Vec<Vec<usize>>, Vec<usize>)> = Vec::new();
+        let mut start = 0;
+        for g in &self.groups {
+            let shape: Vec<Vec<usize>> = g.feeds.iter().map(|f| f.per_sample.clone()).collect();
+            let range = start..start + g.count;
+            start += g.count;
+            match shapes.iter_mut().find(|(s, _)| *s == shape) {
+                Some((_, idx)) => idx.extend(range),
+                None => shapes.push((shape, range.collect())),
+            }
+        }
+        if shapes.len() <= 1 {
+            let shape = shapes.pop().map_or_else(Vec::new, |(s, _)| s);
+            return vec![(shape, self)];
+        }
+        let parts: Vec<(Vec<Vec<usize>>, Dataset)> = shapes
+            .into_iter()
+            .map(|(shape, idx)| (shape, self.select(idx)))
+            .filter(|(_, d)| !d.is_empty())
+            .collect();
+        parts
+    }
+
+    /// The same samples with only the inputs at `which` (in that order): to read small inputs
+    /// without the others.
+    pub fn only_inputs(&self, which: &[usize]) -> Dataset {
+        Dataset {
+            inputs: which.iter().map(|&i| self.inputs[i].clone()).collect(),
+            groups: self
+                .groups
+                .iter()
+                .map(|g| Group {
+                    origin: g.origin.clone(),
+                    feeds: which.iter().map(|&i| g.feeds[i].clone()).collect(),
+                    count: g.count,
+                })
+                .collect(),
+            image: if which.is_empty() {
+                None
+            } else {
+                self.image.clone()
+            },
+            notes: Vec::new(),
+            ..self.clone()
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -199,12 +276,18 @@ impl Dataset {
     /// their index in the whole set.
     pub fn split_last(self, n: usize) -> (Dataset, Dataset) {
         let n = n.min(self.len().saturating_sub(1));
+        if self.only.is_some() {
+            let idx = self.indices();
+            let (head, tail) = idx.split_at(idx.len() - n);
+            return (self.select(head.to_vec()), self.select(tail.to_vec()));
+        }
         let cut = self.len - n;
         let tail = Dataset {
             inputs: self.inputs.clone(),
             groups: self.groups.clone(),
             len: self.len,
             skip: cut,
+            only: None,
             skipped_files: self.skipped_files,
             image: self.image.clone(),
             notes: Vec::new(),
@@ -216,11 +299,19 @@ impl Dataset {
     /// Per input, the one shape every sample has (to concretise the model's symbolic dims),
     /// or `None` when samples differ.
     pub fn fixed_shapes(&self) -> Vec<Option<Vec<usize>>> {
+        let produced: BTreeSet<usize> = self.indices().into_iter().collect();
+        let mut start = 0;
+        let mut used = Vec::new();
+        for g in &self.groups {
+            if produced.range(start..start + g.count).next().is_some() {
+                used.push(g);
+            }
+            start += g.count;
+        }
         (0..self.inputs.len())
             .map(|i| {
-                let first = &self.groups[0].feeds[i].per_sample;
-                self.groups
-                    .iter()
+                let first = &used.first()?.feeds[i].per_sample;
+                used.iter()
                     .all(|g| &g.feeds[i].per_sample == first)
                     .then(|| first.clone())
             })
@@ -237,6 +328,7 @@ impl Dataset {
             next_index: 0,
             len: self.len,
             skip: self.skip,
+            only: self.only,
         }
     }
 }
@@ -279,6 +371,7 @@ pub struct Samples {
     next_index: usize,
     len: usize,
     skip: usize,
+    only: Option<Arc<BTreeSet<usize>>>,
 }
 
 struct OpenGroup {
@@ -312,6 +405,7 @@ impl Iterator for Samples {
             let item = self.read_next()?;
             match item {
                 Ok(s) if s.index < self.skip => continue,
+                Ok(s) if self.only.as_ref().is_some_and(|o| !o.contains(&s.index)) => continue,
                 item => return Some(item),
             }
         }
@@ -325,6 +419,20 @@ impl Samples {
         }
         while self.current.as_ref().is_none_or(|g| g.left == 0) {
             let group = self.groups.next()?;
+            // a group none of whose samples is produced is passed over unopened
+            let range = self.next_index..self.next_index + group.count;
+            let wanted = match &self.only {
+                Some(only) => only.range(range.clone()).next().is_some(),
+                None => range.end > self.skip,
+            };
+            if !wanted {
+                self.next_index = range.end;
+                self.current = None;
+                if self.next_index >= self.len {
+                    return None;
+                }
+                continue;
+            }
             match open_group(group, &self.inputs, self.image.as_ref()) {
                 Ok(g) => self.current = Some(g),
                 Err(e) => return Some(Err(e)),

@@ -6,6 +6,7 @@
 //! graph's structure.
 
 pub mod constant;
+pub mod control;
 mod dump;
 mod opset;
 mod patch;

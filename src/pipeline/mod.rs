@@ -18,8 +18,11 @@ use crate::report::{ActivationReport, CalibrationReport, FileReport, Report};
 use crate::rewrite::{self, ActivationParams};
 use crate::stats::{self, MinMax, StatsFile, StatsTable, TensorStats};
 
+mod engine;
 mod smooth;
 mod tune;
+
+pub(crate) use engine::{Engine, Scoped, Types};
 
 pub use tune::{SensitivityJob, SensitivityReport, sensitivity};
 
@@ -378,13 +381,13 @@ pub fn declared_shapes(inputs: &[InputSpec]) -> Vec<Option<Vec<usize>>> {
 
 /// The plan, the model it is made for, and what is needed to calibrate it.
 struct Planned {
-    runner: Runner,
+    engine: Engine,
     plan: QuantPlan,
     /// The model to rewrite: the input, with the folds the preset asks for.
     written: crate::proto::ModelProto,
-    data: Option<(Dataset, Vec<Option<Vec<usize>>>)>,
+    data: Option<Dataset>,
     /// Tensor types found by tract (to plan again with other overrides).
-    types: HashMap<String, TensorInfo>,
+    types: Types,
     /// What preparing `written` did (folds).
     prep: Prep,
 }
@@ -465,23 +468,21 @@ pub struct Rules<'a> {
 fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result<Planned, Error> {
     let config = rules.config;
     let data = match data {
-        Some(d) => {
-            let set = Dataset::open(&d.path, &model.inputs, d.max_samples, &d.images)?;
-            let shapes = set.fixed_shapes();
-            Some((set, shapes))
-        }
+        Some(d) => Some(Dataset::open(
+            &d.path,
+            &model.inputs,
+            d.max_samples,
+            &d.images,
+        )?),
         None => None,
     };
-    let (calib_model, _) = rewrite::fold_batchnorm(&model.loaded.model)?;
-    let declared = declared_shapes(&model.inputs);
-    let shapes = data.as_ref().map_or(&declared, |(_, s)| s);
-    let Typed {
-        runner,
-        types,
-        note,
-    } = typed_runner(&calib_model, &model.loaded.path, &model.inputs, shapes)?;
+    let engine = Engine::new(&model.loaded.model, &model.loaded.path, &model.inputs);
+    let legs = engine.all_legs(data.as_ref())?;
+    let types = Types::of(&legs);
     let mut prep = Prep::default();
-    prep.notes.extend(note);
+    if let Some(note) = legs.iter().find_map(|(_, l)| l.note.clone()) {
+        prep.notes.push(note);
+    }
     let written = model_to_write(&model.loaded.model, config, &mut prep)?;
     let missing = policy::unmatched(
         rules.overrides,
@@ -497,7 +498,7 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
         }
         missing.iter().for_each(|m| (rules.warn)(m));
     }
-    let plan = replan(&written, &types, config, rules.overrides, &prep);
+    let plan = replan(&written, &types.main, config, rules.overrides, &prep);
     if let Some(reason) = &plan.blocked {
         return Err(ModelError::OpsetBlocked {
             path: model.loaded.path.clone(),
@@ -506,7 +507,7 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
         .into());
     }
     Ok(Planned {
-        runner,
+        engine,
         plan,
         written,
         data,
@@ -579,10 +580,9 @@ struct Measured {
 }
 
 fn calibrate(
-    runner: &Runner,
+    engine: &Engine,
     plan: &QuantPlan,
-    inputs: &[InputSpec],
-    data: (Dataset, Vec<Option<Vec<usize>>>),
+    data: Dataset,
     src: &DataSource,
     observe: Observe,
     warn: &dyn Fn(&str),
@@ -591,7 +591,6 @@ fn calibrate(
         skip_non_finite: src.skip_non_finite,
         ..observe
     };
-    let (data, shapes) = data;
     data.notes.iter().for_each(|n| warn(n));
     let samples = data.len();
     let skipped_files = data.skipped_files;
@@ -606,7 +605,8 @@ fn calibrate(
             threads,
             progress: src.progress,
         };
-        runner.calibrate(&plan.observed(), inputs, &shapes, data, &opts, observe)?
+        let wanted: Vec<Scoped> = plan.observed().iter().map(|t| Scoped::main(t)).collect();
+        engine.calibrate(&wanted, data, &opts, observe)?
     };
     let skipped: Vec<String> = stats
         .tensors
@@ -901,7 +901,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         _ => Vec::new(),
     };
     let Planned {
-        runner,
+        engine,
         plan,
         written,
         data,
@@ -912,20 +912,19 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
 
     // with a target, the last samples are held out of calibration to measure it on
     let (data, holdout) = match (data, &job.mixed) {
-        (Some((set, shapes)), Some(mixed)) => {
+        (Some(set), Some(mixed)) => {
             let path = data_src.map(|d| d.path.clone()).unwrap_or_default();
             let (head, tail) = split_holdout(set, mixed.holdout, &path, "an accuracy target")?;
-            (Some((head, shapes)), Some(tail))
+            (Some(head), Some(tail))
         }
         (data, _) => (data, None),
     };
-    let calib_part = data.as_ref().map(|d| d.0.clone());
+    let calib_part = data.clone();
     let (mut stats, calibration, source) = match (&job.stats, data) {
         (StatsSource::Calibrate(d), Some(data)) => {
             let m = calibrate(
-                &runner,
+                &engine,
                 &plan,
-                &model.inputs,
                 data,
                 d,
                 observe_for(&job.planning.config, &plan),
@@ -967,7 +966,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     let config = &job.planning.config;
     // tract's copy of the weights goes before the rewrite reads them (unless mixed precision
     // still runs versions of the model)
-    let runner = job.mixed.is_some().then_some(runner);
+    let engine = job.mixed.is_some().then_some(engine);
     let mut built = build(&written, &job.input, plan, &stats, config, &source)?;
     built.plan.notes.splice(0..0, smooth_notes);
     clock.lap("rewrite");
@@ -981,8 +980,8 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         _ => None,
     };
     let mut mixed_report = None;
-    if let (Some(mixed), Some(holdout), Some(d), Some(runner)) =
-        (&job.mixed, holdout.as_ref(), data_src, runner.as_ref())
+    if let (Some(mixed), Some(holdout), Some(d), Some(engine)) =
+        (&job.mixed, holdout.as_ref(), data_src, engine.as_ref())
     {
         let input = crate::evaluate::Source {
             model: &model.loaded.model,
@@ -993,11 +992,11 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             fallback: mixed.fallback,
             input: &job.input,
             written: &written,
-            types: &types,
+            types: &types.main,
             prep: &prep,
             config,
             user: &job.planning.overrides,
-            runner,
+            engine,
             inputs: &model.inputs,
             calib: calib_part.clone(),
             src: d,
@@ -1044,7 +1043,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         mixed_report = Some(search);
         clock.lap("mixed-precision");
     }
-    drop(runner);
+    drop(engine);
 
     if let Some(cache) = &job.trt_cache {
         stats::write_trt_cache(cache, &amax_table(&built.activations))?;
@@ -1224,7 +1223,7 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
     let sha = file_sha256(&job.input)?;
     clock.lap("load");
     let Planned {
-        runner,
+        engine,
         mut plan,
         written,
         data,
@@ -1233,9 +1232,8 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
     clock.lap("plan");
     let data = data.expect("planned with data");
     let m = calibrate(
-        &runner,
+        &engine,
         &plan,
-        &model.inputs,
         data,
         &job.data,
         Observe::all(job.planning.config.bins),
@@ -1271,15 +1269,15 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
 pub fn run_job(input: &Path, data: &DataSource) -> Result<(usize, f64), Error> {
     let model = open_model(input)?;
     let set = Dataset::open(&data.path, &model.inputs, data.max_samples, &data.images)?;
-    let shapes = set.fixed_shapes();
-    let (calib_model, _) = rewrite::fold_batchnorm(&model.loaded.model)?;
-    let runner = typed_runner(&calib_model, input, &model.inputs, &shapes)?.runner;
+    let engine = Engine::new(&model.loaded.model, input, &model.inputs);
+    // every part's copy compiled before the clock starts
+    engine.all_legs(Some(&set))?;
     let opts = RunOptions {
         threads: data.threads.max(1),
         progress: data.progress,
     };
     let start = Instant::now();
-    let n = runner.infer(&model.inputs, &shapes, set, &opts)?;
+    let n = engine.infer(set, &opts)?;
     Ok((n, start.elapsed().as_secs_f64()))
 }
 

@@ -13,7 +13,7 @@ use super::{
     Built, DataSource, Planned, Planning, build, load_stats, observe_for, open_model, plan_model,
     replan, with_exceptions,
 };
-use crate::calib::{Dataset, InputSpec, Observe, RunOptions, Runner, TensorInfo};
+use crate::calib::{Dataset, InputSpec, Observe, RunOptions, TensorInfo};
 use crate::config::Config;
 use crate::error::Error;
 use crate::evaluate::{Labels, Reference, Source};
@@ -42,7 +42,7 @@ pub(super) struct Bench<'a> {
     pub prep: &'a super::Prep,
     pub config: &'a Config,
     pub user: &'a Overrides,
-    pub runner: &'a Runner,
+    pub engine: &'a super::Engine,
     pub inputs: &'a [InputSpec],
     /// Calibration samples, to measure tensors a version needs and the statistics lack
     /// (`None`: statistics from a file; such a version is an error).
@@ -108,14 +108,14 @@ impl Bench<'_> {
         if missing.is_empty() {
             return Ok(());
         }
-        let shapes = data.fixed_shapes();
         let observe = Observe {
             skip_non_finite: self.src.skip_non_finite,
             ..observe_for(self.config, plan)
         };
-        let more =
-            self.runner
-                .calibrate(&missing, self.inputs, &shapes, data, &self.opts(), observe)?;
+        let wanted: Vec<super::Scoped> = missing.iter().map(|t| super::Scoped::main(t)).collect();
+        let more = self
+            .engine
+            .calibrate(&wanted, data, &self.opts(), observe)?;
         self.stats.tensors.extend(more.tensors);
         Ok(())
     }
@@ -165,14 +165,14 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         _ => None,
     };
     let Planned {
-        runner,
+        engine,
         plan,
         written,
         data,
         types,
         prep,
     } = plan_model(&model, Some(&job.data), &job.planning.rules(warn))?;
-    let (set, shapes) = data.expect("planned with data");
+    let set = data.expect("planned with data");
     let config = &job.planning.config;
     let (calib, measure, mut stats, source) = match &job.stats {
         Some(path) => (None, set, load_stats(path, &job.input, warn)?, path.clone()),
@@ -184,10 +184,9 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
                 "sensitivity (without --stats)",
             )?;
             let m = super::calibrate(
-                &runner,
+                &engine,
                 &plan,
-                &model.inputs,
-                (head.clone(), shapes),
+                head.clone(),
                 &job.data,
                 observe_for(config, &plan),
                 warn,
@@ -215,11 +214,11 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         fallback: super::Fallback::Float,
         input: &job.input,
         written: &written,
-        types: &types,
+        types: &types.main,
         prep: &prep,
         config,
         user: &job.planning.overrides,
-        runner: &runner,
+        engine: &engine,
         inputs: &model.inputs,
         calib,
         src: &job.data,
