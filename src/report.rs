@@ -44,6 +44,22 @@ pub struct ActivationReport {
     pub decided_by: Vec<String>,
 }
 
+/// One subgraph in the report.
+#[derive(Clone, Debug, Serialize)]
+pub struct SubgraphReport {
+    /// `If_25/then_branch`.
+    pub scope: String,
+    pub nodes: usize,
+    pub quantized_nodes: usize,
+    /// Q/DQ pairs on activations inside it.
+    pub activations: usize,
+    /// Weights stored quantized inside it.
+    pub weights: usize,
+    /// Why it stays float, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// The calibration run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct CalibrationReport {
@@ -65,6 +81,9 @@ pub struct Report {
     pub calibration: CalibrationReport,
     pub opset: Option<i64>,
     pub nodes: Vec<NodeDecision>,
+    /// The If branches and Loop bodies: quantized inside, or float and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subgraphs: Vec<SubgraphReport>,
     pub activations: Vec<ActivationReport>,
     pub weights: Vec<WeightReport>,
     pub notes: Vec<String>,
@@ -123,6 +142,7 @@ impl Report {
             .iter()
             .filter(|n| {
                 !n.quantized
+                    && !n.reason.as_deref().is_some_and(|r| r.starts_with("in `"))
                     && matches!(
                         n.op_type.as_str(),
                         "Conv" | "ConvTranspose" | "Gemm" | "MatMul"
@@ -151,6 +171,20 @@ impl Report {
         }
         for (reason, ops) in by_reason {
             let _ = writeln!(s, "  float ({reason}): {}", counts(ops.into_iter()));
+        }
+        for g in &self.subgraphs {
+            let _ = match &g.reason {
+                None => writeln!(
+                    s,
+                    "  subgraph `{}`: quantized {} of {} nodes inside ({} activations, {} weights)",
+                    g.scope, g.quantized_nodes, g.nodes, g.activations, g.weights
+                ),
+                Some(r) => writeln!(
+                    s,
+                    "  subgraph `{}`: float, {} nodes ({r})",
+                    g.scope, g.nodes
+                ),
+            };
         }
         let a = &self.config.activation;
         if self.config.weight_only {

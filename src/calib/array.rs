@@ -73,6 +73,25 @@ impl Elem {
         })
     }
 
+    /// Its ONNX `TensorProto.DataType`.
+    pub fn to_onnx(self) -> i32 {
+        use DataType as D;
+        (match self {
+            Elem::F16 => D::Float16,
+            Elem::F32 => D::Float,
+            Elem::F64 => D::Double,
+            Elem::I8 => D::Int8,
+            Elem::I16 => D::Int16,
+            Elem::I32 => D::Int32,
+            Elem::I64 => D::Int64,
+            Elem::U8 => D::Uint8,
+            Elem::U16 => D::Uint16,
+            Elem::U32 => D::Uint32,
+            Elem::U64 => D::Uint64,
+            Elem::Bool => D::Bool,
+        }) as i32
+    }
+
     /// Whether data of type `self` may feed an input of type `to`: floats to floats, integers
     /// to integers (values are range-checked), bool to bool.
     pub fn casts_to(self, to: Elem) -> bool {

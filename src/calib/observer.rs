@@ -14,6 +14,15 @@ pub struct Observe {
 }
 
 impl Observe {
+    /// What either asks for.
+    pub fn union(self, other: Observe) -> Observe {
+        Observe {
+            histogram_bins: self.histogram_bins.or(other.histogram_bins),
+            averaged: self.averaged || other.averaged,
+            skip_non_finite: self.skip_non_finite || other.skip_non_finite,
+        }
+    }
+
     /// Everything: what `onnx-quant calibrate` records so any method can use the file later.
     pub fn all(bins: usize) -> Self {
         Observe {

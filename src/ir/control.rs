@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::{NodeId, node_label};
+use super::NodeId;
 use crate::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto,
     attribute_proto::AttributeType, tensor_proto::DataType,
@@ -26,8 +26,9 @@ use crate::proto::{
 /// One step from a graph into a subgraph of one of its nodes.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct Step {
-    /// The control node's position in its graph, in the original model.
-    pub node: NodeId,
+    /// The control node: its first output (outputs are unique in a model, and survive the
+    /// folds that move nodes).
+    pub node: String,
     /// The attribute holding the subgraph: `then_branch`, `else_branch`, `body`.
     pub attr: String,
     /// The iteration, for an unrolled loop body.
@@ -47,6 +48,23 @@ pub fn scope_of(instance: &[Step]) -> Vec<Step> {
             ..s.clone()
         })
         .collect()
+}
+
+/// How a [`Step`] names a control node: its first output.
+pub fn node_key(node: &NodeProto) -> String {
+    node.output
+        .iter()
+        .find(|o| !o.is_empty())
+        .cloned()
+        .unwrap_or_else(|| format!("#{}", node.op_type()))
+}
+
+/// The node of `g` a step names.
+pub fn find_step<'g>(g: &'g GraphProto, step: &Step) -> Option<(NodeId, &'g NodeProto)> {
+    g.node
+        .iter()
+        .enumerate()
+        .find(|(_, n)| node_key(n) == step.node)
 }
 
 /// Whether the node is a control-flow node tract or calibration must treat specially.
@@ -76,7 +94,7 @@ pub fn graph_attr<'a>(node: &'a NodeProto, attr: &str) -> Option<&'a GraphProto>
 pub fn subgraph<'m>(model: &'m ModelProto, scope: &[Step]) -> Option<&'m GraphProto> {
     let mut g = model.graph.as_ref()?;
     for step in scope {
-        g = graph_attr(g.node.get(step.node)?, &step.attr)?;
+        g = graph_attr(find_step(g, step)?.1, &step.attr)?;
     }
     Some(g)
 }
@@ -85,7 +103,8 @@ pub fn subgraph<'m>(model: &'m ModelProto, scope: &[Step]) -> Option<&'m GraphPr
 pub fn subgraph_mut<'m>(model: &'m mut ModelProto, scope: &[Step]) -> Option<&'m mut GraphProto> {
     let mut g = model.graph.as_mut()?;
     for step in scope {
-        let node = g.node.get_mut(step.node)?;
+        let id = find_step(g, step)?.0;
+        let node = &mut g.node[id];
         g = node
             .attribute
             .iter_mut()
@@ -100,8 +119,13 @@ pub fn label(model: &ModelProto, steps: &[Step]) -> String {
     let mut parts = Vec::new();
     let mut g = model.graph.as_ref();
     for step in steps {
-        let node = g.and_then(|g| g.node.get(step.node));
-        let name = node.map_or_else(|| format!("#{}", step.node), |n| node_label(n, step.node));
+        let found = g.and_then(|g| find_step(g, step));
+        let node = found.map(|f| f.1);
+        // a node without a name goes by its first output: positions move when nodes are folded
+        let name = match node.map(|n| n.name()) {
+            Some(n) if !n.is_empty() => n.to_string(),
+            _ => step.node.clone(),
+        };
         let attr = match step.iteration {
             Some(i) => format!("{}[{i}]", step.attr),
             None => step.attr.clone(),
@@ -115,12 +139,12 @@ pub fn label(model: &ModelProto, steps: &[Step]) -> String {
 /// Every subgraph of the model (any depth), parents before children, in graph order.
 pub fn scopes(model: &ModelProto) -> Vec<Vec<Step>> {
     fn walk(g: &GraphProto, at: &[Step], out: &mut Vec<Vec<Step>>) {
-        for (id, n) in g.node.iter().enumerate() {
+        for n in &g.node {
             for a in &n.attribute {
                 if let (Some(sub), AttributeType::Graph) = (a.g.as_ref(), a.r#type()) {
                     let mut here = at.to_vec();
                     here.push(Step {
-                        node: id,
+                        node: node_key(n),
                         attr: a.name().to_string(),
                         iteration: None,
                     });
@@ -228,7 +252,8 @@ impl Flat {
 pub struct Kept {
     /// The subgraph instance the node is in (empty: the main graph).
     pub instance: Instance,
-    pub node: NodeId,
+    /// The node, as a [`Step`] names it.
+    pub node: String,
     pub op: String,
     pub reason: String,
 }
@@ -254,8 +279,10 @@ pub fn specialize(
     fork: bool,
 ) -> Vec<Flat> {
     let graph = model.graph.clone().unwrap_or_default();
-    let origin = (0..graph.node.len())
-        .map(|i| Some((Vec::new(), i)))
+    let origin = graph
+        .node
+        .iter()
+        .map(|n| Some((Vec::new(), node_key(n))))
         .collect();
     let opset = super::default_opset(model).unwrap_or(0);
     let st = State {
@@ -405,14 +432,14 @@ fn run(
 #[derive(Clone)]
 struct State {
     graph: GraphProto,
-    /// Where each flat node comes from: (instance, position in that subgraph); `None` for
-    /// nodes added by the specialization.
-    origin: Vec<Option<(Instance, NodeId)>>,
+    /// Where each flat node comes from: (instance, its key in that subgraph); `None` for nodes
+    /// added by the specialization.
+    origin: Vec<Option<(Instance, String)>>,
     opset: i64,
     instances: BTreeMap<Instance, BTreeMap<String, String>>,
     kept: Vec<Kept>,
     /// Control nodes decided to stay.
-    settled: HashSet<(Instance, NodeId)>,
+    settled: HashSet<(Instance, String)>,
 }
 
 impl State {
@@ -428,7 +455,7 @@ impl State {
         if let Some(o) = self.origin[i].clone() {
             self.kept.push(Kept {
                 instance: o.0.clone(),
-                node: o.1,
+                node: o.1.clone(),
                 op: node.op_type().to_string(),
                 reason,
             });
@@ -540,9 +567,9 @@ impl State {
         }
         let mut nodes = Vec::new();
         let mut origin = Vec::new();
-        for (j, n) in branch.node.iter().enumerate() {
+        for n in &branch.node {
             nodes.push(renamed_node(n, &rename, &mut used));
-            origin.push(Some((inst.clone(), j)));
+            origin.push(Some((inst.clone(), node_key(n))));
         }
         for (k, out) in node.output.iter().enumerate() {
             let Some(src) = branch.output.get(k) else {
@@ -639,9 +666,9 @@ impl State {
                     rename.insert(o.clone(), to);
                 }
             }
-            for (j, n) in body.node.iter().enumerate() {
+            for n in &body.node {
                 nodes.push(renamed_node(n, &rename, &mut used));
-                origin.push(Some((inst.clone(), j)));
+                origin.push(Some((inst.clone(), node_key(n))));
             }
             let out = |k: usize| -> String {
                 let name = body.output[k].name();
@@ -809,7 +836,7 @@ fn cond_stays_true(body: &GraphProto) -> bool {
         let Some(p) = body
             .node
             .iter()
-            .find(|n| n.output.iter().any(|o| *o == name))
+            .find(|n| n.output.contains(&name))
         else {
             return false;
         };

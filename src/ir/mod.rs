@@ -320,22 +320,12 @@ impl<'g> Index<'g> {
             .filter(|v| !self.initializers.contains_key(v.name()))
     }
 
-    /// Every name used by a tensor or a node of this graph (not of its subgraphs).
+    /// Every name used by a tensor or a node of this graph, its value_info and its subgraphs
+    /// (a new tensor must not take a name a subgraph uses, nor one the file records a type for).
     pub fn names(&self) -> HashSet<String> {
-        let g = self.graph;
-        let tensors = g.node.iter().flat_map(|n| n.input.iter().chain(&n.output));
-        tensors
-            .cloned()
-            .chain(g.node.iter().map(|n| n.name().to_string()))
-            .chain(g.initializer.iter().map(|t| t.name().to_string()))
-            .chain(
-                g.input
-                    .iter()
-                    .chain(&g.output)
-                    .map(|v| v.name().to_string()),
-            )
-            .filter(|s| !s.is_empty())
-            .collect()
+        let mut out = HashSet::new();
+        control::all_names(self.graph, &mut out);
+        out
     }
 }
 

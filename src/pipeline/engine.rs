@@ -68,6 +68,9 @@ impl Leg {
 
 type Key = (Vec<Option<Vec<usize>>>, BTreeMap<String, Array>);
 
+/// The copies made for one part.
+type Legs = Arc<Vec<Arc<Leg>>>;
+
 /// The model and the copies made so far.
 pub(crate) struct Engine {
     model: ModelProto,
@@ -75,7 +78,7 @@ pub(crate) struct Engine {
     inputs: Vec<InputSpec>,
     /// Inputs some condition or trip count reads by value.
     control: BTreeSet<String>,
-    legs: Mutex<Vec<(Key, Arc<Vec<Arc<Leg>>>)>>,
+    legs: Mutex<Vec<(Key, Legs)>>,
 }
 
 impl Engine {
@@ -89,10 +92,6 @@ impl Engine {
         }
     }
 
-    pub fn model(&self) -> &ModelProto {
-        &self.model
-    }
-
     /// The parts of `data`, or the one part of the declared shapes without data.
     pub fn parts(&self, data: Option<&Dataset>) -> Result<Vec<Part>, Error> {
         Ok(match data {
@@ -102,7 +101,7 @@ impl Engine {
     }
 
     /// The copies of the model for `part`: one, or without data one per branch choice.
-    pub fn legs(&self, part: &Part) -> Result<Arc<Vec<Arc<Leg>>>, Error> {
+    pub fn legs(&self, part: &Part) -> Result<Legs, Error> {
         let key: Key = (part.shapes.clone(), part.fixed.clone());
         let mut legs = self.legs.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, l)) = legs.iter().find(|(k, _)| *k == key) {

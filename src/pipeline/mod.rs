@@ -19,6 +19,7 @@ use crate::rewrite::{self, ActivationParams};
 use crate::stats::{self, MinMax, StatsFile, StatsTable, TensorStats};
 
 mod engine;
+mod scopes;
 mod smooth;
 mod tune;
 
@@ -388,6 +389,12 @@ struct Planned {
     data: Option<Dataset>,
     /// Tensor types found by tract (to plan again with other overrides).
     types: Types,
+    /// Control nodes the copies tract runs keep, with why.
+    kept: scopes::Kept,
+    /// The tensors the subgraphs' plans observe.
+    sub_observed: Vec<Scoped>,
+    /// Whether some subgraph site needs histograms or averaged extremes.
+    sub_observe: Observe,
     /// What preparing `written` did (folds).
     prep: Prep,
 }
@@ -479,6 +486,16 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
     let engine = Engine::new(&model.loaded.model, &model.loaded.path, &model.inputs);
     let legs = engine.all_legs(data.as_ref())?;
     let types = Types::of(&legs);
+    let kept: scopes::Kept = legs
+        .iter()
+        .flat_map(|(_, l)| l.flat.kept.iter())
+        .map(|k| {
+            (
+                (crate::ir::control::scope_of(&k.instance), k.node.clone()),
+                k.reason.clone(),
+            )
+        })
+        .collect();
     let mut prep = Prep::default();
     if let Some(note) = legs.iter().find_map(|(_, l)| l.note.clone()) {
         prep.notes.push(note);
@@ -506,12 +523,21 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
         }
         .into());
     }
+    let sub_plans = scopes::plan_scopes(&written, &types, config, rules.overrides);
+    let sub_observed = scopes::observed(&sub_plans);
+    let sub_observe = sub_plans
+        .iter()
+        .map(|p| observe_for(config, &p.plan))
+        .fold(Observe::default(), Observe::union);
     Ok(Planned {
         engine,
         plan,
         written,
         data,
         types,
+        kept,
+        sub_observed,
+        sub_observe,
         prep,
     })
 }
@@ -538,9 +564,19 @@ struct Built {
     plan: QuantPlan,
     activations: Vec<ActivationReport>,
     rewritten: rewrite::RewriteReport,
+    subgraphs: Vec<crate::report::SubgraphReport>,
 }
 
-/// Chooses every range from `stats` and rewrites a copy of `written` after `plan`.
+/// What building the subgraphs needs: their types, the control nodes kept, the overrides.
+#[derive(Clone, Copy)]
+struct Subs<'a> {
+    types: &'a Types,
+    kept: &'a scopes::Kept,
+    overrides: &'a Overrides,
+}
+
+/// Chooses every range from `stats` and rewrites a copy of `written` after `plan`, then the
+/// subgraphs calibration reached.
 fn build(
     written: &crate::proto::ModelProto,
     input: &Path,
@@ -548,6 +584,7 @@ fn build(
     stats: &StatsTable,
     config: &Config,
     source: &Path,
+    subs: Subs,
 ) -> Result<Built, Error> {
     let (act, activations) = activation_params_of(&mut plan, written, stats, config, source)?;
     let mut model = written.clone();
@@ -556,7 +593,28 @@ fn build(
     let external = |t: &crate::proto::TensorProto| -> Result<Vec<f32>, Error> {
         Ok(onnx::read_external_f32(t, input)?)
     };
-    let rewritten = rewrite::run(&mut model, &plan, &act, &external)?;
+    let mut rewritten = rewrite::run(&mut model, &plan, &act, &external)?;
+    let mut activations = activations;
+    let mut subgraphs = Vec::new();
+    if crate::ir::control::has_subgraphs(&model) {
+        let done = scopes::quantize_scopes(
+            &mut model,
+            written,
+            subs.types,
+            subs.kept,
+            config,
+            subs.overrides,
+            stats,
+            source,
+            &external,
+        )?;
+        plan.nodes.extend(done.nodes);
+        plan.notes.extend(done.notes);
+        activations.extend(done.activations);
+        rewritten.activations += done.subgraphs.iter().map(|s| s.activations).sum::<usize>();
+        rewritten.weights.extend(done.weights);
+        subgraphs = done.subgraphs;
+    }
     onnx::materialize(&mut model, input)?;
     if !rewritten.restored_relus.is_empty() {
         plan.notes.push(format!(
@@ -570,6 +628,7 @@ fn build(
         plan,
         activations,
         rewritten,
+        subgraphs,
     })
 }
 
@@ -582,6 +641,7 @@ struct Measured {
 fn calibrate(
     engine: &Engine,
     plan: &QuantPlan,
+    sub_observed: &[Scoped],
     data: Dataset,
     src: &DataSource,
     observe: Observe,
@@ -595,7 +655,7 @@ fn calibrate(
     let samples = data.len();
     let skipped_files = data.skipped_files;
     let threads = src.threads.max(1);
-    let stats = if plan.activations.is_empty() {
+    let stats = if plan.activations.is_empty() && sub_observed.is_empty() {
         StatsTable {
             samples,
             tensors: BTreeMap::new(),
@@ -605,7 +665,8 @@ fn calibrate(
             threads,
             progress: src.progress,
         };
-        let wanted: Vec<Scoped> = plan.observed().iter().map(|t| Scoped::main(t)).collect();
+        let mut wanted: Vec<Scoped> = plan.observed().iter().map(|t| Scoped::main(t)).collect();
+        wanted.extend(sub_observed.iter().cloned());
         engine.calibrate(&wanted, data, &opts, observe)?
     };
     let skipped: Vec<String> = stats
@@ -906,9 +967,17 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         written,
         data,
         types,
+        kept,
+        sub_observed,
+        sub_observe,
         prep,
     } = plan_model(&model, data_src, &job.planning.rules(warn))?;
     clock.lap("plan");
+    let subs = Subs {
+        types: &types,
+        kept: &kept,
+        overrides: &job.planning.overrides,
+    };
 
     // with a target, the last samples are held out of calibration to measure it on
     let (data, holdout) = match (data, &job.mixed) {
@@ -925,9 +994,10 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             let m = calibrate(
                 &engine,
                 &plan,
+                &sub_observed,
                 data,
                 d,
-                observe_for(&job.planning.config, &plan),
+                observe_for(&job.planning.config, &plan).union(sub_observe),
                 warn,
             )?;
             (m.stats, m.report, d.path.clone())
@@ -967,7 +1037,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     // tract's copy of the weights goes before the rewrite reads them (unless mixed precision
     // still runs versions of the model)
     let engine = job.mixed.is_some().then_some(engine);
-    let mut built = build(&written, &job.input, plan, &stats, config, &source)?;
+    let mut built = build(&written, &job.input, plan, &stats, config, &source, subs)?;
     built.plan.notes.splice(0..0, smooth_notes);
     clock.lap("rewrite");
 
@@ -993,6 +1063,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             input: &job.input,
             written: &written,
             types: &types.main,
+            subs,
             prep: &prep,
             config,
             user: &job.planning.overrides,
@@ -1144,6 +1215,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         calibration,
         opset,
         nodes: built.plan.nodes,
+        subgraphs: built.subgraphs,
         activations: built.activations,
         weights: built.rewritten.weights,
         notes: built.plan.notes,
@@ -1227,6 +1299,7 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
         mut plan,
         written,
         data,
+        sub_observed,
         ..
     } = plan_model(&model, Some(&job.data), &job.planning.rules(warn))?;
     clock.lap("plan");
@@ -1234,6 +1307,7 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
     let m = calibrate(
         &engine,
         &plan,
+        &sub_observed,
         data,
         &job.data,
         Observe::all(job.planning.config.bins),

@@ -39,6 +39,7 @@ pub(super) struct Bench<'a> {
     pub input: &'a Path,
     pub written: &'a ModelProto,
     pub types: &'a HashMap<String, TensorInfo>,
+    pub subs: super::Subs<'a>,
     pub prep: &'a super::Prep,
     pub config: &'a Config,
     pub user: &'a Overrides,
@@ -75,6 +76,7 @@ impl Bench<'_> {
             self.stats,
             self.config,
             self.source,
+            self.subs,
         )
     }
 
@@ -170,6 +172,9 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         written,
         data,
         types,
+        kept,
+        sub_observed,
+        sub_observe,
         prep,
     } = plan_model(&model, Some(&job.data), &job.planning.rules(warn))?;
     let set = data.expect("planned with data");
@@ -186,9 +191,10 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
             let m = super::calibrate(
                 &engine,
                 &plan,
+                &sub_observed,
                 head.clone(),
                 &job.data,
-                observe_for(config, &plan),
+                observe_for(config, &plan).union(sub_observe),
                 warn,
             )?;
             (Some(head), tail, m.stats, job.data.path.clone())
@@ -215,6 +221,11 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         input: &job.input,
         written: &written,
         types: &types.main,
+        subs: super::Subs {
+            types: &types,
+            kept: &kept,
+            overrides: &job.planning.overrides,
+        },
         prep: &prep,
         config,
         user: &job.planning.overrides,

@@ -295,7 +295,10 @@ impl<'a> Builder<'a> {
             return self.float(id, format!("op of domain `{}`", node.domain()));
         }
         if ir::has_subgraphs(node) {
-            return self.float(id, "control flow: its subgraphs are not quantized");
+            return self.float(
+                id,
+                "control flow: the op stays float; its subgraphs are planned as graphs of their own (`subgraphs`)",
+            );
         }
         if let Some((o, true)) = self.overrides.node_skip(self.graph, id) {
             return self.float(id, format!("skipped by {}", o.label(&self.overrides.file)));
