@@ -148,6 +148,16 @@ pub enum NanPolicy {
     Ignore,
 }
 
+/// Input shapes, for models whose symbolic dims the data cannot fix.
+#[derive(Debug, Args)]
+pub struct ShapeArgs {
+    /// The shape of input NAME, fixing its symbolic dims (repeat for several inputs): for
+    /// models tract cannot type from their declared shapes, without data or with data of
+    /// another shape.
+    #[arg(long = "input-shape", value_name = "NAME:D0,D1,...")]
+    pub input_shape: Vec<String>,
+}
+
 /// The target and the settings that override its preset.
 #[derive(Debug, Args)]
 pub struct RangeArgs {
@@ -239,6 +249,8 @@ pub struct QuantizeArgs {
     pub report: Option<PathBuf>,
     #[command(flatten)]
     pub accuracy: AccuracyArgs,
+    #[command(flatten)]
+    pub shapes: ShapeArgs,
 }
 
 /// Measuring the result, and automatic mixed precision.
@@ -305,6 +317,8 @@ pub struct CalibrateArgs {
     /// Also write the ranges `--method` chooses as a TensorRT calibration cache.
     #[arg(long, value_name = "FILE")]
     pub trt_cache: Option<PathBuf>,
+    #[command(flatten)]
+    pub shapes: ShapeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -326,6 +340,8 @@ pub struct RunArgs {
     pub calib: PathBuf,
     #[command(flatten)]
     pub data: DataArgs,
+    #[command(flatten)]
+    pub shapes: ShapeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -374,6 +390,8 @@ pub struct EvalArgs {
     pub max_top1_drop: Option<f64>,
     #[command(flatten)]
     pub data_args: DataArgs,
+    #[command(flatten)]
+    pub shapes: ShapeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -399,6 +417,8 @@ pub struct SensitivityArgs {
     pub data: DataArgs,
     #[command(flatten)]
     pub ranges: RangeArgs,
+    #[command(flatten)]
+    pub shapes: ShapeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -407,6 +427,8 @@ pub struct ModelArgs {
     pub model: PathBuf,
     #[command(flatten)]
     pub ranges: RangeArgs,
+    #[command(flatten)]
+    pub shapes: ShapeArgs,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 //! through [`crate::simulate`] (ONNX's exact Q/DQ arithmetic), compared output by output and,
 //! on request, at every quantized tensor.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -11,7 +11,9 @@ use crate::accuracy::{
     ErrorStats, LabelMetrics, LayerMetrics, OutputMetrics, Top1, sort_worst_first,
 };
 use crate::calib::npy::NamedArray;
-use crate::calib::{Collect, Dataset, Floats, InputSpec, RunOptions, Runner, Sample, run_models};
+use crate::calib::{
+    Collect, Dataset, Floats, InputSpec, Part, RunOptions, Runner, Sample, run_models,
+};
 use crate::error::{CalibError, Error, ModelError, UsageError};
 use crate::proto::ModelProto;
 
@@ -250,6 +252,25 @@ fn same_outputs(reference: Source, quantized: Source) -> Result<Vec<String>, Err
     Ok(outputs)
 }
 
+/// The parts `data` runs in (shapes, control-flow values: `calib::partition`) for both models.
+fn parts_of(
+    models: &[&ModelProto],
+    inputs: &[InputSpec],
+    data: &Dataset,
+) -> Result<Vec<Part>, Error> {
+    let control: BTreeSet<String> = models
+        .iter()
+        .flat_map(|m| crate::ir::control::control_inputs(m))
+        .collect();
+    Ok(crate::calib::partition(data.clone(), inputs, &control)?)
+}
+
+/// The copy of `model` tract runs on `part` (its control flow specialized).
+fn specialized(model: Source, part: &Part, inputs: &[InputSpec]) -> Result<ModelProto, Error> {
+    let mut flats = part.specialize(model.model, model.path, inputs)?;
+    Ok(flats.remove(0).model)
+}
+
 /// Runs `reference` and `quantized` (simulated) on every sample of `data` and compares them.
 pub fn compare(
     reference: Source,
@@ -261,53 +282,9 @@ pub fn compare(
     measure: Measure,
 ) -> Result<Comparison, Error> {
     let outputs = same_outputs(reference, quantized)?;
-    let sim = simulated(quantized)?;
-    let ref_names = crate::ir::Index::new(reference.model.graph.as_ref().expect("graph")).names();
-    let (mut rsel, mut tsel) = (Selection::default(), Selection::default());
-    for o in &outputs {
-        rsel.add(o);
-        tsel.add(o);
-    }
-    let mut slots = Vec::new();
-    let mut sites = Vec::new();
-    if measure.per_layer {
-        for site in &sim.activations {
-            // the float tensor quantized, by its name in the float model (a quantized graph
-            // output keeps its name on the dequantized value)
-            let Some(name) = [&site.input, &site.output]
-                .into_iter()
-                .find(|n| ref_names.contains(*n))
-            else {
-                continue;
-            };
-            slots.push(LayerSlots {
-                reference: rsel.add(name),
-                input: tsel.add(&site.input),
-                output: tsel.add(&site.output),
-            });
-            sites.push((name.clone(), site.node.clone()));
-        }
-    }
-    let shapes = data.fixed_shapes();
-    let ref_model = runnable(reference.model, &rsel.names)?;
-    let sim_model = runnable(&sim.model, &tsel.names)?;
-    let r = Runner::compiled(
-        &ref_model,
-        reference.path,
-        Some(&rsel.names),
-        inputs,
-        &shapes,
-    )?;
-    let t = Runner::compiled(
-        &sim_model,
-        quantized.path,
-        Some(&tsel.names),
-        inputs,
-        &shapes,
-    )?;
+    simulated(quantized)?;
     let run = Run {
         outputs: &outputs,
-        slots: &slots,
         labelled_output: labels.and(first_classifier(reference.model)),
         labels,
         quant_path: quantized.path,
@@ -316,8 +293,61 @@ pub fn compare(
         cached: None,
     };
     let samples = data.len();
-    let total = run.go(&[&r, &t], data, opts)?;
-    run.finish(total, samples, &sites, &sim)
+    let mut totals = run.totals();
+    for part in parts_of(&[reference.model, quantized.model], inputs, &data)? {
+        let ref_flat = specialized(reference, &part, inputs)?;
+        let q_flat = specialized(quantized, &part, inputs)?;
+        let sim = simulated(Source {
+            model: &q_flat,
+            path: quantized.path,
+        })?;
+        let ref_names = crate::ir::Index::new(ref_flat.graph.as_ref().expect("graph")).names();
+        let (mut rsel, mut tsel) = (Selection::default(), Selection::default());
+        for o in &outputs {
+            rsel.add(o);
+            tsel.add(o);
+        }
+        let mut slots = Vec::new();
+        let mut sites = Vec::new();
+        if measure.per_layer {
+            for site in &sim.activations {
+                // the float tensor quantized, by its name in the float model (a quantized graph
+                // output keeps its name on the dequantized value)
+                let Some(name) = [&site.input, &site.output]
+                    .into_iter()
+                    .find(|n| ref_names.contains(*n))
+                else {
+                    continue;
+                };
+                slots.push(LayerSlots {
+                    reference: rsel.add(name),
+                    input: tsel.add(&site.input),
+                    output: tsel.add(&site.output),
+                });
+                sites.push((name.clone(), site.node.clone()));
+            }
+        }
+        let ref_model = runnable(&ref_flat, &rsel.names)?;
+        let sim_model = runnable(&sim.model, &tsel.names)?;
+        let r = Runner::compiled(
+            &ref_model,
+            reference.path,
+            Some(&rsel.names),
+            inputs,
+            &part.shapes,
+        )?;
+        let t = Runner::compiled(
+            &sim_model,
+            quantized.path,
+            Some(&tsel.names),
+            inputs,
+            &part.shapes,
+        )?;
+        let part_data = part.data.clone().expect("parts of data hold data");
+        let c = run.go(&[&r, &t], &slots, part_data, opts)?;
+        totals.add(c, &sites, &sim);
+    }
+    run.finish(totals, samples)
 }
 
 /// The float model's outputs on a data set, computed once to score many quantized versions.
@@ -326,7 +356,6 @@ pub struct Reference {
     labelled_output: Option<usize>,
     values: HashMap<usize, Vec<Values>>,
     data: Dataset,
-    shapes: Vec<Option<Vec<usize>>>,
 }
 
 impl Reference {
@@ -349,16 +378,20 @@ impl Reference {
             }
         }
         let outputs = graph_outputs(model.model);
-        let shapes = data.fixed_shapes();
-        let m = runnable(model.model, &outputs)?;
-        let r = Runner::compiled(&m, model.path, Some(&outputs), inputs, &shapes)?;
-        let parts = run_models(&[&r], data.clone(), opts, || Keep(Vec::new()))?;
+        let mut values = HashMap::new();
+        for part in parts_of(&[model.model], inputs, &data)? {
+            let flat = specialized(model, &part, inputs)?;
+            let m = runnable(&flat, &outputs)?;
+            let r = Runner::compiled(&m, model.path, Some(&outputs), inputs, &part.shapes)?;
+            let part_data = part.data.clone().expect("parts of data hold data");
+            let kept = run_models(&[&r], part_data, opts, || Keep(Vec::new()))?;
+            values.extend(kept.into_iter().flat_map(|k| k.0));
+        }
         Ok(Reference {
             labelled_output: first_classifier(model.model),
             outputs,
-            values: parts.into_iter().flat_map(|k| k.0).collect(),
+            values,
             data,
-            shapes,
         })
     }
 
@@ -374,7 +407,7 @@ impl Reference {
         opts: &RunOptions,
         labels: Option<Labels>,
     ) -> Result<Comparison, Error> {
-        let sim = simulated(quantized)?;
+        simulated(quantized)?;
         let q_outputs = graph_outputs(quantized.model);
         if q_outputs != self.outputs {
             return Err(Error::Internal(format!(
@@ -382,17 +415,8 @@ impl Reference {
                 self.outputs
             )));
         }
-        let m = runnable(&sim.model, &self.outputs)?;
-        let t = Runner::compiled(
-            &m,
-            quantized.path,
-            Some(&self.outputs),
-            inputs,
-            &self.shapes,
-        )?;
         let run = Run {
             outputs: &self.outputs,
-            slots: &[],
             labelled_output: labels.and(self.labelled_output),
             labels,
             quant_path: quantized.path,
@@ -400,15 +424,72 @@ impl Reference {
             labels_window: true,
             cached: Some(self),
         };
-        let total = run.go(&[&t], self.data.clone(), opts)?;
-        run.finish(total, self.samples(), &[], &sim)
+        let mut totals = run.totals();
+        for part in parts_of(&[quantized.model], inputs, &self.data)? {
+            let q_flat = specialized(quantized, &part, inputs)?;
+            let sim = simulated(Source {
+                model: &q_flat,
+                path: quantized.path,
+            })?;
+            let m = runnable(&sim.model, &self.outputs)?;
+            let t = Runner::compiled(
+                &m,
+                quantized.path,
+                Some(&self.outputs),
+                inputs,
+                &part.shapes,
+            )?;
+            let part_data = part.data.clone().expect("parts of data hold data");
+            let c = run.go(&[&t], &[], part_data, opts)?;
+            totals.add(c, &[], &sim);
+        }
+        run.finish(totals, self.samples())
+    }
+}
+
+/// What the parts of one comparison measured, merged: outputs, labels, each quantized tensor
+/// (by tensor and node, in order of first appearance), kept outputs.
+struct Totals {
+    errors: Vec<ErrorStats>,
+    top1: Vec<Option<Top1>>,
+    layers: Vec<((String, String), ErrorStats, ErrorStats)>,
+    kept: Vec<(usize, Vec<Values>)>,
+    simulated_activations: usize,
+    simulated_constants: usize,
+}
+
+impl Totals {
+    fn add(&mut self, c: Collector, sites: &[(String, String)], sim: &crate::simulate::Simulated) {
+        self.kept.extend(c.kept.into_iter().flatten());
+        for (a, b) in self.errors.iter_mut().zip(&c.errors) {
+            a.merge(b);
+        }
+        for (a, b) in self.top1.iter_mut().zip(&c.top1) {
+            if let Some(b) = b {
+                a.get_or_insert_with(Top1::default).merge(b);
+            }
+        }
+        for (i, site) in sites.iter().enumerate() {
+            match self.layers.iter_mut().find(|l| l.0 == *site) {
+                Some(l) => {
+                    l.1.merge(&c.layer_acc[i]);
+                    l.2.merge(&c.layer_local[i]);
+                }
+                None => self.layers.push((
+                    site.clone(),
+                    c.layer_acc[i].clone(),
+                    c.layer_local[i].clone(),
+                )),
+            }
+        }
+        self.simulated_activations = self.simulated_activations.max(sim.activations.len());
+        self.simulated_constants = self.simulated_constants.max(sim.constants);
     }
 }
 
 /// One comparison run: what is measured, and how the parts are merged.
 struct Run<'a> {
     outputs: &'a [String],
-    slots: &'a [LayerSlots],
     labelled_output: Option<usize>,
     labels: Option<Labels<'a>>,
     quant_path: &'a Path,
@@ -418,16 +499,16 @@ struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    fn collector(&self) -> Collector<'a> {
+    fn collector(&self, slots: &'a [LayerSlots]) -> Collector<'a> {
         Collector {
             outputs: self.outputs.len(),
-            layers: self.slots,
+            layers: slots,
             labelled_output: self.labelled_output,
             labels: self.labels,
             errors: vec![ErrorStats::default(); self.outputs.len()],
             top1: vec![None; self.outputs.len()],
-            layer_acc: vec![ErrorStats::default(); self.slots.len()],
-            layer_local: vec![ErrorStats::default(); self.slots.len()],
+            layer_acc: vec![ErrorStats::default(); slots.len()],
+            layer_local: vec![ErrorStats::default(); slots.len()],
             names: self.outputs,
             quant_path: self.quant_path,
             kept: self.keep_outputs.then(Vec::new),
@@ -435,15 +516,27 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Runs the models and merges the threads' collectors.
+    fn totals(&self) -> Totals {
+        Totals {
+            errors: vec![ErrorStats::default(); self.outputs.len()],
+            top1: vec![None; self.outputs.len()],
+            layers: Vec::new(),
+            kept: Vec::new(),
+            simulated_activations: 0,
+            simulated_constants: 0,
+        }
+    }
+
+    /// Runs the models on one part of the data and merges the threads' collectors.
     fn go(
         &self,
         models: &[&crate::calib::Compiled],
+        slots: &'a [LayerSlots],
         data: Dataset,
         opts: &RunOptions,
     ) -> Result<Collector<'a>, Error> {
-        let parts = run_models(models, data, opts, || self.collector())?;
-        let mut total = self.collector();
+        let parts = run_models(models, data, opts, || self.collector(slots))?;
+        let mut total = self.collector(slots);
         let mut kept = Vec::new();
         for p in parts {
             kept.extend(p.kept.into_iter().flatten());
@@ -462,18 +555,11 @@ impl<'a> Run<'a> {
                 a.merge(b);
             }
         }
-        kept.sort_by_key(|k| k.0);
         total.kept = Some(kept);
         Ok(total)
     }
 
-    fn finish(
-        &self,
-        total: Collector,
-        samples: usize,
-        sites: &[(String, String)],
-        sim: &crate::simulate::Simulated,
-    ) -> Result<Comparison, Error> {
+    fn finish(&self, mut total: Totals, samples: usize) -> Result<Comparison, Error> {
         if let Some(l) = self.labels {
             let needed = self
                 .labelled_output
@@ -506,29 +592,35 @@ impl<'a> Run<'a> {
             .labelled_output
             .or_else(|| total.top1.iter().position(Option::is_some))
             .and_then(|k| total.top1[k].clone());
-        let layers_in_graph_order: Vec<LayerMetrics> = sites
+        let layers_in_graph_order: Vec<LayerMetrics> = total
+            .layers
             .iter()
-            .enumerate()
-            .map(|(i, (tensor, node))| LayerMetrics {
+            .map(|((tensor, node), acc, local)| LayerMetrics {
                 tensor: tensor.clone(),
                 node: node.clone(),
-                sqnr_db: total.layer_acc[i].sqnr_db(),
-                local_sqnr_db: total.layer_local[i].sqnr_db(),
+                sqnr_db: acc.sqnr_db(),
+                local_sqnr_db: local.sqnr_db(),
             })
             .collect();
         let mut layers = layers_in_graph_order.clone();
         sort_worst_first(&mut layers);
-        let saved_outputs = match (self.keep_outputs, total.kept) {
-            (true, Some(kept)) => stack_outputs(self.outputs, kept, self.quant_path)?,
-            _ => Vec::new(),
+        total.kept.sort_by_key(|k| k.0);
+        let saved_outputs = if self.keep_outputs {
+            stack_outputs(
+                self.outputs,
+                std::mem::take(&mut total.kept),
+                self.quant_path,
+            )?
+        } else {
+            Vec::new()
         };
         Ok(Comparison {
             samples,
             outputs: metrics,
             labels: top1.as_ref().and_then(LabelMetrics::new),
             layers,
-            simulated_activations: sim.activations.len(),
-            simulated_constants: sim.constants,
+            simulated_activations: total.simulated_activations,
+            simulated_constants: total.simulated_constants,
             layers_in_graph_order,
             top1,
             saved_outputs,
@@ -595,6 +687,8 @@ pub struct EvalJob {
     pub data: crate::pipeline::DataSource,
     pub labels: Option<PathBuf>,
     pub measure: Measure,
+    /// Shapes given for inputs (`--input-shape`).
+    pub input_shapes: crate::pipeline::InputShapes,
 }
 
 /// What `eval` reports.
@@ -611,7 +705,7 @@ pub struct EvalReport {
 /// Runs `eval`: loads both models and the data, compares.
 pub fn evaluate(job: &EvalJob, warn: &dyn Fn(&str)) -> Result<EvalReport, Error> {
     let start = std::time::Instant::now();
-    let reference = crate::pipeline::open_model(&job.reference)?;
+    let reference = crate::pipeline::open_model(&job.reference, &job.input_shapes)?;
     let quantized = crate::onnx::load(&job.quantized)?;
     for w in reference.loaded.warnings.iter().chain(&quantized.warnings) {
         warn(w);

@@ -100,7 +100,8 @@ fn run_sensitivity(args: SensitivityArgs) -> Result<(), Error> {
         return Err(usage("--holdout must be at least 1"));
     }
     let from_cache = args.stats.as_deref().is_some_and(stats::is_trt_cache);
-    let settings = resolve_config(&args.ranges, from_cache)?;
+    let mut settings = resolve_config(&args.ranges, from_cache)?;
+    settings.planning.input_shapes = input_shapes(&args.shapes)?;
     let job = onnx_quant::pipeline::SensitivityJob {
         input: args.model.clone(),
         data: data_source(args.calib.clone(), &args.data)?,
@@ -175,6 +176,7 @@ fn run_eval(args: EvalArgs) -> Result<(), Error> {
             keep_outputs: args.save_outputs.is_some(),
             labels_window: false,
         },
+        input_shapes: input_shapes(&args.shapes)?,
     };
     let report = onnx_quant::evaluate::evaluate(&job, &warn)?;
     let c = &report.comparison;
@@ -241,7 +243,8 @@ fn run_eval(args: EvalArgs) -> Result<(), Error> {
 
 /// `explain` and `init-config`: plan without calibration data and print.
 fn run_explain(args: ModelArgs, template: bool) -> Result<(), Error> {
-    let settings = resolve_config(&args.ranges, false)?;
+    let mut settings = resolve_config(&args.ranges, false)?;
+    settings.planning.input_shapes = input_shapes(&args.shapes)?;
     let ex = onnx_quant::pipeline::plan_only(&args.model, &settings.planning.rules(&warn))?;
     let text = if template {
         onnx_quant::explain::init_config(&ex, &settings.resolved, &args.model.display().to_string())
@@ -518,6 +521,7 @@ fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Settings, Erro
         config,
         overrides,
         allow_unmatched,
+        input_shapes: Default::default(),
     };
     Ok(Settings { resolved, planning })
 }
@@ -538,13 +542,26 @@ fn check_side_output(extra: Option<&Path>, flag: &str, models: &[&Path]) -> Resu
     Ok(())
 }
 
+/// The `--input-shape` values, parsed.
+fn input_shapes(args: &cli::ShapeArgs) -> Result<onnx_quant::pipeline::InputShapes, Error> {
+    let mut out = onnx_quant::pipeline::InputShapes::new();
+    for s in &args.input_shape {
+        let (name, dims) = onnx_quant::pipeline::parse_input_shape(s).map_err(usage)?;
+        if out.insert(name.clone(), dims).is_some() {
+            return Err(usage(format!("--input-shape gives `{name}` twice")));
+        }
+    }
+    Ok(out)
+}
+
 fn warn(w: &str) {
     eprintln!("warning: {w}");
 }
 
 fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
     let from_cache = args.stats.as_deref().is_some_and(stats::is_trt_cache);
-    let settings = resolve_config(&args.ranges, from_cache)?;
+    let mut settings = resolve_config(&args.ranges, from_cache)?;
+    settings.planning.input_shapes = input_shapes(&args.shapes)?;
     let acc = &args.accuracy;
     let models = [args.input.as_path(), args.output.as_path()];
     check_side_output(args.report.as_deref(), "--report", &models)?;
@@ -676,7 +693,8 @@ fn run_calibrate(args: CalibrateArgs) -> Result<(), Error> {
             "--high-precision changes the written model, not the statistics: give it to the quantize run",
         ));
     }
-    let settings = resolve_config(&args.ranges, false)?;
+    let mut settings = resolve_config(&args.ranges, false)?;
+    settings.planning.input_shapes = input_shapes(&args.shapes)?;
     let models = [args.input.as_path(), args.stats.as_path()];
     check_side_output(args.trt_cache.as_deref(), "--trt-cache", &models)?;
     let job = CalibrateJob {
@@ -731,7 +749,7 @@ fn run_merge_stats(args: MergeStatsArgs) -> Result<(), Error> {
 fn run_run(args: RunArgs) -> Result<(), Error> {
     let data = data_source(args.calib, args.data.no_observers("run")?)?;
     let threads = data.threads;
-    let (n, secs) = run_job(&args.model, &data)?;
+    let (n, secs) = run_job(&args.model, &data, &input_shapes(&args.shapes)?)?;
     let per = secs * 1e3 / n.max(1) as f64;
     println!("{n} samples in {secs:.3} s ({per:.2} ms per sample, {threads} threads)");
     Ok(())

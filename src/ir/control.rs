@@ -833,11 +833,7 @@ fn cond_stays_true(body: &GraphProto) -> bool {
         if name == cond_in.name() {
             return true;
         }
-        let Some(p) = body
-            .node
-            .iter()
-            .find(|n| n.output.contains(&name))
-        else {
+        let Some(p) = body.node.iter().find(|n| n.output.contains(&name)) else {
             return false;
         };
         match p.op_type() {

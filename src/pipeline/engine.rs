@@ -108,16 +108,30 @@ impl Engine {
             return Ok(l.clone());
         }
         let flats = part.specialize(&self.model, &self.path, &self.inputs)?;
+        let forks = flats.len() > 1;
         let mut made = Vec::new();
+        let mut first_err = None;
         for flat in flats {
             let (folded, _) = crate::rewrite::fold_batchnorm(&flat.model)?;
-            let typed = super::typed_runner(&folded, &self.path, &self.inputs, &part.shapes)?;
-            made.push(Arc::new(Leg {
-                flat,
-                runner: typed.runner,
-                types: typed.types,
-                note: typed.note,
-            }));
+            match super::typed_runner(&folded, &self.path, &self.inputs, &part.shapes) {
+                Ok(typed) => made.push(Arc::new(Leg {
+                    flat,
+                    runner: typed.runner,
+                    types: typed.types,
+                    note: typed.note,
+                })),
+                // without data every branch choice is tried; one tract cannot type is one
+                // the data could not take either
+                Err(e) if forks => {
+                    first_err.get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if made.is_empty()
+            && let Some(e) = first_err
+        {
+            return Err(e);
         }
         let made = Arc::new(made);
         legs.push((key, made.clone()));

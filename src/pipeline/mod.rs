@@ -206,7 +206,7 @@ pub struct Model {
 /// Loads `path`, checks the graph and the opset, and lists the inputs a caller feeds.
 /// Loads `path` for planning and calibration: large external weights stay on disk (tract reads
 /// them itself) until [`build`] materializes its copy, so a model over 2 GB is not held twice.
-pub fn open_model(path: &Path) -> Result<Model, Error> {
+pub fn open_model(path: &Path, shapes: &InputShapes) -> Result<Model, Error> {
     let mut loaded = onnx::load_deferring(path, crate::ir::deferrable_weights)?;
     let problems = crate::ir::verify(&loaded.model);
     if !problems.is_empty() {
@@ -243,7 +243,8 @@ pub fn open_model(path: &Path) -> Result<Model, Error> {
         }
         .into());
     }
-    let inputs = input_specs(&loaded.model, path)?;
+    let mut inputs = input_specs(&loaded.model, path)?;
+    apply_input_shapes(&mut inputs, shapes, path)?;
     Ok(Model { loaded, inputs })
 }
 
@@ -450,6 +451,72 @@ pub struct Planning {
     pub overrides: Overrides,
     /// Overrides that select nothing are warnings instead of errors.
     pub allow_unmatched: bool,
+    /// Shapes given for inputs (`--input-shape`), fixing their symbolic dims.
+    pub input_shapes: InputShapes,
+}
+
+/// Shapes given for model inputs, by input name (`--input-shape NAME:D0,D1,...`).
+pub type InputShapes = BTreeMap<String, Vec<usize>>;
+
+/// Parses `NAME:D0,D1,...` (also `NAME:D0xD1x...`; `NAME:` for a scalar): the name is
+/// everything before the last `:` (tensor names may hold `:` themselves).
+pub fn parse_input_shape(s: &str) -> Result<(String, Vec<usize>), String> {
+    let (name, dims) = s
+        .rsplit_once(':')
+        .filter(|(n, _)| !n.is_empty())
+        .ok_or_else(|| format!("`{s}`: expected NAME:D0,D1,... (e.g. images:1,3,640,640)"))?;
+    let dims = dims
+        .split([',', 'x'])
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| d.trim().parse::<usize>().ok().filter(|&v| v > 0))
+        .collect::<Option<Vec<usize>>>()
+        .ok_or_else(|| format!("`{s}`: every dim must be a positive integer"))?;
+    Ok((name.to_string(), dims))
+}
+
+/// Applies the given shapes to the inputs: each must name an input, have its rank and agree
+/// with the dims it declares.
+fn apply_input_shapes(
+    inputs: &mut [InputSpec],
+    shapes: &InputShapes,
+    path: &Path,
+) -> Result<(), Error> {
+    for (name, dims) in shapes {
+        let Some(spec) = inputs.iter_mut().find(|i| &i.name == name) else {
+            let names: Vec<String> = inputs.iter().map(|i| format!("`{}`", i.name)).collect();
+            return Err(UsageError::Invalid(format!(
+                "--input-shape names `{name}`, which is not an input of `{}` (its inputs: {})",
+                path.display(),
+                names.join(", ")
+            ))
+            .into());
+        };
+        let declared: Vec<String> = spec
+            .dims
+            .iter()
+            .map(|d| d.map_or("?".into(), |v| v.to_string()))
+            .collect();
+        let agrees = spec.dims.len() == dims.len()
+            && spec
+                .dims
+                .iter()
+                .zip(dims)
+                .all(|(d, v)| d.is_none_or(|d| d == *v));
+        if !agrees {
+            return Err(UsageError::Invalid(format!(
+                "--input-shape {name}:{} contradicts the shape `{}` declares for it, [{}]",
+                dims.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                path.display(),
+                declared.join(",")
+            ))
+            .into());
+        }
+        spec.dims = dims.iter().map(|&d| Some(d)).collect();
+    }
+    Ok(())
 }
 
 impl Planning {
@@ -458,6 +525,7 @@ impl Planning {
             config: &self.config,
             overrides: &self.overrides,
             allow_unmatched: self.allow_unmatched,
+            input_shapes: &self.input_shapes,
             warn,
         }
     }
@@ -469,6 +537,7 @@ pub struct Rules<'a> {
     pub config: &'a Config,
     pub overrides: &'a Overrides,
     pub allow_unmatched: bool,
+    pub input_shapes: &'a InputShapes,
     pub warn: &'a dyn Fn(&str),
 }
 
@@ -939,7 +1008,7 @@ fn split_holdout(
 pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error> {
     let mut clock = Clock::new();
     check_output(&job.input, &[], &job.output)?;
-    let mut model = open_model(&job.input)?;
+    let mut model = open_model(&job.input, &job.planning.input_shapes)?;
     check_output(&job.input, &model.loaded.side_files, &job.output)?;
     model.loaded.warnings.iter().for_each(|w| warn(w));
     let labels = job
@@ -1289,7 +1358,7 @@ pub struct CalibrateReport {
 pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<CalibrateReport, Error> {
     let mut clock = Clock::new();
     check_output(&job.input, &[], &job.stats_out)?;
-    let model = open_model(&job.input)?;
+    let model = open_model(&job.input, &job.planning.input_shapes)?;
     check_output(&job.input, &model.loaded.side_files, &job.stats_out)?;
     model.loaded.warnings.iter().for_each(|w| warn(w));
     let sha = file_sha256(&job.input)?;
@@ -1340,8 +1409,12 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
 
 /// Runs the float model as it is over calibration data (no observation): the baseline the
 /// calibration overhead is measured against. Returns (samples, seconds of inference).
-pub fn run_job(input: &Path, data: &DataSource) -> Result<(usize, f64), Error> {
-    let model = open_model(input)?;
+pub fn run_job(
+    input: &Path,
+    data: &DataSource,
+    shapes: &InputShapes,
+) -> Result<(usize, f64), Error> {
+    let model = open_model(input, shapes)?;
     let set = Dataset::open(&data.path, &model.inputs, data.max_samples, &data.images)?;
     let engine = Engine::new(&model.loaded.model, input, &model.inputs);
     // every part's copy compiled before the clock starts
@@ -1363,7 +1436,7 @@ pub struct Explained {
 
 /// Plans `input` under `rules` without running calibration.
 pub fn plan_only(input: &Path, rules: &Rules) -> Result<Explained, Error> {
-    let model = open_model(input)?;
+    let model = open_model(input, rules.input_shapes)?;
     model.loaded.warnings.iter().for_each(|w| (rules.warn)(w));
     let Planned { plan, written, .. } = plan_model(&model, None, rules)?;
     Ok(Explained {

@@ -155,7 +155,7 @@ pub struct SensitivityReport {
 /// Quantizes each layer alone (and all but each layer) and ranks the layers by the harm done.
 pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<SensitivityReport, Error> {
     let start = Instant::now();
-    let model = open_model(&job.input)?;
+    let model = open_model(&job.input, &job.planning.input_shapes)?;
     model.loaded.warnings.iter().for_each(|w| warn(w));
     let labels = job
         .labels

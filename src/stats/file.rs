@@ -87,6 +87,11 @@ pub fn load(path: &Path) -> Result<StatsFile, CalibError> {
     Ok(file)
 }
 
+/// Whether a statistics key names a tensor inside a subgraph (`If_0/then_branch::x`).
+pub fn is_scoped(key: &str) -> bool {
+    key.contains("::")
+}
+
 /// Merges statistics of disjoint sample sets of one model into the statistics of all of them.
 pub fn merge_files(files: Vec<(PathBuf, StatsFile)>) -> Result<StatsFile, CalibError> {
     let mut iter = files.into_iter();
@@ -101,10 +106,12 @@ pub fn merge_files(files: Vec<(PathBuf, StatsFile)>) -> Result<StatsFile, CalibE
                 ),
             ));
         }
+        // tensors of a subgraph (`<scope>::<name>`) are measured by the shards whose samples
+        // take it, so they may be on one side only; main-graph tensors are on both
         let only =
             |a: &BTreeMap<String, TensorStats>, b: &BTreeMap<String, TensorStats>| -> Vec<String> {
                 a.keys()
-                    .filter(|k| !b.contains_key(*k))
+                    .filter(|k| !b.contains_key(*k) && !is_scoped(k))
                     .map(|k| format!("`{k}`"))
                     .collect()
             };
@@ -131,11 +138,15 @@ pub fn merge_files(files: Vec<(PathBuf, StatsFile)>) -> Result<StatsFile, CalibE
                 ),
             ));
         }
-        for (name, t) in &f.tensors {
-            let target = all.tensors.get_mut(name).expect("same keys");
-            target
-                .merge(t)
-                .map_err(|e| bad(&path, format!("tensor `{name}`: {e}")))?;
+        for (name, t) in f.tensors {
+            match all.tensors.get_mut(&name) {
+                Some(target) => target
+                    .merge(&t)
+                    .map_err(|e| bad(&path, format!("tensor `{name}`: {e}")))?,
+                None => {
+                    all.tensors.insert(name, t);
+                }
+            }
         }
         all.samples += f.samples;
     }
