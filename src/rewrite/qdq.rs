@@ -1,8 +1,9 @@
 //! Pass `insert-qdq`: a QuantizeLinear → DequantizeLinear pair on every planned activation,
 //! read by the planned consumers (or, for the output of a complete node unit, by every reader);
-//! other readers keep the float tensor. A planned constant (an operand of a complete unit) is
-//! stored quantized instead and read through a DequantizeLinear, like a weight: OpenVINO's
-//! low-precision passes reject a QuantizeLinear on a constant.
+//! other readers keep the float tensor. A planned constant (an operand of a complete unit, an
+//! initializer or the output of Constant-like nodes) is stored quantized instead and read
+//! through a DequantizeLinear, like a weight: OpenVINO's low-precision passes reject a
+//! QuantizeLinear on a constant.
 
 use crate::error::Error;
 use crate::ir::{Index, Names, Patch, Placement};
@@ -38,10 +39,18 @@ pub(super) fn insert_qdq(
             .add_initializers
             .push(typed_tensor(&n.zero_point, &[], qtype, &[p.zero_point]));
         let dq = n.node(&mut names, t, "DequantizeLinear", None);
-        if let Some(init) = index.initializer(t) {
-            let data =
-                f32_data(init).map_err(|e| Error::Internal(format!("constant `{t}` {e}")))?;
-            let dims: Vec<usize> = init.dims.iter().map(|&d| d as usize).collect();
+        // a constant (an initializer, or computed by Constant-like nodes)
+        let constant = match index.initializer(t) {
+            Some(init) => {
+                let data =
+                    f32_data(init).map_err(|e| Error::Internal(format!("constant `{t}` {e}")))?;
+                let dims: Vec<usize> = init.dims.iter().map(|&d| d as usize).collect();
+                Some((data, dims, None))
+            }
+            None => crate::ir::constant::evaluate(&index, t)
+                .map(|(c, chain)| (c.data, c.dims, Some(chain))),
+        };
+        if let Some((data, dims, chain)) = constant {
             patch
                 .add_initializers
                 .push(quantized_tensor(&n.quantized, &dims, &data, qtype, p));
@@ -53,11 +62,18 @@ pub(super) fn insert_qdq(
                 .expect("a site has readers");
             patch.nodes.push((Placement::Before(first), dq));
             let mine: Vec<(usize, usize)> = readers.collect();
-            if index.consumers(t).iter().all(|c| mine.contains(c))
-                && !index.is_graph_output(t)
-                && !index.is_captured(t)
-            {
-                patch.remove_initializers.push(t.to_string());
+            match &chain {
+                Some(chain) => {
+                    super::weights::prune_chain(&index, chain, &mine, &mut patch);
+                }
+                None => {
+                    if index.consumers(t).iter().all(|c| mine.contains(c))
+                        && !index.is_graph_output(t)
+                        && !index.is_captured(t)
+                    {
+                        patch.remove_initializers.push(t.to_string());
+                    }
+                }
             }
             patch.rewire.extend(
                 mine.into_iter()

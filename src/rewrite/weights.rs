@@ -267,7 +267,7 @@ fn quantize_bias(
 }
 
 /// Removes the nodes computing a constant weight that nothing reads any more; whether all went.
-fn prune_chain(
+pub(super) fn prune_chain(
     index: &Index,
     chain: &[usize],
     quantized: &[(usize, usize)],

@@ -9,6 +9,8 @@ usage: check.py --quant Q.onnx [--ref FP32.onnx --x X.npy|X.npz [--y Y.npy]] [--
             --channels
   qdq       Q/DQ counts, zero-point element types, non-zero zero-points, per-channel DQs
   ort       ONNX Runtime CPU: runs Q (and REF) on X; top1 vs Y, argmax agreement, SQNR, cosine
+            (X may also be a directory of per-sample .npy/.npz files, one feed each)
+  ort_exact with --ort-exact: the same with graph optimizations off (the Q/DQ arithmetic)
   openvino  OpenVINO CPU with f32 inference precision: the same metrics (reference: REF in ORT)
   trt       TensorRT-RTX ONNX parser + CPU-only ahead-of-time engine build for SM89
   ort_fused the op counts of the model ONNX Runtime runs after its graph optimisations
@@ -21,6 +23,7 @@ The Rust interop tests (tests/it/interop.rs) run this and assert on the JSON.
 """
 import argparse
 import json
+import os
 import sys
 
 import numpy as np
@@ -31,7 +34,20 @@ NP = {1: np.float32, 6: np.int32, 7: np.int64, 9: np.bool_, 10: np.float16, 11: 
 
 
 def load_x(path, model):
+    """The inputs: arrays stacked on axis 0, or (a directory of per-sample files) a list of feeds."""
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if os.path.isdir(path):
+        feeds = []
+        for f in sorted(os.listdir(path)):
+            full = os.path.join(path, f)
+            if f.endswith(".npz"):
+                z = np.load(full)
+                feeds.append({k: z[k] if z[k].ndim == 0 or z[k].ndim == len(next(
+                    i for i in inputs if i.name == k).type.tensor_type.shape.dim) else z[k][None]
+                    for k in z.files})
+            elif f.endswith(".npy"):
+                feeds.append({inputs[0].name: np.load(full)})
+        return feeds
     if path.endswith(".npz"):
         z = np.load(path)
         arrays = {i.name: z[i.name] for i in inputs}
@@ -43,12 +59,15 @@ def load_x(path, model):
 
 
 def batches(model, x):
-    """Feeds: the whole set at once when the batch axis is symbolic, else one batch at a time."""
+    """Feeds: the whole set at once when the batch axis is symbolic, else one batch at a time
+    (0-d arrays are fed unchanged with every batch)."""
+    if isinstance(x, list):
+        return x
     first = model.graph.input[0].type.tensor_type.shape.dim[0]
-    n = len(next(iter(x.values())))
+    n = len(next(v for v in x.values() if v.ndim > 0))
     if first.HasField("dim_value") and first.dim_value > 0:
         b = first.dim_value
-        return [{k: v[i:i + b] for k, v in x.items()} for i in range(0, n, b)]
+        return [{k: v if v.ndim == 0 else v[i:i + b] for k, v in x.items()} for i in range(0, n, b)]
     return [x]
 
 
@@ -74,13 +93,14 @@ def pick(x):
 
 
 ORT_BASIC = False
+ORT_EXACT = False
 
 
 def run_ort(path, feeds, optimize=True):
     import onnxruntime as ort
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    if not optimize:
+    if not optimize or ORT_EXACT:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     elif ORT_BASIC:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -94,6 +114,17 @@ def run_openvino(path, feeds):
     c = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     out = c.output(OUTPUT) if OUTPUT else c.output(0)
     return pick(np.concatenate([c(f)[out] for f in feeds]))
+
+
+def subgraph_nodes(graph):
+    """Every node inside the subgraphs of `graph`'s nodes, any depth."""
+    out = []
+    for n in graph.node:
+        for a in n.attribute:
+            for g in ([a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)):
+                out.extend(g.node)
+                out.extend(subgraph_nodes(g))
+    return out
 
 
 def qdq_summary(model):
@@ -111,7 +142,10 @@ def qdq_summary(model):
         if n.input[1] in inits and len(inits[n.input[1]].dims) > 0:
             per_channel += 1
     ops = sorted({n.op_type for n in model.graph.node})
-    return {"q": len(q), "dq": len(dq), "zero_point_types": sorted(zp_types), "nonzero_zero_points": nonzero,
+    inner = subgraph_nodes(model.graph)
+    return {"q": len(q), "dq": len(dq),
+            "subgraph_q": sum(n.op_type == "QuantizeLinear" for n in inner),
+            "subgraph_dq": sum(n.op_type == "DequantizeLinear" for n in inner), "zero_point_types": sorted(zp_types), "nonzero_zero_points": nonzero,
             "per_channel": per_channel, "ops": ops, "opset": max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))}
 
 
@@ -192,8 +226,11 @@ def main():
     ap.add_argument("--sim")
     ap.add_argument("--ort-basic", action="store_true",
                     help="run the quantized model in ONNX Runtime with basic graph optimizations only")
+    ap.add_argument("--ort-exact", action="store_true",
+                    help="also run the quantized model in ONNX Runtime with graph optimizations off "
+                         "(the Q/DQ arithmetic as written): `ort_exact`")
     a = ap.parse_args()
-    global OUTPUT, CHANNELS, ORT_BASIC
+    global OUTPUT, CHANNELS, ORT_BASIC, ORT_EXACT
     OUTPUT = a.output
     ORT_BASIC = a.ort_basic
     CHANNELS = tuple(int(v) for v in a.channels.split(":")) if a.channels else None
@@ -231,6 +268,9 @@ def main():
             if on:
                 got = guarded(runner, a.quant, feeds)
                 out[name] = got if isinstance(got, dict) else metrics(got, ref, y)
+        if a.ort_exact:
+            got = guarded(run_ort, a.quant, feeds, False)
+            out["ort_exact"] = got if isinstance(got, dict) else metrics(got, ref, y)
     if a.trt:
         out["trt"] = guarded(trt_check, a.quant)
     if a.ort_fused:

@@ -865,3 +865,70 @@ fn int8_embeddings_run_everywhere() {
     assert_runs_close(&r, "openvino", 30.0);
     assert_trt_accepts(&r);
 }
+
+/// The fixtures of real-model failure classes (stale value_info over two image sizes, nested
+/// If with Constant-node weights, a Loop, an LSTM), quantized for every target: full checker,
+/// ONNX Runtime (optimized and exact) and OpenVINO within reach of fp32, Q/DQ inside the
+/// subgraphs where there are some; TensorRT-RTX builds the two its parser takes in fp32 too
+/// (it rejects this Loop's condition pass-through, and builds dynamic inputs at size 1).
+#[test]
+fn real_model_classes_run_everywhere_with_every_target() {
+    // (fixture, data, Q nodes inside subgraphs at least, TensorRT, least SQNR of the first
+    // output: the loop chains four random-weight layers)
+    let cases = [
+        ("symbolic_dims", "symbolic_dims_calib", 0, true, 30.0),
+        ("nested_if", "nested_if_16k.npz", 3, false, 30.0),
+        ("loop_matmul", "loop_matmul_calib.npy", 1, false, 18.0),
+        ("lstm", "lstm_calib.npy", 0, true, 30.0),
+    ];
+    for (name, calib, inner_q, trt, min_db) in cases {
+        for target in ["tensorrt", "ort", "openvino"] {
+            let model = format!("models/real/{name}.onnx");
+            let data = format!("models/real/{calib}");
+            let (_d, out) = quantized(&model, &data, &["--target", target]);
+            let mut extra = vec!["--ort-exact"];
+            if trt && target == "tensorrt" {
+                extra.push("--trt");
+            }
+            let r = check_everywhere_but_trt(&out, &model, &data, &extra);
+            let what = format!("{name} ({target})");
+            for runtime in ["ort", "ort_exact", "openvino"] {
+                let m = &r[runtime];
+                assert!(m.get("error").is_none(), "{what}: {runtime} failed: {m}");
+                assert!(
+                    m["sqnr_db"].as_f64().unwrap() >= min_db,
+                    "{what}: {runtime}: {m}"
+                );
+            }
+            let (opt, exact) = (
+                r["ort"]["sqnr_db"].as_f64().unwrap(),
+                r["ort_exact"]["sqnr_db"].as_f64().unwrap(),
+            );
+            assert!(
+                (opt - exact).abs() <= 0.5,
+                "{what}: ORT {opt} vs exact {exact}"
+            );
+            assert!(
+                r["qdq"]["subgraph_q"].as_u64().unwrap() >= inner_q,
+                "{what}: {}",
+                r["qdq"]
+            );
+            if extra.contains(&"--trt") {
+                assert_trt_accepts(&r);
+            }
+        }
+    }
+}
+
+/// [`check_everywhere`] with the TensorRT build only when `extra` asks for it.
+fn check_everywhere_but_trt(quant: &Path, model: &str, x: &str, extra: &[&str]) -> Value {
+    let (model, x) = (
+        fixture(model).to_string_lossy().into_owned(),
+        fixture(x).to_string_lossy().into_owned(),
+    );
+    let mut args = vec!["--ref", &model, "--x", &x, "--ort", "--openvino"];
+    args.extend_from_slice(extra);
+    let r = check(quant, &args);
+    assert_checker(&r);
+    r
+}

@@ -9,6 +9,7 @@ mod images;
 mod lowbit;
 mod onnx_io;
 mod quantize;
+mod real_classes;
 mod stats;
 mod support;
 
