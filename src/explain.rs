@@ -65,11 +65,57 @@ fn activation_line(site: &ActivationSite, resolved: &Resolved) -> String {
 }
 
 /// Every node, in graph order, with its decision and reason; under each quantized node, the
-/// tensors it reads quantized and their settings.
+/// tensors it reads quantized and their settings. Then each subgraph (If branch, Loop body):
+/// its own plan, or why it stays float.
 pub fn explain(ex: &Explained, resolved: &Resolved) -> String {
     let mut out = String::new();
-    let plan: &QuantPlan = &ex.plan;
     let graph = ex.model.graph.as_ref().expect("loaded models have a graph");
+    explain_graph(&mut out, &ex.plan, graph, resolved, "");
+    for sub in &ex.subgraphs {
+        match &sub.plan {
+            Some((plan, model)) => {
+                let _ = writeln!(
+                    out,
+                    "subgraph `{}`: planned as a graph of its own",
+                    sub.label
+                );
+                let g = model.graph.as_ref().expect("a subgraph model has a graph");
+                explain_graph(&mut out, plan, g, resolved, "  ");
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "subgraph `{}`: float: {}",
+                    sub.label,
+                    sub.reason.as_deref().unwrap_or("")
+                );
+            }
+        }
+    }
+    out
+}
+
+/// The lines of one graph's plan, each prefixed with `indent`.
+fn explain_graph(
+    out: &mut String,
+    plan: &QuantPlan,
+    graph: &crate::proto::GraphProto,
+    resolved: &Resolved,
+    indent: &str,
+) {
+    let mut body = String::new();
+    explain_nodes(&mut body, plan, graph, resolved);
+    for line in body.lines() {
+        let _ = writeln!(out, "{indent}{line}");
+    }
+}
+
+fn explain_nodes(
+    out: &mut String,
+    plan: &QuantPlan,
+    graph: &crate::proto::GraphProto,
+    resolved: &Resolved,
+) {
     for d in &plan.nodes {
         let verdict = if d.quantized { "quantized" } else { "float" };
         let _ = writeln!(
@@ -150,7 +196,6 @@ pub fn explain(ex: &Explained, resolved: &Resolved) -> String {
     for note in &plan.notes {
         let _ = writeln!(out, "note: {note}");
     }
-    out
 }
 
 /// A commented YAML settings file for `model`: the global settings that matter most, and a
@@ -194,16 +239,31 @@ pub fn init_config(ex: &Explained, resolved: &Resolved, model: &str) -> String {
          overrides:"
     );
     let graph = ex.model.graph.as_ref().expect("loaded models have a graph");
-    for d in ex.plan.nodes.iter().filter(|d| d.quantized) {
-        let reads: Vec<String> = ex
-            .plan
+    override_lines(&mut out, &ex.plan, graph, None);
+    for sub in &ex.subgraphs {
+        if let Some((plan, model)) = &sub.plan {
+            let g = model.graph.as_ref().expect("a subgraph model has a graph");
+            override_lines(&mut out, plan, g, Some(&sub.label));
+        }
+    }
+    out
+}
+
+/// A commented override per node of `plan` the target quantizes (`scope`: the subgraph's).
+fn override_lines(
+    out: &mut String,
+    plan: &QuantPlan,
+    graph: &crate::proto::GraphProto,
+    scope: Option<&str>,
+) {
+    for d in plan.nodes.iter().filter(|d| d.quantized) {
+        let reads: Vec<String> = plan
             .activations
             .iter()
             .filter(|a| a.consumers.iter().any(|c| c.0 == d.id))
             .map(|a| format!("`{}`", a.tensor))
             .collect();
-        let weights: Vec<String> = ex
-            .plan
+        let weights: Vec<String> = plan
             .weights
             .iter()
             .filter(|w| w.consumers.iter().any(|c| c.0 == d.id))
@@ -224,14 +284,14 @@ pub fn init_config(ex: &Explained, resolved: &Resolved, model: &str) -> String {
             what.push(format!("weight {}", weights.join(", ")));
         }
         let name = ir::node_label(&graph.node[d.id], d.id);
+        let place = scope.map_or(String::new(), |s| format!(" (in subgraph `{s}`)"));
         let _ = writeln!(
             out,
-            "#  - match: {{name: {}}}   # {}\n#    skip: true",
+            "#  - match: {{name: {}}}   # {}{place}\n#    skip: true",
             yaml_string(&name),
             what.join("; ")
         );
     }
-    out
 }
 
 fn source_value(resolved: &Resolved, key: &str) -> String {

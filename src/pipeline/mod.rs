@@ -392,6 +392,8 @@ struct Planned {
     types: Types,
     /// Control nodes the copies tract runs keep, with why.
     kept: scopes::Kept,
+    /// The plans of the subgraphs the copies tract runs reach.
+    sub_plans: Vec<scopes::ScopePlan>,
     /// The tensors the subgraphs' plans observe.
     sub_observed: Vec<Scoped>,
     /// Whether some subgraph site needs histograms or averaged extremes.
@@ -570,9 +572,14 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
         prep.notes.push(note);
     }
     let written = model_to_write(&model.loaded.model, config, &mut prep)?;
-    let missing = policy::unmatched(
+    let subgraphs: Vec<&crate::proto::GraphProto> = crate::ir::control::scopes(&written)
+        .iter()
+        .filter_map(|s| crate::ir::control::subgraph(&written, s))
+        .collect();
+    let missing = policy::unmatched_anywhere(
         rules.overrides,
         written.graph.as_ref().expect("loaded models have a graph"),
+        &subgraphs,
     );
     if !missing.is_empty() {
         if !rules.allow_unmatched {
@@ -605,6 +612,7 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
         data,
         types,
         kept,
+        sub_plans,
         sub_observed,
         sub_observe,
         prep,
@@ -642,6 +650,8 @@ struct Subs<'a> {
     types: &'a Types,
     kept: &'a scopes::Kept,
     overrides: &'a Overrides,
+    /// Whether calibration samples decided the branches (else the declared shapes did).
+    data: bool,
 }
 
 /// Chooses every range from `stats` and rewrites a copy of `written` after `plan`, then the
@@ -671,6 +681,7 @@ fn build(
             written,
             subs.types,
             subs.kept,
+            subs.data,
             config,
             subs.overrides,
             stats,
@@ -1040,12 +1051,14 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         sub_observed,
         sub_observe,
         prep,
+        ..
     } = plan_model(&model, data_src, &job.planning.rules(warn))?;
     clock.lap("plan");
     let subs = Subs {
         types: &types,
         kept: &kept,
         overrides: &job.planning.overrides,
+        data: data.is_some(),
     };
 
     // with a target, the last samples are held out of calibration to measure it on
@@ -1432,15 +1445,55 @@ pub fn run_job(
 pub struct Explained {
     pub plan: QuantPlan,
     pub model: crate::proto::ModelProto,
+    /// Every subgraph, in model order: its plan (and the graph as a model of its own), or why
+    /// it stays float.
+    pub subgraphs: Vec<ExplainedSubgraph>,
+}
+
+/// One subgraph of an [`Explained`] model.
+pub struct ExplainedSubgraph {
+    pub label: String,
+    pub plan: Option<(QuantPlan, crate::proto::ModelProto)>,
+    pub reason: Option<String>,
 }
 
 /// Plans `input` under `rules` without running calibration.
 pub fn plan_only(input: &Path, rules: &Rules) -> Result<Explained, Error> {
     let model = open_model(input, rules.input_shapes)?;
     model.loaded.warnings.iter().for_each(|w| (rules.warn)(w));
-    let Planned { plan, written, .. } = plan_model(&model, None, rules)?;
+    let Planned {
+        plan,
+        written,
+        sub_plans,
+        kept,
+        ..
+    } = plan_model(&model, None, rules)?;
+    let mut subgraphs = Vec::new();
+    let mut sub_plans: HashMap<_, _> = sub_plans
+        .into_iter()
+        .map(|p| (p.model.scope.clone(), p))
+        .collect();
+    for scope in crate::ir::control::scopes(&written) {
+        let label = crate::ir::control::label(&written, &scope);
+        match sub_plans.remove(&scope) {
+            Some(p) => subgraphs.push(ExplainedSubgraph {
+                label,
+                plan: Some((p.plan, p.model.model)),
+                reason: None,
+            }),
+            None => {
+                let reason = scopes::untaken_reason(&scope, &label, &kept, false);
+                subgraphs.push(ExplainedSubgraph {
+                    label,
+                    plan: None,
+                    reason: Some(reason),
+                })
+            }
+        }
+    }
     Ok(Explained {
         plan,
         model: written,
+        subgraphs,
     })
 }

@@ -205,6 +205,17 @@ pub(crate) fn observed(plans: &[ScopePlan]) -> Vec<Scoped> {
         .collect()
 }
 
+/// Why a subgraph no copy tract ran reaches stays float: its control node was kept (with
+/// why), or no sample (`data`) or no branch choice the declared shapes allow takes it.
+pub(crate) fn untaken_reason(scope: &[Step], label: &str, kept: &Kept, data: bool) -> String {
+    let (last, parent) = scope.split_last().expect("a subgraph scope has a step");
+    match kept.get(&(parent.to_vec(), last.node.clone())) {
+        Some(r) => format!("in `{label}`, which runs unquantized: its control node stays, {r}"),
+        None if data => format!("in `{label}`, which no calibration sample takes"),
+        None => format!("in `{label}`, which the inputs' declared shapes never take"),
+    }
+}
+
 /// Control nodes the copies tract ran kept, by (the subgraph they are in, their key): why.
 pub(crate) type Kept = BTreeMap<(Vec<Step>, String), String>;
 
@@ -227,6 +238,7 @@ pub(crate) fn quantize_scopes(
     keys_from: &ModelProto,
     types: &Types,
     kept: &Kept,
+    data: bool,
     config: &Config,
     overrides: &Overrides,
     stats: &StatsTable,
@@ -263,13 +275,7 @@ pub(crate) fn quantize_scopes(
             });
         };
         if !types.scopes.contains_key(&scope) {
-            let (last, parent) = scope.split_last().expect("a subgraph scope has a step");
-            let reason = match kept.get(&(parent.to_vec(), last.node.clone())) {
-                Some(r) => {
-                    format!("in `{label}`, which runs unquantized: its control node stays, {r}")
-                }
-                None => format!("in `{label}`, which no calibration sample takes"),
-            };
+            let reason = untaken_reason(&scope, &label, kept, data);
             let g = control::subgraph(model, &scope).cloned();
             untaken(reason, &mut done, g.as_ref());
             float_scopes.push(scope);

@@ -176,6 +176,7 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         sub_observed,
         sub_observe,
         prep,
+        ..
     } = plan_model(&model, Some(&job.data), &job.planning.rules(warn))?;
     let set = data.expect("planned with data");
     let config = &job.planning.config;
@@ -225,6 +226,7 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
             types: &types,
             kept: &kept,
             overrides: &job.planning.overrides,
+            data: true,
         },
         prep: &prep,
         config,

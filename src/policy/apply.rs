@@ -221,6 +221,33 @@ fn closest(pattern: &Pattern, names: &BTreeSet<String>) -> Vec<String> {
 }
 
 /// Every override that selects nothing in `graph`, with the closest names.
+/// Whether the matcher selects a node (or tensor) of `graph`.
+fn hits(m: &crate::config::overrides::Matcher, graph: &GraphProto) -> bool {
+    graph.node.iter().enumerate().any(|(id, n)| {
+        let node_ok = node_matches(m, graph, id);
+        match &m.tensor {
+            None => node_ok,
+            Some(_) if !m.has_node_condition() => {
+                n.input.iter().chain(&n.output).any(|t| m.tensor(t))
+            }
+            Some(_) => node_ok && n.input.iter().any(|t| m.tensor(t)),
+        }
+    })
+}
+
+/// [`unmatched`] over a model's main graph and its subgraphs: an override that selects a node
+/// of a subgraph (an If branch, a Loop body) matches.
+pub fn unmatched_anywhere(
+    overrides: &Overrides,
+    main: &GraphProto,
+    subgraphs: &[&GraphProto],
+) -> Vec<String> {
+    let mut rest = overrides.clone();
+    rest.list
+        .retain(|o| !subgraphs.iter().any(|g| hits(&o.matcher, g)));
+    unmatched(&rest, main)
+}
+
 pub fn unmatched(overrides: &Overrides, graph: &GraphProto) -> Vec<String> {
     let nodes: Vec<(String, &str)> = graph
         .node
@@ -239,17 +266,7 @@ pub fn unmatched(overrides: &Overrides, graph: &GraphProto) -> Vec<String> {
     let mut out = Vec::new();
     for o in &overrides.list {
         let m = &o.matcher;
-        let hit = graph.node.iter().enumerate().any(|(id, n)| {
-            let node_ok = node_matches(m, graph, id);
-            match &m.tensor {
-                None => node_ok,
-                Some(_) if !m.has_node_condition() => {
-                    n.input.iter().chain(&n.output).any(|t| m.tensor(t))
-                }
-                Some(_) => node_ok && n.input.iter().any(|t| m.tensor(t)),
-            }
-        });
-        if hit {
+        if hits(m, graph) {
             continue;
         }
         let mut why = Vec::new();

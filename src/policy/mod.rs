@@ -18,7 +18,7 @@
 mod apply;
 mod rules;
 
-pub use apply::{Overrides, unmatched};
+pub use apply::{Overrides, unmatched, unmatched_anywhere};
 
 use std::collections::HashMap;
 

@@ -399,3 +399,72 @@ fn input_shape_mistakes_are_usage_errors_naming_the_input() {
         assert!(!out.exists());
     }
 }
+
+#[test]
+fn explain_plans_every_branch_and_overrides_reach_inside_them() {
+    let model = real("nested_if.onnx");
+    let o = run([
+        "explain".as_ref(),
+        model.as_os_str(),
+        "--input-shape".as_ref(),
+        "x:1,256".as_ref(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for part in [
+        "subgraph `If_rate/then_branch`: planned as a graph of its own",
+        "subgraph `If_rate/else_branch`: planned as a graph of its own",
+        "  node `/rate16k/conv1/Conv` (Conv): quantized",
+        "    weight `/rate16k/conv1.w`: int8 [-127, 127], per channel on axis 0",
+        "subgraph `If_rate/then_branch//rate16k/If_check/then_branch`: float: in `If_rate/then_branch//rate16k/If_check/then_branch`, which the inputs' declared shapes never take",
+    ] {
+        assert!(text.contains(part), "`{part}` missing from:\n{text}");
+    }
+    let o = run([
+        "init-config".as_ref(),
+        model.as_os_str(),
+        "--input-shape".as_ref(),
+        "x:1,256".as_ref(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(
+            "#  - match: {name: /rate16k/conv2/Conv}   # Conv; reads `/rate16k/checked`; weight `/rate16k/conv2.w` int8 per channel on axis 0 (in subgraph `If_rate/then_branch`)"
+        ),
+        "{text}"
+    );
+    // an override naming a node inside a branch matches it
+    let dir = scratch();
+    let config = dir.path().join("q.yaml");
+    std::fs::write(
+        &config,
+        "overrides:\n  - match: {name: /rate16k/conv2/Conv}\n    skip: true\n",
+    )
+    .unwrap();
+    let out = dir.path().join("q.onnx");
+    let r = quantize_report(
+        &model,
+        &out,
+        &[
+            "--calib",
+            real("nested_if_16k.npz").to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let conv = r["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "If_rate/then_branch//rate16k/conv2/Conv")
+        .unwrap();
+    assert_eq!(conv["quantized"], false);
+    assert!(
+        conv["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("skipped by override #1")
+    );
+    assert_eq!(subgraph(&r, "If_rate/then_branch")["activations"], 2);
+}
