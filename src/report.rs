@@ -39,6 +39,10 @@ pub struct ActivationReport {
     pub dtype: &'static str,
     pub scale: f32,
     pub zero_point: i32,
+    /// The SQNR of the quantization on the calibration samples, estimated from the histogram
+    /// (when there is one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sqnr_db: Option<f64>,
     /// Settings an override decided (`method: override #1 (q.yaml:4)`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub decided_by: Vec<String>,

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 pub mod range;
 
-pub use range::{Method, select_range};
+pub use range::{Method, histogram_sqnr_db, select_range};
 
 /// The integer types onnx-quant writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -130,6 +130,49 @@ pub fn select_range(
     Ok((lo.max(min), hi.min(max)))
 }
 
+/// The SQNR (dB) of quantizing the values of `h` with `p` to `qtype`, from the histogram:
+/// each bin's values at its centre (a step spanning fewer than two bins counts the uniform
+/// rounding error, `step²/12`, for the values it does not clip). `None` when it cannot be
+/// told (float8, no value) or is infinite (nothing lost).
+pub fn histogram_sqnr_db(h: &Histogram, p: super::QParams, qtype: QType) -> Option<f64> {
+    if qtype == QType::Fp8 {
+        return None;
+    }
+    let w = h.width()?;
+    let (qmin, qmax) = qtype.range();
+    let step = f64::from(p.scale);
+    let zp = f64::from(p.zero_point);
+    let (lo, hi) = ((f64::from(qmin) - zp) * step, (f64::from(qmax) - zp) * step);
+    let fine = step < 2.0 * w;
+    let (mut signal, mut noise) = (0.0f64, 0.0f64);
+    let mut add = |x: f64, c: u64| {
+        if c == 0 {
+            return;
+        }
+        let c = c as f64;
+        signal += c * x * x;
+        let e = if x < lo {
+            lo - x
+        } else if x > hi {
+            x - hi
+        } else if fine {
+            noise += c * step * step / 12.0;
+            return;
+        } else {
+            let q = ((x / step).round_ties_even() + zp).clamp(f64::from(qmin), f64::from(qmax));
+            (q - zp) * step - x
+        };
+        noise += c * e * e;
+    };
+    for (k, &c) in h.positive().iter().enumerate() {
+        add((k as f64 + 0.5) * w, c);
+    }
+    for (k, c) in h.negative().into_iter().enumerate() {
+        add(-(k as f64 + 0.5) * w, c);
+    }
+    (noise > 0.0 && signal > 0.0).then(|| 10.0 * (signal / noise).log10())
+}
+
 /// Steps across a symmetric range `[-t, t]`: levels -127..=127 (uint8: 1..=255; int16:
 /// -32767..=32767).
 fn symmetric_steps(q: QType) -> f64 {

@@ -959,12 +959,38 @@ fn activation_params_of(
             dtype: scheme.qtype.name(),
             scale: p.scale,
             zero_point: p.zero_point,
+            sqnr_db: stats
+                .tensors
+                .get(&site.tensor)
+                .and_then(|s| s.histogram.as_ref())
+                .and_then(|h| crate::params::histogram_sqnr_db(h, p, scheme.qtype)),
             decided_by: set
                 .sources
                 .iter()
                 .map(|(f, o)| format!("{f}: {o}"))
                 .collect(),
         });
+    }
+    if !plan.log_fed.is_empty() {
+        let steps: HashMap<String, f32> = act
+            .tensors
+            .iter()
+            .map(|(t, (_, p))| (t.clone(), p.scale))
+            .collect();
+        let share = |t: &str, below: f64| -> Option<f64> {
+            let h = stats.tensors.get(t)?.histogram.as_ref()?;
+            Some(h.share_below(below))
+        };
+        let amax = |t: &str| -> Option<f32> {
+            let m = &stats.tensors.get(t)?.minmax;
+            Some(m.min.abs().max(m.max.abs()))
+        };
+        let (dropped, mut notes) = plan.drop_small_log_inputs(model, &steps, &share, &amax);
+        for t in &dropped {
+            act.tensors.remove(t);
+        }
+        reports.retain(|r| !dropped.contains(&r.tensor));
+        plan.notes.append(&mut notes);
     }
     Ok((act, reports))
 }
@@ -984,10 +1010,14 @@ fn observe_for(config: &Config, plan: &QuantPlan) -> Observe {
         .filter(|a| a.needs_stats())
         .map(|a| site_method(config, &a.settings))
         .collect();
-    Observe {
-        histogram_bins: methods
+    // a tensor whose small values reach a Log is quantized only if its histogram shows few
+    let log_fed = !plan.log_probes.is_empty()
+        || plan
+            .activations
             .iter()
-            .any(|m| m.needs_histogram())
+            .any(|a| a.needs_stats() && plan.log_fed.contains_key(&a.tensor));
+    Observe {
+        histogram_bins: (log_fed || methods.iter().any(|m| m.needs_histogram()))
             .then_some(config.bins),
         averaged: methods
             .iter()

@@ -124,16 +124,29 @@ pub struct QuantPlan {
     pub blocked: Option<String>,
     /// Relus folded into node units before planning (set by the caller that folded them).
     pub folded_relus: Vec<crate::ir::FoldedRelu>,
+    /// Tensors whose small values reach a `Log`, with that Log: quantized only when few of
+    /// their values round to zero ([`QuantPlan::drop_small_log_inputs`]).
+    pub log_fed: std::collections::BTreeMap<String, String>,
+    /// Quantized weighted ops whose output's small values reach a `Log`: (node, output),
+    /// observed to tell whether int8 would erase those values.
+    pub log_probes: Vec<(NodeId, String)>,
 }
 
 impl QuantPlan {
     /// Names of the tensors calibration must observe, in plan order.
     pub fn observed(&self) -> Vec<String> {
-        self.activations
+        let mut out: Vec<String> = self
+            .activations
             .iter()
             .filter(|a| a.needs_stats())
             .map(|a| a.tensor.clone())
-            .collect()
+            .collect();
+        for p in &self.log_probes {
+            if !out.contains(&p.1) {
+                out.push(p.1.clone());
+            }
+        }
+        out
     }
 
     /// The site of `tensor`, if it is quantized.
@@ -158,6 +171,7 @@ pub fn plan(
     b.fix_ranges();
     let mut notes = Vec::new();
     let weights = b.weight_sites(&mut notes);
+    let log_fed = b.log_fed();
     let (nodes, activations, biases) = b.finish();
     let mut plan = QuantPlan {
         nodes,
@@ -168,6 +182,8 @@ pub fn plan(
         notes,
         blocked: None,
         folded_relus: Vec::new(),
+        log_fed,
+        log_probes: Vec::new(),
     };
     apply::apply(&mut plan, graph, overrides);
     resolve_blocks(&mut plan);
@@ -193,6 +209,18 @@ pub fn plan(
     } else {
         None
     };
+    plan.log_probes = plan
+        .nodes
+        .iter()
+        .filter(|d| d.quantized)
+        .filter_map(|d| {
+            let node = &graph.node[d.id];
+            let out = node.output.first()?;
+            (matches!(node.op_type(), "MatMul" | "Gemm" | "Conv" | "ConvTranspose")
+                && plan.log_fed.contains_key(out))
+            .then(|| (d.id, out.clone()))
+        })
+        .collect();
     match plan_opset(model, &mut plan.weights, &mut plan.notes, needed) {
         Ok(up) => plan.upgrade = up,
         Err(blocked) => plan.blocked = Some(blocked),
@@ -332,6 +360,127 @@ fn plan_opset_13(
             weights.iter_mut().for_each(|w| w.axis = None);
             None
         }
+    }
+}
+
+/// Share of a tensor's values under half an int8 step above which a tensor whose small values
+/// reach a `Log` stays float: a power spectrum has 91 % there, the STFT output it is the
+/// square of 67 %, the audio itself 7 % (openWakeWord's mel front end).
+pub const LOG_SMALL_SHARE: f64 = 0.25;
+
+impl QuantPlan {
+    /// Keeps float every planned activation whose small values reach a `Log` while more than
+    /// [`LOG_SMALL_SHARE`] of its values are under half its int8 step (`steps`: tensor →
+    /// scale; `share`: tensor, threshold → the share of values under it, `None` without a
+    /// histogram, which keeps it float too). A weighted op reading it stays float whole.
+    /// Returns the tensors dropped and a note for each.
+    pub fn drop_small_log_inputs(
+        &mut self,
+        model: &ModelProto,
+        steps: &HashMap<String, f32>,
+        share: &dyn Fn(&str, f64) -> Option<f64>,
+        amax: &dyn Fn(&str) -> Option<f32>,
+    ) -> (Vec<String>, Vec<String>) {
+        let graph = model.graph.as_ref().expect("loaded models have a graph");
+        let mut dropped = Vec::new();
+        let mut notes = Vec::new();
+        // a weighted op whose output is mostly under one int8 step of its own range: int8
+        // weights or inputs leave an error floor about that high, which the Log reads too
+        for (id, out) in std::mem::take(&mut self.log_probes) {
+            let log = self.log_fed.get(&out).cloned().unwrap_or_default();
+            let Some(a) = amax(&out).filter(|a| *a > 0.0) else {
+                continue;
+            };
+            let small = share(&out, f64::from(a) / 254.0);
+            if small.is_some_and(|s| s <= LOG_SMALL_SHARE) {
+                continue;
+            }
+            let why = match small {
+                Some(s) => format!(
+                    "{:.0}% of its output `{out}` is under half an int8 step of its range, and reaches `{log}`, a logarithm: int8 weights or inputs would leave an error floor above those values",
+                    s * 100.0
+                ),
+                None => format!(
+                    "its output `{out}` reaches `{log}`, a logarithm, and its statistics hold no histogram to tell whether int8 would erase its small values"
+                ),
+            };
+            for w in &mut self.weights {
+                w.consumers.retain(|c| c.0 != id);
+            }
+            self.weights.retain(|w| !w.consumers.is_empty());
+            self.biases.retain(|b| b.node != id);
+            for a in &mut self.activations {
+                a.consumers.retain(|c| c.0 != id);
+                if a.consumers.is_empty() && !a.all_consumers {
+                    dropped.push(a.tensor.clone());
+                }
+            }
+            self.activations
+                .retain(|a| !a.consumers.is_empty() || a.all_consumers);
+            let d = &mut self.nodes[id];
+            d.quantized = false;
+            d.reason = Some(why.clone());
+            notes.push(format!("`{}` kept float: {why}", d.name));
+        }
+        let candidates: Vec<(String, String)> = self
+            .activations
+            .iter()
+            .filter_map(|a| Some((a.tensor.clone(), self.log_fed.get(&a.tensor)?.clone())))
+            .collect();
+        for (t, log) in candidates {
+            let Some(&scale) = steps.get(&t) else {
+                continue;
+            };
+            let small = share(&t, f64::from(scale) / 2.0);
+            if small.is_some_and(|s| s <= LOG_SMALL_SHARE) {
+                continue;
+            }
+            let why = match small {
+                Some(s) => format!(
+                    "{:.0}% of `{t}`'s values are under half its int8 step, and its small values reach `{log}`, a logarithm, which would turn their loss into errors of many dB",
+                    s * 100.0
+                ),
+                None => format!(
+                    "`{t}` reaches `{log}`, a logarithm, and its statistics hold no histogram to tell how many of its values an int8 step would erase"
+                ),
+            };
+            let site = self.activations.iter().position(|a| a.tensor == t).expect("a site");
+            let site = self.activations.remove(site);
+            let mut readers: Vec<NodeId> = site.consumers.iter().map(|c| c.0).collect();
+            if site.all_consumers {
+                let index = ir::Index::new(graph);
+                readers.extend(index.consumers(&t).iter().map(|c| c.0));
+            }
+            for id in readers {
+                let node = &graph.node[id];
+                let weighted = matches!(node.op_type(), "MatMul" | "Gemm" | "Conv" | "ConvTranspose");
+                if weighted {
+                    for w in &mut self.weights {
+                        w.consumers.retain(|c| c.0 != id);
+                    }
+                    self.weights.retain(|w| !w.consumers.is_empty());
+                    self.biases.retain(|b| b.node != id);
+                    for a in &mut self.activations {
+                        a.consumers.retain(|c| c.0 != id);
+                    }
+                    self.activations
+                        .retain(|a| !a.consumers.is_empty() || a.all_consumers);
+                }
+                let still = self
+                    .activations
+                    .iter()
+                    .any(|a| a.consumers.iter().any(|c| c.0 == id))
+                    || self.weights.iter().any(|w| w.consumers.iter().any(|c| c.0 == id));
+                if !still || weighted {
+                    let d = &mut self.nodes[id];
+                    d.quantized = false;
+                    d.reason = Some(why.clone());
+                }
+            }
+            notes.push(format!("`{t}` kept float: {why}"));
+            dropped.push(t);
+        }
+        (dropped, notes)
     }
 }
 

@@ -49,7 +49,30 @@ pub(super) struct Builder<'a> {
     /// Tensors carrying a huge constant (an additive attention mask and what it is added to),
     /// with the reason: never quantized.
     masked: HashMap<String, String>,
+    /// Tensors whose small values reach a `Log`, with that Log's name.
+    log_fed: BTreeMap<String, String>,
 }
+
+/// Ops through which the small values of a tensor reach a `Log` reading their output.
+const LOG_TRANSPARENT: [&str; 17] = [
+    "Clip",
+    "Max",
+    "Min",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Relu",
+    "Abs",
+    "Identity",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Flatten",
+    "Cast",
+    "Concat",
+];
 
 /// Constants of this magnitude (or infinite) make additive masks: BERT's -10000, `finfo.min`.
 const HUGE: f32 = 1e4;
@@ -106,8 +129,59 @@ impl<'a> Builder<'a> {
             weights: BTreeMap::new(),
             biases: Vec::new(),
             masked: HashMap::new(),
+            log_fed: BTreeMap::new(),
         }
         .with_masks()
+        .with_log_inputs()
+    }
+
+    /// Finds the tensors whose small values reach a `Log`: its input, and up from there
+    /// through the ops that keep small values small (element-wise ops, powers, sums, the data
+    /// input of weighted ops, shape ops). An int8 step is constant, so a tensor most of whose
+    /// values are under half a step (a power spectrum, a probability) loses them, and Log
+    /// turns that into errors of many dB; whether that is so is known from the statistics
+    /// (`QuantPlan::drop_small_log_inputs`).
+    fn with_log_inputs(mut self) -> Self {
+        let mut todo: Vec<(String, String)> = Vec::new();
+        for (id, node) in self.graph.node.iter().enumerate() {
+            if ir::is_default_domain(node.domain())
+                && node.op_type() == "Log"
+                && let Some(x) = node.input.first()
+            {
+                todo.push((x.clone(), ir::node_label(node, id)));
+            }
+        }
+        while let Some((t, log)) = todo.pop() {
+            if t.is_empty() || self.log_fed.contains_key(&t) || self.index.initializer(&t).is_some()
+            {
+                continue;
+            }
+            self.log_fed.insert(t.clone(), log.clone());
+            let Some((p, _)) = self.index.producer(&t) else {
+                continue;
+            };
+            let node = &self.graph.node[p];
+            if !ir::is_default_domain(node.domain()) {
+                continue;
+            }
+            // (a weighted op's constant weight is skipped below, a second activation followed:
+            // an STFT as a MatMul of a computed basis and the frames)
+            let follow: Vec<usize> = match node.op_type() {
+                op if LOG_TRANSPARENT.contains(&op) => (0..node.input.len()).collect(),
+                "MatMul" | "Gemm" | "Conv" | "ConvTranspose" => vec![0, 1],
+                "Pow" | "Sqrt" | "ReduceSum" | "ReduceMean" | "GlobalAveragePool"
+                | "AveragePool" => vec![0],
+                _ => vec![],
+            };
+            for slot in follow {
+                if let Some(i) = node.input.get(slot)
+                    && ir::constant::evaluate(&self.index, i).is_none()
+                {
+                    todo.push((i.clone(), log.clone()));
+                }
+            }
+        }
+        self
     }
 
     /// Finds the tensors a huge constant reaches through element-wise and shape ops (in graph
@@ -715,6 +789,11 @@ impl<'a> Builder<'a> {
             .collect();
         out.sort_by(|(a, x), (b, y)| (a, &x.initializer).cmp(&(b, &y.initializer)));
         out.into_iter().map(|(_, w)| w).collect()
+    }
+
+    /// The tensors whose small values reach a `Log` (see [`Builder::with_log_inputs`]).
+    pub(super) fn log_fed(&self) -> BTreeMap<String, String> {
+        self.log_fed.clone()
     }
 
     pub(super) fn finish(mut self) -> (Vec<NodeDecision>, Vec<ActivationSite>, Vec<BiasSite>) {

@@ -68,6 +68,29 @@ impl Histogram {
         self.counts.iter().sum()
     }
 
+    /// The share of values whose magnitude is below `t` (> 0): whole bins under it, and the
+    /// bin it falls in in proportion (values are taken as spread evenly in a bin).
+    pub fn share_below(&self, t: f64) -> f64 {
+        let total = self.total();
+        if total == 0 {
+            return 0.0;
+        }
+        let Some(w) = self.width() else {
+            return 1.0;
+        };
+        let b = self.bins;
+        let mut below = self.zeros() as f64;
+        for k in 0..b {
+            let lo = k as f64 * w;
+            if lo >= t {
+                break;
+            }
+            let part = ((t - lo) / w).min(1.0);
+            below += part * (self.counts[b + 1 + k] + self.counts[b - 1 - k]) as f64;
+        }
+        below / total as f64
+    }
+
     /// The smallest exponent whose bins hold `amax` (> 0, finite).
     fn exponent_for(&self, amax: f64) -> i32 {
         let fits = |e: i32| amax * pow2(-e) < self.bins as f64;
