@@ -444,7 +444,11 @@ impl QuantPlan {
                     "`{t}` reaches `{log}`, a logarithm, and its statistics hold no histogram to tell how many of its values an int8 step would erase"
                 ),
             };
-            let site = self.activations.iter().position(|a| a.tensor == t).expect("a site");
+            let site = self
+                .activations
+                .iter()
+                .position(|a| a.tensor == t)
+                .expect("a site");
             let site = self.activations.remove(site);
             let mut readers: Vec<NodeId> = site.consumers.iter().map(|c| c.0).collect();
             if site.all_consumers {
@@ -453,7 +457,8 @@ impl QuantPlan {
             }
             for id in readers {
                 let node = &graph.node[id];
-                let weighted = matches!(node.op_type(), "MatMul" | "Gemm" | "Conv" | "ConvTranspose");
+                let weighted =
+                    matches!(node.op_type(), "MatMul" | "Gemm" | "Conv" | "ConvTranspose");
                 if weighted {
                     for w in &mut self.weights {
                         w.consumers.retain(|c| c.0 != id);
@@ -470,7 +475,10 @@ impl QuantPlan {
                     .activations
                     .iter()
                     .any(|a| a.consumers.iter().any(|c| c.0 == id))
-                    || self.weights.iter().any(|w| w.consumers.iter().any(|c| c.0 == id));
+                    || self
+                        .weights
+                        .iter()
+                        .any(|w| w.consumers.iter().any(|c| c.0 == id));
                 if !still || weighted {
                     let d = &mut self.nodes[id];
                     d.quantized = false;

@@ -53,8 +53,10 @@ pub(super) struct Builder<'a> {
     log_fed: BTreeMap<String, String>,
 }
 
-/// Ops through which the small values of a tensor reach a `Log` reading their output.
-const LOG_TRANSPARENT: [&str; 17] = [
+/// Ops through which the small values of every input reach a `Log` reading their output.
+const LOG_TRANSPARENT: [&str; 19] = [
+    "Sum",
+    "Mean",
     "Clip",
     "Max",
     "Min",
@@ -170,7 +172,8 @@ impl<'a> Builder<'a> {
                 op if LOG_TRANSPARENT.contains(&op) => (0..node.input.len()).collect(),
                 "MatMul" | "Gemm" | "Conv" | "ConvTranspose" => vec![0, 1],
                 "Pow" | "Sqrt" | "ReduceSum" | "ReduceMean" | "GlobalAveragePool"
-                | "AveragePool" => vec![0],
+                | "AveragePool" | "Slice" | "Split" | "Gather" | "Expand" | "Tile" | "Pad"
+                | "Neg" => vec![0],
                 _ => vec![],
             };
             for slot in follow {
