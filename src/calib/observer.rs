@@ -1,6 +1,6 @@
 //! What one calibration thread keeps about one tensor, and how threads' views combine.
 
-use crate::stats::{Averaged, Histogram, MinMax, TensorStats};
+use crate::stats::{Averaged, ChannelMoments, Histogram, MinMax, TensorStats};
 
 /// Which statistics to collect (min/max always).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,6 +42,10 @@ pub struct Observer {
     extremes: Option<Vec<(usize, f32, f32)>>,
     /// `Some(count)` of values skipped when non-finite values are skipped.
     non_finite: Option<u64>,
+    /// Per-channel moments, when asked for.
+    channels: Option<ChannelMoments>,
+    /// Why the channel moments could not be kept (shapes that change channel count).
+    channel_problem: Option<String>,
 }
 
 impl Observer {
@@ -51,12 +55,25 @@ impl Observer {
             histogram: o.histogram_bins.map(Histogram::new),
             extremes: o.averaged.then(Vec::new),
             non_finite: o.skip_non_finite.then_some(0),
+            channels: None,
+            channel_problem: None,
         }
+    }
+
+    /// The same observer, also keeping per-channel moments along `axis`.
+    pub fn with_channels(mut self, axis: usize) -> Self {
+        self.channels = Some(ChannelMoments::new(axis));
+        self
     }
 
     /// Folds in the values of sample `sample`. Non-finite values are refused (`Err` names them),
     /// or skipped and counted when the observer was made to skip them.
-    pub fn update(&mut self, sample: usize, values: &[f32]) -> Result<(), &'static str> {
+    pub fn update(
+        &mut self,
+        sample: usize,
+        shape: &[usize],
+        values: &[f32],
+    ) -> Result<(), &'static str> {
         let finite: Vec<f32>;
         let (batch, values) = match (MinMax::of(values), &mut self.non_finite) {
             (Ok(b), _) => (b, values),
@@ -76,6 +93,14 @@ impl Observer {
         {
             x.push((sample, batch.min, batch.max));
         }
+        // channels keep positions: a sample with skipped values leaves them out
+        if let Some(c) = &mut self.channels
+            && values.len() == shape.iter().product::<usize>()
+            && let Err(e) = c.add(shape, values)
+        {
+            self.channel_problem.get_or_insert(e);
+            self.channels = None;
+        }
         Ok(())
     }
 
@@ -91,6 +116,10 @@ impl Observer {
         if let (Some(a), Some(b)) = (&mut self.non_finite, other.non_finite) {
             *a += b;
         }
+        self.channels = match (self.channels.take(), other.channels) {
+            (Some(mut a), Some(b)) => a.merge(&b).is_ok().then_some(a),
+            _ => None,
+        };
     }
 
     pub fn finish(self) -> TensorStats {
@@ -108,6 +137,7 @@ impl Observer {
             averaged,
             histogram: self.histogram,
             non_finite: self.non_finite.unwrap_or(0),
+            channels: self.channels,
         }
     }
 }

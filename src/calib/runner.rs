@@ -250,9 +250,12 @@ impl Runner {
     }
 
     /// Runs every sample of `data` and returns the statistics `observe` asks for, of `tensors`.
+    /// Tensors in `channels` also get per-channel moments along axis 1.
+    #[allow(clippy::too_many_arguments)]
     pub fn calibrate(
         &self,
         tensors: &[String],
+        channels: &std::collections::BTreeSet<String>,
         inputs: &[InputSpec],
         shapes: &[Option<Vec<usize>>],
         data: Dataset,
@@ -261,12 +264,20 @@ impl Runner {
     ) -> Result<StatsTable, Error> {
         let plan = self.compile(Some(tensors), inputs, shapes)?;
         let total = data.len();
+        let observer = |t: &String| {
+            let o = Observer::new(observe);
+            if channels.contains(t) {
+                o.with_channels(1)
+            } else {
+                o
+            }
+        };
         let make = || CalibSink {
             tensors,
-            observers: tensors.iter().map(|_| Observer::new(observe)).collect(),
+            observers: tensors.iter().map(observer).collect(),
         };
         let sinks = drive(&[&plan], data, opts, make)?;
-        let mut merged: Vec<Observer> = tensors.iter().map(|_| Observer::new(observe)).collect();
+        let mut merged: Vec<Observer> = tensors.iter().map(observer).collect();
         for sink in sinks {
             for (m, o) in merged.iter_mut().zip(sink.observers) {
                 m.merge(o);
@@ -595,7 +606,7 @@ impl Sink for CalibSink<'_> {
                 .map_err(|e| {
                     Error::Internal(format!("observed tensor `{name}` is not float32: {e}"))
                 })?;
-            obs.update(sample.index, values)
+            obs.update(sample.index, value.shape(), values)
                 .map_err(|what| CalibError::NonFinite {
                     tensor: name.clone(),
                     sample: sample.index,

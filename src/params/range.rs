@@ -467,6 +467,7 @@ mod tests {
             averaged: None,
             histogram: Some(h),
             non_finite: 0,
+            channels: None,
         }
     }
 

@@ -155,6 +155,7 @@ impl Engine {
     pub fn calibrate(
         &self,
         wanted: &[Scoped],
+        channels: &BTreeSet<Scoped>,
         data: Dataset,
         opts: &RunOptions,
         observe: Observe,
@@ -165,12 +166,16 @@ impl Engine {
             let legs = self.legs(&part)?;
             let leg = &legs[0];
             let mut flat: Vec<String> = Vec::new();
+            let mut flat_channels = BTreeSet::new();
             let mut of: Vec<(String, Vec<String>)> = Vec::new();
             for t in wanted {
                 let names = leg.tensors(t);
                 for n in &names {
                     if !flat.contains(n) {
                         flat.push(n.clone());
+                    }
+                    if channels.contains(t) {
+                        flat_channels.insert(n.clone());
                     }
                 }
                 of.push((t.key(&self.model), names));
@@ -181,6 +186,7 @@ impl Engine {
             let part_data = part.data.clone().expect("parts of data hold data");
             let table = leg.runner.calibrate(
                 &flat,
+                &flat_channels,
                 &self.inputs,
                 &part.shapes,
                 part_data,

@@ -747,7 +747,12 @@ fn calibrate(
         };
         let mut wanted: Vec<Scoped> = plan.observed().iter().map(|t| Scoped::main(t)).collect();
         wanted.extend(sub_observed.iter().cloned());
-        engine.calibrate(&wanted, data, &opts, observe)?
+        let channels = plan
+            .observed_by_channel()
+            .iter()
+            .map(|t| Scoped::main(t))
+            .collect();
+        engine.calibrate(&wanted, &channels, data, &opts, observe)?
     };
     let skipped: Vec<String> = stats
         .tensors
@@ -808,6 +813,7 @@ fn load_stats(path: &Path, model: &Path, warn: &dyn Fn(&str)) -> Result<StatsTab
                         averaged: None,
                         histogram: None,
                         non_finite: 0,
+                        channels: None,
                     },
                 )
             })
@@ -970,6 +976,21 @@ fn activation_params_of(
                 .map(|(f, o)| format!("{f}: {o}"))
                 .collect(),
         });
+    }
+    if !plan.depthwise.is_empty() {
+        let steps: HashMap<String, f32> = act
+            .tensors
+            .iter()
+            .map(|(t, (_, p))| (t.clone(), p.scale))
+            .collect();
+        let spread =
+            |t: &str| -> Option<Vec<f64>> { Some(stats.tensors.get(t)?.channels.as_ref()?.std()) };
+        let (dropped, mut notes) = plan.drop_noisy_depthwise(model, &steps, &spread);
+        for t in &dropped {
+            act.tensors.remove(t);
+        }
+        reports.retain(|r| !dropped.contains(&r.tensor));
+        plan.notes.append(&mut notes);
     }
     if !plan.log_fed.is_empty() {
         let steps: HashMap<String, f32> = act

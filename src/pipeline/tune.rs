@@ -115,9 +115,15 @@ impl Bench<'_> {
             ..observe_for(self.config, plan)
         };
         let wanted: Vec<super::Scoped> = missing.iter().map(|t| super::Scoped::main(t)).collect();
+        let channels = plan
+            .observed_by_channel()
+            .iter()
+            .filter(|t| missing.contains(t))
+            .map(|t| super::Scoped::main(t))
+            .collect();
         let more = self
             .engine
-            .calibrate(&wanted, data, &self.opts(), observe)?;
+            .calibrate(&wanted, &channels, data, &self.opts(), observe)?;
         self.stats.tensors.extend(more.tensors);
         Ok(())
     }

@@ -172,6 +172,7 @@ mod tests {
             }),
             histogram: Some(h),
             non_finite: 0,
+            channels: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! Every statistic here is mergeable: the statistics of two disjoint sample sets combine into
 //! those of their union — exactly for min/max and histograms.
 
+mod channels;
 mod file;
 mod histogram;
 mod minmax;
@@ -13,7 +14,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use file::{StatsFile, load, merge_files, save};
+pub use channels::ChannelMoments;
+pub use file::{StatsFile, is_scoped, load, merge_files, save};
 pub use histogram::Histogram;
 pub use minmax::MinMax;
 pub use trt_cache::{is_trt_cache, read_trt_cache, write_trt_cache};
@@ -55,6 +57,9 @@ pub struct TensorStats {
     /// NaN and ±infinity values skipped (`--nan-policy ignore`); not part of any range.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub non_finite: u64,
+    /// Per-channel moments, for tensors whose channels planning weighs one by one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<ChannelMoments>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -75,6 +80,13 @@ impl TensorStats {
             _ => None,
         };
         self.histogram = match (self.histogram.take(), &other.histogram) {
+            (Some(mut a), Some(b)) => {
+                a.merge(b)?;
+                Some(a)
+            }
+            _ => None,
+        };
+        self.channels = match (self.channels.take(), &other.channels) {
             (Some(mut a), Some(b)) => {
                 a.merge(b)?;
                 Some(a)
