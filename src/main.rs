@@ -469,6 +469,7 @@ fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Settings, Erro
         overrides = Overrides {
             file: u.file,
             list: u.overrides,
+            automatic: Default::default(),
         };
     }
     layers.push(cli);

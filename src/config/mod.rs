@@ -276,6 +276,7 @@ impl Resolved {
                 float_ops: self.ops("placement.float_ops"),
                 fixed_ranges,
                 min_matmul_dim: self.number("placement.min_matmul_dim") as usize,
+                min_conv_sqnr: self.number("placement.min_conv_sqnr"),
                 fold_batchnorm: self.bool("placement.fold_batchnorm"),
                 fold_relu: self.bool("placement.fold_relu"),
                 embeddings: self.bool("placement.embeddings"),
@@ -317,6 +318,8 @@ pub struct Placement {
     pub float_ops: Vec<String>,
     pub fixed_ranges: BTreeMap<String, (f32, f32)>,
     pub min_matmul_dim: usize,
+    /// Least channel-by-channel output SQNR (dB) a Conv keeps with int8 input; 0: no check.
+    pub min_conv_sqnr: f64,
     pub fold_batchnorm: bool,
     pub fold_relu: bool,
     /// Gather tables stored int8 per row.

@@ -177,6 +177,11 @@ pub const KEYS: &[Key] = &[
         doc: "MatMul/Gemm with K or N below this stay float",
     },
     Key {
+        path: "placement.min_conv_sqnr",
+        ty: Ty::Float(0.0, 100.0),
+        doc: "a Conv whose output, channel by channel after normalization, would keep less than this SQNR (dB) with one int8 scale on its input stays float (estimated from the calibration statistics; 0: never)",
+    },
+    Key {
         path: "placement.fold_batchnorm",
         ty: Ty::Bool,
         doc: "fold Conv → BatchNormalization in the written model",

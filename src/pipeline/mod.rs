@@ -1,7 +1,7 @@
 //! The jobs, stage by stage: `quantize` (load → plan → statistics → ranges → rewrite → save),
 //! `calibrate` (load → plan → statistics → stats file) and `run` (plain inference timing).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -396,6 +396,8 @@ struct Planned {
     sub_plans: Vec<scopes::ScopePlan>,
     /// The tensors the subgraphs' plans observe.
     sub_observed: Vec<Scoped>,
+    /// Those observed channel by channel.
+    sub_channels: BTreeSet<Scoped>,
     /// Whether some subgraph site needs histograms or averaged extremes.
     sub_observe: Observe,
     /// What preparing `written` did (folds).
@@ -601,6 +603,7 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
     }
     let sub_plans = scopes::plan_scopes(&written, &types, config, rules.overrides);
     let sub_observed = scopes::observed(&sub_plans);
+    let sub_channels = scopes::observed_by_channel(&sub_plans);
     let sub_observe = sub_plans
         .iter()
         .map(|p| observe_for(config, &p.plan))
@@ -614,6 +617,7 @@ fn plan_model(model: &Model, data: Option<&DataSource>, rules: &Rules) -> Result
         kept,
         sub_plans,
         sub_observed,
+        sub_channels,
         sub_observe,
         prep,
     })
@@ -644,15 +648,20 @@ struct Built {
     subgraphs: Vec<crate::report::SubgraphReport>,
 }
 
-/// What building the subgraphs needs: their types, the control nodes kept, the overrides.
+/// What building needs besides the plan: the types (to plan again), the preparation, the
+/// control nodes kept, the overrides the plan was made with.
 #[derive(Clone, Copy)]
 struct Subs<'a> {
     types: &'a Types,
     kept: &'a scopes::Kept,
     overrides: &'a Overrides,
+    prep: &'a Prep,
     /// Whether calibration samples decided the branches (else the declared shapes did).
     data: bool,
 }
+
+/// Rounds of planning again with the nodes statistics showed should stay float.
+const STATISTICS_ROUNDS: usize = 3;
 
 /// Chooses every range from `stats` and rewrites a copy of `written` after `plan`, then the
 /// subgraphs calibration reached.
@@ -665,7 +674,16 @@ fn build(
     source: &Path,
     subs: Subs,
 ) -> Result<Built, Error> {
-    let (act, activations) = activation_params_of(&mut plan, written, stats, config, source)?;
+    let (plan_, act, activations) = settle_on_statistics(
+        plan,
+        written,
+        stats,
+        config,
+        source,
+        subs.overrides,
+        &|o: &Overrides| replan(written, &subs.types.main, config, o, subs.prep),
+    )?;
+    plan = plan_;
     let mut model = written.clone();
     // the weights `open_model` left on disk (`written` is a copy of that model): each weight
     // quantized is read as its turn comes, what stays float afterwards
@@ -722,6 +740,7 @@ fn calibrate(
     engine: &Engine,
     plan: &QuantPlan,
     sub_observed: &[Scoped],
+    sub_channels: &BTreeSet<Scoped>,
     data: Dataset,
     src: &DataSource,
     observe: Observe,
@@ -747,11 +766,12 @@ fn calibrate(
         };
         let mut wanted: Vec<Scoped> = plan.observed().iter().map(|t| Scoped::main(t)).collect();
         wanted.extend(sub_observed.iter().cloned());
-        let channels = plan
+        let mut channels: BTreeSet<Scoped> = plan
             .observed_by_channel()
             .iter()
             .map(|t| Scoped::main(t))
             .collect();
+        channels.extend(sub_channels.iter().cloned());
         engine.calibrate(&wanted, &channels, data, &opts, observe)?
     };
     let skipped: Vec<String> = stats
@@ -977,43 +997,99 @@ fn activation_params_of(
                 .collect(),
         });
     }
-    if !plan.depthwise.is_empty() {
-        let steps: HashMap<String, f32> = act
-            .tensors
-            .iter()
-            .map(|(t, (_, p))| (t.clone(), p.scale))
-            .collect();
-        let spread =
-            |t: &str| -> Option<Vec<f64>> { Some(stats.tensors.get(t)?.channels.as_ref()?.std()) };
-        let (dropped, mut notes) = plan.drop_noisy_depthwise(model, &steps, &spread);
-        for t in &dropped {
-            act.tensors.remove(t);
-        }
-        reports.retain(|r| !dropped.contains(&r.tensor));
-        plan.notes.append(&mut notes);
-    }
-    if !plan.log_fed.is_empty() {
-        let steps: HashMap<String, f32> = act
-            .tensors
-            .iter()
-            .map(|(t, (_, p))| (t.clone(), p.scale))
-            .collect();
-        let share = |t: &str, below: f64| -> Option<f64> {
-            let h = stats.tensors.get(t)?.histogram.as_ref()?;
-            Some(h.share_below(below))
-        };
-        let amax = |t: &str| -> Option<f32> {
-            let m = &stats.tensors.get(t)?.minmax;
-            Some(m.min.abs().max(m.max.abs()))
-        };
-        let (dropped, mut notes) = plan.drop_small_log_inputs(model, &steps, &share, &amax);
-        for t in &dropped {
-            act.tensors.remove(t);
-        }
-        reports.retain(|r| !dropped.contains(&r.tensor));
-        plan.notes.append(&mut notes);
-    }
     Ok((act, reports))
+}
+
+/// Chooses every range of `plan` from `stats`; when the statistics show nodes that should stay
+/// float ([`kept_float_by_statistics`]), plans again (`replan`, with them as automatic skips
+/// over `overrides`) so that nothing quantized only for their sake stays, and chooses again.
+/// A tensor the new plan needs and the statistics lack keeps its readers float too.
+pub(crate) fn settle_on_statistics(
+    mut plan: QuantPlan,
+    model: &crate::proto::ModelProto,
+    stats: &StatsTable,
+    config: &Config,
+    source: &Path,
+    overrides: &Overrides,
+    replan: &dyn Fn(&Overrides) -> QuantPlan,
+) -> Result<(QuantPlan, ActivationParams, Vec<ActivationReport>), Error> {
+    let (mut act, mut reports) = activation_params_of(&mut plan, model, stats, config, source)?;
+    let mut overrides = overrides.clone();
+    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    for _ in 0..STATISTICS_ROUNDS {
+        let more: Vec<(String, String)> =
+            kept_float_by_statistics(&plan, model, &act, stats, config)
+                .into_iter()
+                .filter(|(k, _)| !overrides.automatic.contains_key(k))
+                .collect();
+        if more.is_empty() {
+            break;
+        }
+        overrides.automatic.extend(more);
+        loop {
+            plan = replan(&overrides);
+            let unmeasured: Vec<(String, String)> = plan
+                .activations
+                .iter()
+                .filter(|a| a.needs_stats() && !stats.tensors.contains_key(&a.tensor))
+                .flat_map(|a| {
+                    a.consumers.iter().map(move |&(id, _)| {
+                        (
+                            crate::ir::node_label(&graph.node[id], id),
+                            format!(
+                                "`{}` was not calibrated (planned after calibration)",
+                                a.tensor
+                            ),
+                        )
+                    })
+                })
+                .filter(|(k, _)| !overrides.automatic.contains_key(k))
+                .collect();
+            if unmeasured.is_empty() {
+                break;
+            }
+            overrides.automatic.extend(unmeasured);
+        }
+        (act, reports) = activation_params_of(&mut plan, model, stats, config, source)?;
+    }
+    Ok((plan, act, reports))
+}
+
+/// The nodes calibration shows should stay float, with why: convolutions whose quiet
+/// channels one int8 scale leaves in noise, and what would lose the small values a `Log`
+/// reads. By node label, for [`Overrides::automatic`].
+fn kept_float_by_statistics(
+    plan: &QuantPlan,
+    model: &crate::proto::ModelProto,
+    act: &ActivationParams,
+    stats: &StatsTable,
+    config: &Config,
+) -> BTreeMap<String, String> {
+    let steps: HashMap<String, f32> = act
+        .tensors
+        .iter()
+        .map(|(t, (_, p))| (t.clone(), p.scale))
+        .collect();
+    let spread =
+        |t: &str| -> Option<Vec<f64>> { Some(stats.tensors.get(t)?.channels.as_ref()?.std()) };
+    let share = |t: &str, below: f64| -> Option<f64> {
+        let h = stats.tensors.get(t)?.histogram.as_ref()?;
+        Some(h.share_below(below))
+    };
+    let amax = |t: &str| -> Option<f32> {
+        let m = &stats.tensors.get(t)?.minmax;
+        Some(m.min.abs().max(m.max.abs()))
+    };
+    let mut decided =
+        plan.noisy_convolutions(model, &steps, &spread, config.placement.min_conv_sqnr);
+    decided.extend(plan.small_log_inputs(model, &steps, &share, &amax));
+    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    let mut out = BTreeMap::new();
+    for (id, why) in decided {
+        out.entry(crate::ir::node_label(&graph.node[id], id))
+            .or_insert(why);
+    }
+    out
 }
 
 /// Absolute maximum of each chosen range, for a TensorRT calibration cache.
@@ -1100,6 +1176,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         types,
         kept,
         sub_observed,
+        sub_channels,
         sub_observe,
         prep,
         ..
@@ -1109,6 +1186,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         types: &types,
         kept: &kept,
         overrides: &job.planning.overrides,
+        prep: &prep,
         data: data.is_some(),
     };
 
@@ -1128,6 +1206,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
                 &engine,
                 &plan,
                 &sub_observed,
+                &sub_channels,
                 data,
                 d,
                 observe_for(&job.planning.config, &plan).union(sub_observe),
@@ -1433,6 +1512,7 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
         written,
         data,
         sub_observed,
+        sub_channels,
         ..
     } = plan_model(&model, Some(&job.data), &job.planning.rules(warn))?;
     clock.lap("plan");
@@ -1441,6 +1521,7 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
         &engine,
         &plan,
         &sub_observed,
+        &sub_channels,
         data,
         &job.data,
         Observe::all(job.planning.config.bins),

@@ -192,6 +192,19 @@ pub(crate) fn plan_scopes(
     out
 }
 
+/// The subgraph tensors the plans observe channel by channel.
+pub(crate) fn observed_by_channel(plans: &[ScopePlan]) -> std::collections::BTreeSet<Scoped> {
+    plans
+        .iter()
+        .flat_map(|p| {
+            p.plan.observed_by_channel().into_iter().map(|name| Scoped {
+                scope: p.model.scope.clone(),
+                name,
+            })
+        })
+        .collect()
+}
+
 /// The subgraph tensors the plans observe.
 pub(crate) fn observed(plans: &[ScopePlan]) -> Vec<Scoped> {
     plans
@@ -324,8 +337,18 @@ pub(crate) fn quantize_scopes(
             float_scopes.push(scope);
             continue;
         }
-        let (act, reports) =
-            super::activation_params_of(&mut plan, &sm.model, &local, config, source)?;
+        let scope_model = &sm.model;
+        let replan = |o: &Overrides| {
+            let mut p = policy::plan(scope_model, &ty, config, o);
+            if p.upgrade.take().is_some() || p.blocked.is_some() {
+                p.blocked = None;
+                p.weights.iter_mut().for_each(|w| w.axis = None);
+            }
+            p
+        };
+        let (plan, act, reports) = super::settle_on_statistics(
+            plan, &sm.model, &local, config, source, overrides, &replan,
+        )?;
         let mut sm = sm;
         let rewritten = rewrite::run(&mut sm.model, &plan, &act, external)?;
         let quantized_nodes = plan.nodes.iter().filter(|n| n.quantized).count();

@@ -76,7 +76,10 @@ impl Bench<'_> {
             self.stats,
             self.config,
             self.source,
-            self.subs,
+            super::Subs {
+                overrides: &overrides,
+                ..self.subs
+            },
         )
     }
 
@@ -180,6 +183,7 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         types,
         kept,
         sub_observed,
+        sub_channels,
         sub_observe,
         prep,
         ..
@@ -199,6 +203,7 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
                 &engine,
                 &plan,
                 &sub_observed,
+                &sub_channels,
                 head.clone(),
                 &job.data,
                 observe_for(config, &plan).union(sub_observe),
@@ -232,6 +237,7 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
             types: &types,
             kept: &kept,
             overrides: &job.planning.overrides,
+            prep: &prep,
             data: true,
         },
         prep: &prep,

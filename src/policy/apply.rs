@@ -15,6 +15,9 @@ use crate::proto::GraphProto;
 pub struct Overrides {
     pub file: String,
     pub list: Vec<Override>,
+    /// Nodes kept float by what calibration showed (by node label), with why: applied where
+    /// no override of the user's decides the node's skip.
+    pub automatic: std::collections::BTreeMap<String, String>,
 }
 
 impl Overrides {

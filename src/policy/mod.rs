@@ -250,7 +250,9 @@ pub fn plan(
             .then(|| (d.id, out.clone()))
         })
         .collect();
-    plan.depthwise = depthwise_probes(graph, &plan);
+    if config.placement.min_conv_sqnr > 0.0 {
+        plan.depthwise = depthwise_probes(graph, &plan);
+    }
     match plan_opset(model, &mut plan.weights, &mut plan.notes, needed) {
         Ok(up) => plan.upgrade = up,
         Err(blocked) => plan.blocked = Some(blocked),
@@ -265,7 +267,7 @@ fn depthwise_probes(graph: &crate::proto::GraphProto, plan: &QuantPlan) -> Vec<D
     let mut out = Vec::new();
     for d in plan.nodes.iter().filter(|d| d.quantized) {
         let node = &graph.node[d.id];
-        if node.op_type() != "Conv" || ir::attr_int(node, "group").unwrap_or(1) <= 1 {
+        if node.op_type() != "Conv" {
             continue;
         }
         let (Some(input), Some(conv_out)) = (node.input.first(), node.output.first()) else {
@@ -441,73 +443,51 @@ fn plan_opset_13(
 pub const LOG_SMALL_SHARE: f64 = 0.25;
 
 impl QuantPlan {
-    /// Keeps float every planned activation whose small values reach a `Log` while more than
-    /// [`LOG_SMALL_SHARE`] of its values are under half its int8 step (`steps`: tensor →
-    /// scale; `share`: tensor, threshold → the share of values under it, `None` without a
-    /// histogram, which keeps it float too). A weighted op reading it stays float whole.
-    /// Returns the tensors dropped and a note for each.
-    pub fn drop_small_log_inputs(
-        &mut self,
+    /// The nodes to keep float because small values that reach a `Log` would be lost: those
+    /// reading a planned activation more than [`LOG_SMALL_SHARE`] of whose values are under
+    /// half its int8 step, and the quantized weighted ops whose output is mostly under half an
+    /// int8 step of its own range (int8 weights or inputs leave an error floor about that
+    /// high). `steps`: tensor → scale; `share`: tensor, threshold → the share of its values
+    /// under it (`None` without a histogram: kept float too); `amax`: observed `|x|` maximum.
+    pub fn small_log_inputs(
+        &self,
         model: &ModelProto,
         steps: &HashMap<String, f32>,
         share: &dyn Fn(&str, f64) -> Option<f64>,
         amax: &dyn Fn(&str) -> Option<f32>,
-    ) -> (Vec<String>, Vec<String>) {
+    ) -> Vec<(NodeId, String)> {
         let graph = model.graph.as_ref().expect("loaded models have a graph");
-        let mut dropped = Vec::new();
-        let mut notes = Vec::new();
-        // a weighted op whose output is mostly under one int8 step of its own range: int8
-        // weights or inputs leave an error floor about that high, which the Log reads too
-        for (id, out) in std::mem::take(&mut self.log_probes) {
-            let log = self.log_fed.get(&out).cloned().unwrap_or_default();
-            let Some(a) = amax(&out).filter(|a| *a > 0.0) else {
+        let index = ir::Index::new(graph);
+        let mut out: Vec<(NodeId, String)> = Vec::new();
+        // tensors whose small values int8 would erase, with why: then also every tensor they
+        // reach on their way to the Log, which carries the same small values
+        let mut lost: Vec<(String, String)> = Vec::new();
+        for (id, t) in &self.log_probes {
+            let log = &self.log_fed[t];
+            let Some(a) = amax(t).filter(|a| *a > 0.0) else {
                 continue;
             };
-            let small = share(&out, f64::from(a) / 254.0);
-            if small.is_some_and(|s| s <= LOG_SMALL_SHARE) {
-                continue;
-            }
-            let why = match small {
+            let why = match share(t, f64::from(a) / 254.0) {
+                Some(s) if s <= LOG_SMALL_SHARE => continue,
                 Some(s) => format!(
-                    "{:.0}% of its output `{out}` is under half an int8 step of its range, and reaches `{log}`, a logarithm: int8 weights or inputs would leave an error floor above those values",
+                    "{:.0}% of its output `{t}` is under half an int8 step of its range, and reaches `{log}`, a logarithm: int8 weights or inputs would leave an error floor above those values",
                     s * 100.0
                 ),
                 None => format!(
-                    "its output `{out}` reaches `{log}`, a logarithm, and its statistics hold no histogram to tell whether int8 would erase its small values"
+                    "its output `{t}` reaches `{log}`, a logarithm, and its statistics hold no histogram to tell whether int8 would erase its small values"
                 ),
             };
-            for w in &mut self.weights {
-                w.consumers.retain(|c| c.0 != id);
-            }
-            self.weights.retain(|w| !w.consumers.is_empty());
-            self.biases.retain(|b| b.node != id);
-            for a in &mut self.activations {
-                a.consumers.retain(|c| c.0 != id);
-                if a.consumers.is_empty() && !a.all_consumers {
-                    dropped.push(a.tensor.clone());
-                }
-            }
-            self.activations
-                .retain(|a| !a.consumers.is_empty() || a.all_consumers);
-            let d = &mut self.nodes[id];
-            d.quantized = false;
-            d.reason = Some(why.clone());
-            notes.push(format!("`{}` kept float: {why}", d.name));
+            out.push((*id, why.clone()));
+            lost.push((t.clone(), why));
         }
-        let candidates: Vec<(String, String)> = self
-            .activations
-            .iter()
-            .filter_map(|a| Some((a.tensor.clone(), self.log_fed.get(&a.tensor)?.clone())))
-            .collect();
-        for (t, log) in candidates {
-            let Some(&scale) = steps.get(&t) else {
+        for a in &self.activations {
+            let (Some(log), Some(&scale)) = (self.log_fed.get(&a.tensor), steps.get(&a.tensor))
+            else {
                 continue;
             };
-            let small = share(&t, f64::from(scale) / 2.0);
-            if small.is_some_and(|s| s <= LOG_SMALL_SHARE) {
-                continue;
-            }
-            let why = match small {
+            let t = &a.tensor;
+            let why = match share(t, f64::from(scale) / 2.0) {
+                Some(s) if s <= LOG_SMALL_SHARE => continue,
                 Some(s) => format!(
                     "{:.0}% of `{t}`'s values are under half its int8 step, and its small values reach `{log}`, a logarithm, which would turn their loss into errors of many dB",
                     s * 100.0
@@ -516,51 +496,33 @@ impl QuantPlan {
                     "`{t}` reaches `{log}`, a logarithm, and its statistics hold no histogram to tell how many of its values an int8 step would erase"
                 ),
             };
-            let site = self
-                .activations
-                .iter()
-                .position(|a| a.tensor == t)
-                .expect("a site");
-            let site = self.activations.remove(site);
-            let mut readers: Vec<NodeId> = site.consumers.iter().map(|c| c.0).collect();
-            if site.all_consumers {
-                let index = ir::Index::new(graph);
-                readers.extend(index.consumers(&t).iter().map(|c| c.0));
-            }
-            for id in readers {
-                let node = &graph.node[id];
-                let weighted =
-                    matches!(node.op_type(), "MatMul" | "Gemm" | "Conv" | "ConvTranspose");
-                if weighted {
-                    for w in &mut self.weights {
-                        w.consumers.retain(|c| c.0 != id);
-                    }
-                    self.weights.retain(|w| !w.consumers.is_empty());
-                    self.biases.retain(|b| b.node != id);
-                    for a in &mut self.activations {
-                        a.consumers.retain(|c| c.0 != id);
-                    }
-                    self.activations
-                        .retain(|a| !a.consumers.is_empty() || a.all_consumers);
-                }
-                let still = self
-                    .activations
-                    .iter()
-                    .any(|a| a.consumers.iter().any(|c| c.0 == id))
-                    || self
-                        .weights
-                        .iter()
-                        .any(|w| w.consumers.iter().any(|c| c.0 == id));
-                if !still || weighted {
-                    let d = &mut self.nodes[id];
-                    d.quantized = false;
-                    d.reason = Some(why.clone());
-                }
-            }
-            notes.push(format!("`{t}` kept float: {why}"));
-            dropped.push(t);
+            lost.push((t.clone(), why));
         }
-        (dropped, notes)
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some((t, why)) = lost.pop() {
+            if !seen.insert(t.clone()) {
+                continue;
+            }
+            if let Some(a) = self.site(&t) {
+                let mut readers: Vec<NodeId> = a.consumers.iter().map(|c| c.0).collect();
+                if a.all_consumers {
+                    readers.extend(index.consumers(&t).iter().map(|c| c.0));
+                }
+                for id in readers {
+                    if !out.iter().any(|o| o.0 == id) {
+                        out.push((id, why.clone()));
+                    }
+                }
+            }
+            for &(c, _) in index.consumers(&t) {
+                for o in &graph.node[c].output {
+                    if self.log_fed.contains_key(o) {
+                        lost.push((o.clone(), why.clone()));
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
@@ -571,53 +533,41 @@ impl QuantPlan {
 pub const DEPTHWISE_MIN_SQNR_DB: f64 = 20.0;
 
 impl QuantPlan {
-    /// Keeps float every depthwise convolution (see [`DepthwiseProbe`]) whose output, each
-    /// channel normalized by its spread, would hold less than [`DEPTHWISE_MIN_SQNR_DB`] of
-    /// signal over the noise one int8 step of its input adds: `noise_c = step/√12 · |w_c|`
-    /// (`w_c` the channel's kernel times the BatchNormalization scale after it), `signal_c`
-    /// the channel's observed spread (`spread`: tensor → per-channel standard deviations).
-    /// Returns the tensors no longer quantized and a note for each convolution kept float.
-    pub fn drop_noisy_depthwise(
-        &mut self,
+    /// The convolutions to keep float because one int8 scale for their input would leave
+    /// their output, each channel normalized by its spread, with less than
+    /// [`DEPTHWISE_MIN_SQNR_DB`] of signal over the noise one input step adds:
+    /// `noise_c = step/√12 · |w_c|` (`w_c` the channel's kernel times the BatchNormalization
+    /// scale after it), `signal_c` the channel's observed spread (`spread`: tensor →
+    /// per-channel standard deviations). `steps`: tensor → scale.
+    pub fn noisy_convolutions(
+        &self,
         model: &ModelProto,
         steps: &HashMap<String, f32>,
         spread: &dyn Fn(&str) -> Option<Vec<f64>>,
-    ) -> (Vec<String>, Vec<String>) {
+        floor_db: f64,
+    ) -> Vec<(NodeId, String)> {
         let graph = model.graph.as_ref().expect("loaded models have a graph");
         let index = ir::Index::new(graph);
-        let mut dropped = Vec::new();
-        let mut notes = Vec::new();
-        for p in std::mem::take(&mut self.depthwise) {
-            let Some(db) = depthwise_sqnr(&index, &p, steps, spread) else {
+        let mut out = Vec::new();
+        for p in &self.depthwise {
+            let Some(db) = depthwise_sqnr(&index, p, steps, spread) else {
                 continue;
             };
-            if db >= DEPTHWISE_MIN_SQNR_DB {
+            if db >= floor_db {
                 continue;
             }
-            let why = format!(
-                "depthwise: one int8 scale for `{}` leaves its output at {db:.1} dB channel by channel (its quiet channels get few steps, and normalization scales their noise up); it needs a scale per channel",
+            let node = &graph.node[p.node];
+            let kind = if ir::attr_int(node, "group").unwrap_or(1) > 1 {
+                "depthwise: "
+            } else {
+                ""
+            };
+            out.push((p.node, format!(
+                "{kind}one int8 scale for `{}` leaves its output at {db:.1} dB channel by channel, under the {floor_db} dB of placement.min_conv_sqnr (its quiet channels get few steps, and normalization scales their noise up)",
                 p.input
-            );
-            let id = p.node;
-            for w in &mut self.weights {
-                w.consumers.retain(|c| c.0 != id);
-            }
-            self.weights.retain(|w| !w.consumers.is_empty());
-            self.biases.retain(|b| b.node != id);
-            for a in &mut self.activations {
-                a.consumers.retain(|c| c.0 != id);
-                if a.consumers.is_empty() && !a.all_consumers {
-                    dropped.push(a.tensor.clone());
-                }
-            }
-            self.activations
-                .retain(|a| !a.consumers.is_empty() || a.all_consumers);
-            let d = &mut self.nodes[id];
-            d.quantized = false;
-            d.reason = Some(why.clone());
-            notes.push(format!("`{}` kept float: {why}", d.name));
+            )));
         }
-        (dropped, notes)
+        out
     }
 }
 

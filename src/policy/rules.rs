@@ -377,8 +377,16 @@ impl<'a> Builder<'a> {
                 "control flow: the op stays float; its subgraphs are planned as graphs of their own (`subgraphs`)",
             );
         }
-        if let Some((o, true)) = self.overrides.node_skip(self.graph, id) {
-            return self.float(id, format!("skipped by {}", o.label(&self.overrides.file)));
+        match self.overrides.node_skip(self.graph, id) {
+            Some((o, true)) => {
+                return self.float(id, format!("skipped by {}", o.label(&self.overrides.file)));
+            }
+            Some((_, false)) => {}
+            None => {
+                if let Some(r) = self.overrides.automatic.get(&ir::node_label(node, id)) {
+                    return self.float(id, r.clone());
+                }
+            }
         }
         if Self::has(&p.float_ops, op) {
             return self.float(id, format!("kept float by the {target} preset (float_ops)"));

@@ -10,6 +10,8 @@ use crate::support::*;
 const OUTLIER: &str = "outlier/digits_outlier.onnx";
 const OUTLIER_CALIB: &str = "outlier/calib.npy";
 const OUTLIER_LABELS: &str = "outlier/calib_y.npy";
+/// Settings without the convolution guard: plain int8 on the outlier fixture loses points.
+const NO_GUARD: &str = "configs/no_conv_guard.yaml";
 
 fn json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).expect("json written")).expect("valid json")
@@ -146,7 +148,13 @@ fn eval_refuses_wrong_labels_and_unrelated_models() {
 fn plain_int8_loses_points_on_the_outlier_fixture_and_sensitivity_names_the_culprits() {
     let dir = scratch();
     let q = dir.path().join("q.onnx");
-    quantize_ok(&fixture(OUTLIER), &fixture(OUTLIER_CALIB), &q, &[]);
+    let no_guard = fixture(NO_GUARD);
+    quantize_ok(
+        &fixture(OUTLIER),
+        &fixture(OUTLIER_CALIB),
+        &q,
+        &["--config", no_guard.to_str().unwrap()],
+    );
     let v = eval_json(&fixture(OUTLIER), &q, &[]);
     assert!(drop_points(&v) > 2.0, "plain int8 drop {}", drop_points(&v));
 
@@ -160,6 +168,8 @@ fn plain_int8_loses_points_on_the_outlier_fixture_and_sensitivity_names_the_culp
         fixture(OUTLIER_LABELS).as_os_str(),
         "--json".as_ref(),
         out.as_os_str(),
+        "--config".as_ref(),
+        no_guard.as_os_str(),
     ]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let s = json(&out);
@@ -190,11 +200,14 @@ fn mixed_precision_meets_its_budget_and_its_config_reproduces_the_model() {
     let cfg = dir.path().join("keep.yaml");
     let report = dir.path().join("r.json");
     let labels = fixture(OUTLIER_LABELS).display().to_string();
+    let no_guard = fixture(NO_GUARD).display().to_string();
     quantize_ok(
         &fixture(OUTLIER),
         &fixture(OUTLIER_CALIB),
         &q,
         &[
+            "--config",
+            &no_guard,
             "--labels",
             &labels,
             "--max-top1-drop",
@@ -362,4 +375,48 @@ fn quantize_reports_the_error_of_every_layer() {
     );
     assert!(a["outputs"][0]["sqnr_db"].as_f64().unwrap() > 25.0);
     assert!(std::fs::read_to_string(&plot).unwrap().contains("<svg"));
+}
+
+/// The convolution guard (`placement.min_conv_sqnr`) finds, from the calibration statistics,
+/// the conv whose quiet channels one int8 scale leaves in noise (the one reading the outlier
+/// channel) and keeps it float: most of plain int8's loss is gone without any search.
+#[test]
+fn the_convolution_guard_keeps_the_conv_reading_an_outlier_channel_float() {
+    let dir = scratch();
+    let q = dir.path().join("q.onnx");
+    let report = dir.path().join("r.json");
+    quantize_ok(
+        &fixture(OUTLIER),
+        &fixture(OUTLIER_CALIB),
+        &q,
+        &["--report", report.to_str().unwrap()],
+    );
+    let r = json(&report);
+    let conv3 = r["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "/conv3/Conv")
+        .unwrap();
+    assert_eq!(conv3["quantized"], false, "{conv3}");
+    let why = conv3["reason"].as_str().unwrap();
+    assert!(
+        why.contains("one int8 scale for `pool_out` leaves its output at")
+            && why.contains("placement.min_conv_sqnr"),
+        "{why}"
+    );
+    // the other convs stay int8
+    let conv1 = r["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "/conv1/Conv")
+        .unwrap();
+    assert_eq!(conv1["quantized"], true);
+    let v = eval_json(&fixture(OUTLIER), &q, &[]);
+    assert!(
+        drop_points(&v) < 1.0,
+        "guarded int8 drop {}",
+        drop_points(&v)
+    );
 }

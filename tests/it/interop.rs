@@ -448,8 +448,15 @@ fn mixed_precision_output_keeps_accuracy_in_every_runtime() {
         f("digits/eval_y.npy"),
     );
     let args = ["--ref", &model, "--x", &x, "--y", &y, "--ort", "--openvino"];
-    // plain int8 loses more than 2 points in both runtimes
-    let (_d, plain) = quantized("outlier/digits_outlier.onnx", "outlier/calib.npy", &[]);
+    // plain int8 (without the convolution guard) loses more than 2 points in both runtimes
+    let no_guard = fixture("configs/no_conv_guard.yaml")
+        .to_string_lossy()
+        .into_owned();
+    let (_d, plain) = quantized(
+        "outlier/digits_outlier.onnx",
+        "outlier/calib.npy",
+        &["--config", &no_guard],
+    );
     let r = check(&plain, &args);
     for rt in ["ort", "openvino"] {
         let m = &r[rt];
@@ -460,7 +467,14 @@ fn mixed_precision_output_keeps_accuracy_in_every_runtime() {
     let (_d, mixed) = quantized(
         "outlier/digits_outlier.onnx",
         "outlier/calib.npy",
-        &["--labels", &labels, "--max-top1-drop", "0.5"],
+        &[
+            "--config",
+            &no_guard,
+            "--labels",
+            &labels,
+            "--max-top1-drop",
+            "0.5",
+        ],
     );
     let mut with_trt = args.to_vec();
     with_trt.push("--trt");
