@@ -739,8 +739,7 @@ struct Measured {
 fn calibrate(
     engine: &Engine,
     plan: &QuantPlan,
-    sub_observed: &[Scoped],
-    sub_channels: &BTreeSet<Scoped>,
+    (sub_observed, sub_channels): (&[Scoped], &BTreeSet<Scoped>),
     data: Dataset,
     src: &DataSource,
     observe: Observe,
@@ -1205,8 +1204,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             let m = calibrate(
                 &engine,
                 &plan,
-                &sub_observed,
-                &sub_channels,
+                (&sub_observed, &sub_channels),
                 data,
                 d,
                 observe_for(&job.planning.config, &plan).union(sub_observe),
@@ -1520,8 +1518,7 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
     let m = calibrate(
         &engine,
         &plan,
-        &sub_observed,
-        &sub_channels,
+        (&sub_observed, &sub_channels),
         data,
         &job.data,
         Observe::all(job.planning.config.bins),

@@ -202,8 +202,7 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
             let m = super::calibrate(
                 &engine,
                 &plan,
-                &sub_observed,
-                &sub_channels,
+                (&sub_observed, &sub_channels),
                 head.clone(),
                 &job.data,
                 observe_for(config, &plan).union(sub_observe),
