@@ -4,8 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-/// `v` is added as `round(v · 2^40)`, `v²` as `round(v² · 2^50)`: values between about
-/// `1e-6` and `1e6` keep 7 significant digits and sums of 10^8 values do not overflow.
+/// The sums of one tensor's channel (in f64, in the tensor's order) are added as
+/// `round(s · 2^40)` and `round(q · 2^50)`: values between about `1e-6` and `1e6` keep 7
+/// significant digits, and sums of 10^8 values do not overflow.
 const SUM_SCALE: f64 = (1u64 << 40) as f64;
 const SQ_SCALE: f64 = (1u64 << 50) as f64;
 
@@ -53,17 +54,19 @@ impl ChannelMoments {
         if channels == 0 || inner == 0 {
             return Ok(());
         }
+        // each channel's sums in f64 in a fixed order (the values of this tensor), then once
+        // into fixed point, where adding is associative
         for o in 0..outer {
             for c in 0..channels {
                 let start = (o * channels + c) * inner;
-                let (mut s, mut q) = (0i128, 0i128);
+                let (mut s, mut q) = (0f64, 0f64);
                 for &v in &values[start..start + inner] {
                     let v = f64::from(v);
-                    s = s.saturating_add((v * SUM_SCALE).round() as i128);
-                    q = q.saturating_add((v * v * SQ_SCALE).round() as i128);
+                    s += v;
+                    q += v * v;
                 }
-                self.sum[c] = self.sum[c].saturating_add(s);
-                self.sum_sq[c] = self.sum_sq[c].saturating_add(q);
+                self.sum[c] = self.sum[c].saturating_add((s * SUM_SCALE).round() as i128);
+                self.sum_sq[c] = self.sum_sq[c].saturating_add((q * SQ_SCALE).round() as i128);
             }
         }
         self.count += (outer * inner) as u64;
