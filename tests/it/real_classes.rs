@@ -468,3 +468,75 @@ fn explain_plans_every_branch_and_overrides_reach_inside_them() {
     );
     assert_eq!(subgraph(&r, "If_rate/then_branch")["activations"], 2);
 }
+
+/// An in-graph log-mel front end (STFT convs, power, mel filterbank MatMul, Log): what int8
+/// would erase before the Log stays float, found from the statistics, the conv after it is
+/// quantized; forcing the front end into int8 (`skip: false`) shows what that saves.
+#[test]
+fn a_log_mel_front_end_stays_float_and_what_follows_the_log_is_quantized() {
+    let dir = scratch();
+    let (model, calib) = (real("log_frontend.onnx"), real("log_frontend_calib.npy"));
+    let out = dir.path().join("q.onnx");
+    let r = quantize_report(&model, &out, &["--calib", calib.to_str().unwrap()]);
+    let node = |name: &str| -> Value {
+        r["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("no node {name}"))
+            .clone()
+    };
+    let mel = node("/mel/MatMul");
+    assert_eq!(mel["quantized"], false);
+    assert!(
+        mel["reason"]
+            .as_str()
+            .unwrap()
+            .contains("reaches `/mel/Log`, a logarithm"),
+        "{mel}"
+    );
+    for stft in ["/stft/real/Conv", "/stft/imag/Conv"] {
+        assert_eq!(node(stft)["quantized"], false, "{}", node(stft));
+    }
+    assert_eq!(node("/enc/Conv")["quantized"], true);
+    let sqnr = |q: &Path| -> f64 {
+        let json = dir.path().join("e.json");
+        let o = run([
+            "eval".as_ref(),
+            model.as_os_str(),
+            q.as_os_str(),
+            "--data".as_ref(),
+            calib.as_os_str(),
+            "--json".as_ref(),
+            json.as_os_str(),
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        let v: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        v["outputs"][0]["sqnr_db"].as_f64().unwrap()
+    };
+    let guarded = sqnr(&out);
+    assert!(guarded > 40.0, "guarded front end: {guarded} dB");
+    let config = dir.path().join("force.yaml");
+    std::fs::write(
+        &config,
+        "overrides:\n  - match: {name_regex: \"^/(stft|mel)/\"}\n    skip: false\n",
+    )
+    .unwrap();
+    let forced = dir.path().join("forced.onnx");
+    quantize_report(
+        &model,
+        &forced,
+        &[
+            "--calib",
+            calib.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    let int8 = sqnr(&forced);
+    assert!(
+        int8 < guarded - 20.0,
+        "forced int8 {int8} dB vs {guarded} dB"
+    );
+}

@@ -31,7 +31,8 @@ def read_list():
             archives[f[2]] = {"spec": f[1], "sha256": f[3], "licence": f[4]}
         elif f[0] == "model":
             models.append({"id": f[1], "archive": f[2], "member": f[3], "sha256": f[4],
-                           "expect": f[5], "traits": f[6]})
+                           "expect": f[5], "floor": None if f[6] == "-" else float(f[6]),
+                           "traits": f[7]})
         elif f[0] == "data":
             data.append({"id": f[1], "archive": f[2], "member": f[3], "sha256": f[4]})
     return archives, models, data

@@ -14,7 +14,8 @@ the calibration samples, and prints one table: quantized nodes, Q/DQ pairs insid
 the worst output's SQNR and cosine against fp32. Already quantized models must be refused with
 exit code 3, saying so (list.txt: expect refuse).
 
---check exits 1 when a model misses its expectation (a refusal, a checker or runtime failure).
+--check exits 1 when a model misses its expectation (a refusal, a checker or runtime failure, or
+the tensorrt output's exact ORT SQNR under the floor list.txt gives it).
 --baseline compares SQNR (ORT) with an earlier --json and prints the change.
 """
 import argparse
@@ -219,6 +220,10 @@ def main():
                             r["sqnr_openvino"], _ = compare(ref, outputs(ov_runner(dst), fs))
                         except Exception as e:  # noqa: BLE001
                             problem = f"OpenVINO: {str(e).splitlines()[0][:300]}"
+                floor = m["floor"]
+                if (problem is None and target == "tensorrt" and floor is not None
+                        and r.get("sqnr_exact") is not None and r["sqnr_exact"] < floor):
+                    problem = f"exact ORT SQNR {r['sqnr_exact']:.1f} dB, under its floor of {floor} dB"
                 r["outcome"] = "quantized" if problem is None else "failed"
             if problem:
                 r["problem"] = problem
