@@ -110,17 +110,42 @@ def outputs(run, fs):
     return per
 
 
+# Peak RSS of a child counts the memory of the process it was forked from (Linux accounts a
+# fork's pages to both), so the onnx-quant runs are started by a small helper started before
+# this process loads ONNX Runtime and OpenVINO.
+SPAWNER = r"""
+import json, os, sys, time
+for line in sys.stdin:
+    job = json.loads(line)
+    t0 = time.time()
+    with open(job["log"], "w") as log:
+        pid = os.fork()
+        if pid == 0:
+            os.dup2(log.fileno(), 1)
+            os.dup2(log.fileno(), 2)
+            try:
+                os.execv(job["cmd"][0], job["cmd"])
+            finally:
+                os._exit(127)
+        _, status, ru = os.wait4(pid, 0)
+    print(json.dumps({"rc": os.waitstatus_to_exitcode(status), "secs": time.time() - t0,
+                      "rss_mb": ru.ru_maxrss / 1024}), flush=True)
+"""
+_spawner = None
+
+
+def start_spawner():
+    global _spawner
+    _spawner = subprocess.Popen([sys.executable, "-c", SPAWNER], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+
+
 def timed_rusage(cmd):
     """(exit code, output, seconds, peak RSS MB) of one onnx-quant process."""
-    t0 = time.time()
-    with open(LOG, "w") as log:
-        # posix_spawn: the child does not start as a copy of this (large) Python process, so
-        # its peak RSS is onnx-quant's own
-        pid = os.posix_spawn(cmd[0], cmd, os.environ, file_actions=[
-            (os.POSIX_SPAWN_DUP2, log.fileno(), 1), (os.POSIX_SPAWN_DUP2, log.fileno(), 2)])
-        _, status, ru = os.wait4(pid, 0)
-    rc = os.waitstatus_to_exitcode(status)
-    return rc, open(LOG).read(), time.time() - t0, ru.ru_maxrss / 1024
+    _spawner.stdin.write(json.dumps({"cmd": cmd, "log": LOG}) + "\n")
+    _spawner.stdin.flush()
+    r = json.loads(_spawner.stdout.readline())
+    return r["rc"], open(LOG).read(), r["secs"], r["rss_mb"]
 
 
 def fmt(x, spec):
@@ -144,6 +169,7 @@ def main():
     ap.add_argument("--no-openvino", action="store_true")
     ap.add_argument("extra", nargs="*")
     a = ap.parse_args()
+    start_spawner()
     import onnx
     import onnxruntime  # noqa: F401
 
