@@ -865,11 +865,23 @@ struct Cone {
 /// Ops whose output depends on their input's shape only.
 const SHAPE_ONLY: [&str; 2] = ["Shape", "Size"];
 
-/// Ops whose output shape follows the shapes (not the values) of all their inputs.
-const ELEMENTWISE: [&str; 24] = [
-    "Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "Mean", "Relu", "Sigmoid", "Tanh",
-    "Exp", "Log", "Sqrt", "Abs", "Neg", "Cast", "Identity", "Clip", "Erf", "Equal", "Not", "Where",
-];
+/// Whether input `slot` of `op` gives the output's shape by its value (not only its shape):
+/// a Reshape's target, a Slice's bounds, an Expand's shape, a NonZero's data, ... Any other
+/// input passes its shape alone.
+fn shape_from_value(op: &str, slot: usize) -> bool {
+    match op {
+        "Reshape" | "Expand" | "Tile" | "Pad" | "Upsample" | "TopK" | "OneHot" | "Compress"
+        | "Squeeze" | "Unsqueeze" | "Split" | "CenterCropPad" => slot == 1,
+        "ReduceSum" | "ReduceMean" | "ReduceMax" | "ReduceMin" | "ReduceProd" | "ReduceL1"
+        | "ReduceL2" | "ReduceLogSum" | "ReduceLogSumExp" | "ReduceSumSquare" => slot == 1,
+        "Slice" => slot >= 1,
+        "Resize" => slot >= 1,
+        "ConstantOfShape" | "NonZero" | "Range" | "NonMaxSuppression" | "Unique" => true,
+        // a node whose outputs' shapes its subgraphs decide
+        "If" | "Loop" | "Scan" => true,
+        _ => false,
+    }
+}
 
 fn cone(graph: &GraphProto, needs: &[String]) -> Cone {
     let producer: HashMap<&str, usize> = graph
@@ -911,9 +923,9 @@ fn cone(graph: &GraphProto, needs: &[String]) -> Cone {
                 } else if value {
                     true
                 } else {
-                    // only the output's shape matters: data inputs pass their shape, parameter
-                    // inputs (a Reshape's shape, a Slice's starts) their value
-                    !(slot == 0 || ELEMENTWISE.contains(&op))
+                    // only the output's shape matters: inputs pass their shape, except the
+                    // parameters whose value makes it (a Reshape's shape, a Slice's starts)
+                    shape_from_value(op, slot)
                 };
                 todo.push((i, v));
             }

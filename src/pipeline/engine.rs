@@ -125,7 +125,7 @@ impl Engine {
                 Err(e) if forks => {
                     first_err.get_or_insert(e);
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(with_kept(e, &self.model, &flat)),
             }
         }
         if made.is_empty()
@@ -233,6 +233,39 @@ impl Engine {
                 .infer(&self.inputs, &part.shapes, part_data, opts)?;
         }
         Ok(n)
+    }
+}
+
+/// A typing failure, with the control flow the copy left in place and why: what tract then
+/// had to type whole.
+fn with_kept(e: Error, model: &ModelProto, flat: &Flat) -> Error {
+    if flat.kept.is_empty() {
+        return e;
+    }
+    let kept: Vec<String> = flat
+        .kept
+        .iter()
+        .take(4)
+        .map(|k| {
+            let at = control::label(model, &control::scope_of(&k.instance));
+            let at = if at.is_empty() {
+                String::new()
+            } else {
+                format!(" in `{at}`")
+            };
+            format!("`{}` ({}){at}: {}", k.node, k.op, k.reason)
+        })
+        .collect();
+    match e {
+        Error::Model(crate::error::ModelError::Untyped(mut u)) => {
+            u.message = format!(
+                "{}; control flow tract had to type whole: {}",
+                u.message,
+                kept.join("; ")
+            );
+            Error::Model(crate::error::ModelError::Untyped(u))
+        }
+        other => other,
     }
 }
 
