@@ -177,11 +177,13 @@ pub fn deferrable_weights(model: &ModelProto) -> HashSet<String> {
         .collect()
 }
 
-/// A Relu folded into the node unit before it.
+/// A Relu, or a Clip from 0 (ReLU6), folded into the node unit before it.
 #[derive(Clone, Debug)]
 pub struct FoldedRelu {
-    /// The Relu as it was (its input is the unit's original output).
+    /// The Relu or Clip as it was (its input is the unit's original output).
     pub relu: NodeProto,
+    /// A Clip's upper bound: the quantized range must end at or below it.
+    pub upper: Option<f32>,
     /// Its name in reports (`ir::node_label`).
     pub label: String,
     /// Its output, which the unit now writes.
