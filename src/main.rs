@@ -268,6 +268,9 @@ fn run_check(args: CheckArgs) -> Result<(), Error> {
     for w in &report.warnings {
         let _ = writeln!(out, "warning: {}: `{}`: {}", w.rule, w.node, w.message);
     }
+    for n in &report.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
     let counts: Vec<String> = report
         .counts()
         .iter()

@@ -232,6 +232,32 @@ impl Report {
                 kinds.join(", ")
             }
         );
+        let fixed: Vec<_> = self
+            .weights
+            .iter()
+            .filter_map(|w| w.pairs.as_ref().map(|p| (w, p)))
+            .collect();
+        if !fixed.is_empty() {
+            let pairs: usize = fixed.iter().map(|(_, p)| p.pairs).sum();
+            let rescaled: usize = fixed.iter().map(|(_, p)| p.rescaled).sum();
+            let channels: usize = fixed.iter().map(|(_, p)| p.channels).sum();
+            let (worst, name) = fixed
+                .iter()
+                .map(|(w, p)| (p.sqnr_before_db - p.sqnr_after_db, w.name.as_str()))
+                .fold((0.0f64, ""), |a, b| if b.0 > a.0 { b } else { a });
+            let how = if self.config.cpu_overflow == crate::params::pairs::CpuOverflow::All {
+                "7-bit weights (cpu_overflow: all)".to_string()
+            } else {
+                format!(
+                    "{pairs} pair(s) that could saturate fixed ({rescaled} of {channels} channels with a larger scale, the rest pair by pair)"
+                )
+            };
+            let _ = writeln!(
+                s,
+                "  x86 without VNNI: int8 weight pairs kept inside int16 in {} weight(s): {how}; weight SQNR down {worst:.1} dB at most (`{name}`)",
+                fixed.len(),
+            );
+        }
         if let Some(h) = &self.fp16 {
             let _ = writeln!(
                 s,

@@ -175,6 +175,24 @@ struct Params {
     grid: Grid,
 }
 
+impl Params {
+    /// Per-axis parameters that repeat one scale and one zero-point are per-tensor ones (the
+    /// `ort` target writes them so for float convs, which ONNX Runtime would otherwise quantize).
+    fn uniform(self) -> Params {
+        let same = self.scale.windows(2).all(|w| w[0] == w[1])
+            && self.zero_point.windows(2).all(|w| w[0] == w[1]);
+        if self.scale.len() <= 1 || !same {
+            return self;
+        }
+        Params {
+            scale: vec![self.scale[0]],
+            scale_dims: Vec::new(),
+            zero_point: vec![self.zero_point[0]],
+            grid: self.grid,
+        }
+    }
+}
+
 fn params(index: &Index, node: &NodeProto, label: &str) -> Result<Params, String> {
     let scale_name = node.input.get(1).map_or("", |s| s.as_str());
     let scale_t = constant(index, scale_name)
@@ -475,7 +493,7 @@ pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
                         rn.op_type()
                     ));
                 }
-                let dp = params(&index, rn, &ir::node_label(rn, r))?;
+                let dp = params(&index, rn, &ir::node_label(rn, r))?.uniform();
                 if dp.scale.len() != 1 {
                     return Err(format!(
                         "`{}`: per-channel dequantization of an activation is not simulated",
@@ -549,6 +567,11 @@ pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
         };
         let mut step = || -> Result<(), String> {
             let p = params(&index, dq, &label)?;
+            let p = if constant(&index, x).is_some() {
+                p
+            } else {
+                p.uniform()
+            };
             match constant(&index, x) {
                 Some(q) => {
                     let values = dequantize(dq, &label, q, &p)?;

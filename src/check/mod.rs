@@ -8,6 +8,8 @@
 //! TensorRT accepts but cannot fuse. For ONNX Runtime and OpenVINO, findings are the weighted and
 //! element-wise ops that will not run in int8 (incomplete node units, half-quantized inputs).
 
+pub mod cpu;
+
 use std::collections::HashMap;
 
 use serde::Serialize;
@@ -35,6 +37,12 @@ pub struct CheckReport {
     pub warnings: Vec<Finding>,
     pub quantize_nodes: usize,
     pub dequantize_nodes: usize,
+    /// Weighted ops whose int8 weight pairs x86 CPUs without VNNI can saturate (ort, openvino).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpu_pairs: Vec<cpu::Risk>,
+    /// Rules that were not applied, and why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl CheckReport {
@@ -131,11 +139,20 @@ pub fn check(model: &ModelProto, target: &str) -> CheckReport {
         }
     }
     match target {
-        "tensorrt" => tensorrt_fusion(&mut c, graph),
-        "ort" => ort_units(&mut c, graph),
+        "tensorrt" => {
+            tensorrt_fusion(&mut c, graph);
+            c.out.notes.push(
+                "int8 weight pairs that x86 CPUs without VNNI saturate (`--target ort` or `openvino` reports them) do not apply: TensorRT accumulates int8 products in int32".into(),
+            );
+        }
+        "ort" => {
+            ort_units(&mut c, graph);
+            cpu::cpu_pairs(&mut c, graph);
+        }
         _ => {
             openvino_inputs(&mut c, graph);
             openvino_reduce_mean(&mut c, graph);
+            cpu::cpu_pairs(&mut c, graph);
         }
     }
     c.out
@@ -348,6 +365,8 @@ fn tensorrt_fusion(c: &mut Ctx, graph: &crate::proto::GraphProto) {
                     "BatchNormalization" | "Relu" => {
                         format!("Q/DQ between `{conv}` and its {op}: TensorRT cannot fuse them")
                     }
+                    // the skip input of an Add that fuses into the conv producing its other input
+                    "Add" if add_fuses_elsewhere(index, c.index.node(r), &dq_out) => continue,
                     "Add" => format!(
                         "Q/DQ on the output of `{conv}` feeding an Add: quantize the Add's other (skip) input so the Add fuses into the conv"
                     ),
@@ -355,6 +374,26 @@ fn tensorrt_fusion(c: &mut Ctx, graph: &crate::proto::GraphProto) {
                 };
                 c.warning("fusion", node, id, message);
             }
+        }
+    }
+}
+
+/// Whether `add`'s input other than `skip` is the float output of a Conv/ConvTranspose (or of
+/// its BatchNormalization): TensorRT then fuses the Add into that conv with `skip` quantized.
+fn add_fuses_elsewhere(index: &Index, add: &NodeProto, skip: &str) -> bool {
+    let Some(other) = add.input.iter().find(|i| i.as_str() != skip) else {
+        return false;
+    };
+    let mut tensor = other.as_str();
+    loop {
+        let Some((p, _)) = index.producer(tensor) else {
+            return false;
+        };
+        let producer = index.node(p);
+        match producer.op_type() {
+            "Conv" | "ConvTranspose" => return true,
+            "BatchNormalization" => tensor = producer.input.first().map_or("", |s| s.as_str()),
+            _ => return false,
         }
     }
 }
@@ -406,7 +445,21 @@ fn ort_units(c: &mut Ctx, graph: &crate::proto::GraphProto) {
         }
         let op = node.op_type().to_string();
         if quantized.iter().any(|q| !q) {
-            if weight_only(c.index, graph, node) {
+            if matches!(node.op_type(), "Conv" | "Gemm")
+                && float_weight(c.index, node)
+                && per_tensor_dq(c.index, &node.input[0])
+            {
+                c.warning(
+                    "float_weight_requantized",
+                    node,
+                    id,
+                    format!(
+                        "float {op} reads a per-tensor DequantizeLinear: ONNX Runtime quantizes its weight per tensor itself (WeightBiasQuantization); read through a per-axis DequantizeLinear to keep it float"
+                    ),
+                );
+                continue;
+            }
+            if weight_only(c.index, graph, node) || float_weight(c.index, node) {
                 continue;
             }
             c.warning(
@@ -497,6 +550,33 @@ fn weight_only(index: &Index, graph: &crate::proto::GraphProto, node: &NodeProto
     no_q && weight && node.input.first().is_some_and(|x| !from_dq(index, x))
 }
 
+/// A Conv/MatMul/Gemm whose weight (input 1) is a float constant: a float op on purpose (an
+/// override or a rule kept it float), reading a quantized tensor like any other float op.
+fn float_weight(index: &Index, node: &NodeProto) -> bool {
+    matches!(node.op_type(), "Conv" | "ConvTranspose" | "MatMul" | "Gemm")
+        && node.input.get(1).is_some_and(|w| {
+            index.initializer(w).is_some()
+                || index
+                    .producer(w)
+                    .is_some_and(|(p, _)| index.node(p).op_type() == "Constant")
+        })
+}
+
+/// Whether `tensor` comes from a DequantizeLinear with one scale: ONNX Runtime's
+/// `WeightBiasQuantization` then quantizes the weight of a float Conv/ConvTranspose/Gemm
+/// reading it.
+fn per_tensor_dq(index: &Index, tensor: &str) -> bool {
+    index.producer(tensor).is_some_and(|(p, _)| {
+        let dq = index.node(p);
+        dq.op_type() == "DequantizeLinear"
+            && dq
+                .input
+                .get(1)
+                .and_then(|s| index.initializer(s))
+                .is_some_and(|s| s.dims.iter().product::<i64>() == 1)
+    })
+}
+
 /// OpenVINO runs Conv/MatMul/Gemm in int8 when both the data and the weight input are quantized.
 fn openvino_inputs(c: &mut Ctx, graph: &crate::proto::GraphProto) {
     for (id, node) in graph.node.iter().enumerate() {
@@ -509,7 +589,7 @@ fn openvino_inputs(c: &mut Ctx, graph: &crate::proto::GraphProto) {
             from_dq(c.index, &node.input[0]),
             from_dq(c.index, &node.input[1]),
         );
-        if a != b && !weight_only(c.index, graph, node) {
+        if a != b && !weight_only(c.index, graph, node) && !float_weight(c.index, node) {
             let which = if a { "weight" } else { "data" };
             c.warning(
                 "half_quantized",

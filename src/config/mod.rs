@@ -13,6 +13,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::params::pairs::CpuOverflow;
 use crate::params::{ActivationScheme, Method, QType, WeightType};
 use schema::{KEYS, Problem, Value};
 
@@ -254,6 +255,11 @@ impl Resolved {
             },
             block_size: self.number("weights.block_size") as usize,
             clip_search: self.bool("weights.clip_search"),
+            cpu_overflow: match self.word("weights.cpu_overflow") {
+                "auto" => CpuOverflow::Auto,
+                "all" => CpuOverflow::All,
+                _ => CpuOverflow::None,
+            },
             weight_only: self.bool("weight_only"),
             smoothquant: self
                 .bool("smoothquant")
@@ -280,6 +286,7 @@ impl Resolved {
                 fold_batchnorm: self.bool("placement.fold_batchnorm"),
                 fold_relu: self.bool("placement.fold_relu"),
                 embeddings: self.bool("placement.embeddings"),
+                float_reads_per_axis: self.bool("placement.float_reads_per_axis"),
             },
         }
     }
@@ -324,6 +331,8 @@ pub struct Placement {
     pub fold_relu: bool,
     /// Gather tables stored int8 per row.
     pub embeddings: bool,
+    /// Float Conv/ConvTranspose/Gemm read quantized tensors through a per-axis DequantizeLinear.
+    pub float_reads_per_axis: bool,
 }
 
 /// Everything that decides how a model is quantized.
@@ -342,6 +351,8 @@ pub struct Config {
     pub block_size: usize,
     /// int4 scales by least squared error.
     pub clip_search: bool,
+    /// int8 weight pairs kept inside int16 for x86 kernels without VNNI.
+    pub cpu_overflow: CpuOverflow,
     /// Activations stay float; no calibration.
     pub weight_only: bool,
     /// SmoothQuant's alpha, when on.

@@ -97,6 +97,11 @@ pub const KEYS: &[Key] = &[
         doc: "int4: each scale clips the range where the squared rounding error is least, instead of at the absolute maximum",
     },
     Key {
+        path: "weights.cpu_overflow",
+        ty: Ty::Enum(&["none", "auto", "all"]),
+        doc: "int8 weight pairs x86 CPUs without VNNI add into a saturating int16 (VPMADDUBSW): none leaves them, auto rounds only the pairs that could saturate (least error per channel), all uses 7 bits everywhere",
+    },
+    Key {
         path: "weight_only",
         ty: Ty::Bool,
         doc: "quantize weights only: activations stay float and no calibration data is needed",
@@ -195,6 +200,11 @@ pub const KEYS: &[Key] = &[
         path: "placement.embeddings",
         ty: Ty::Bool,
         doc: "a Gather from a constant float table (an embedding) reads it as int8, one scale per row",
+    },
+    Key {
+        path: "placement.float_reads_per_axis",
+        ty: Ty::Bool,
+        doc: "a float Conv/ConvTranspose/Gemm reading a quantized tensor reads it through a per-axis DequantizeLinear (ONNX Runtime quantizes its weight per tensor otherwise)",
     },
 ];
 

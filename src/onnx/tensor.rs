@@ -87,6 +87,21 @@ pub fn i8_tensor(name: &str, dims: &[usize], values: &[i8]) -> TensorProto {
     )
 }
 
+/// The values of an int8 tensor (raw bytes, or `int32_data`).
+pub fn i8_data(t: &TensorProto) -> Result<Vec<i8>, String> {
+    if t.data_type != Some(DataType::Int8 as i32) {
+        return Err(format!("is {}, not int8", elem_type_name(t.data_type())));
+    }
+    let n = element_count(&t.dims).ok_or("has invalid dims")?;
+    let values: Vec<i8> = match &t.raw_data {
+        Some(raw) if !raw.is_empty() || t.int32_data.is_empty() => {
+            raw.iter().map(|&b| b as i8).collect()
+        }
+        _ => t.int32_data.iter().map(|&v| v as i8).collect(),
+    };
+    of_count(values, n, &t.dims)
+}
+
 /// A uint8 initializer.
 pub fn u8_tensor(name: &str, dims: &[usize], values: &[u8]) -> TensorProto {
     with_raw(name, dims, DataType::Uint8, values.to_vec())

@@ -11,6 +11,7 @@
 
 use serde::Serialize;
 
+pub mod pairs;
 pub mod range;
 
 pub use range::{Method, histogram_sqnr_db, select_range};

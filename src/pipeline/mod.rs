@@ -437,7 +437,7 @@ fn model_to_write(
         if !relus.is_empty() {
             let names: Vec<&str> = relus.iter().map(|r| r.label.as_str()).collect();
             notes.push(format!(
-                "{} Relu node(s) folded into the quantized output before them (asymmetric ranges clamp at 0 exactly): {}",
+                "{} Relu (or Clip from 0) node(s) folded into the quantized output before them (asymmetric ranges clamp at 0, and at a Clip's bound, exactly): {}",
                 relus.len(),
                 names.join(", ")
             ));
@@ -636,6 +636,13 @@ fn replan(
     notes.append(&mut plan.notes);
     plan.notes = notes;
     plan.folded_relus = prep.folded_relus.clone();
+    // a unit's folded Relu or Clip output is clamped: the guard weighs the channels before it
+    // (calibration runs the model with its activations, so that tensor is there)
+    for probe in &mut plan.depthwise {
+        if let Some(f) = prep.folded_relus.iter().find(|f| f.tensor == probe.output) {
+            probe.output = f.relu.input[0].clone();
+        }
+    }
     plan
 }
 
@@ -934,6 +941,8 @@ fn activation_params_of(
     let mut act = ActivationParams {
         f16_scales: config.fp16,
         clip_search: config.clip_search,
+        cpu_overflow: config.cpu_overflow,
+        float_reads_per_axis: config.placement.float_reads_per_axis,
         ..ActivationParams::default()
     };
     let mut reports = Vec::new();
@@ -1370,6 +1379,24 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             config.target,
             first.node,
             first.message
+        ));
+    }
+    let risky: Vec<&str> = verdict
+        .warnings
+        .iter()
+        .filter(|w| w.rule == "cpu_pair_overflow")
+        .map(|w| w.node.as_str())
+        .collect();
+    if let Some(first) = risky.first() {
+        warn(&format!(
+            "{} weighted op(s) of the output, e.g. `{first}`, have int8 weight pairs that x86 CPUs without VNNI (AVX2) can saturate in {}: set weights.cpu_overflow: auto (`onnx-quant check --target {}` lists them)",
+            risky.len(),
+            if config.target == "ort" {
+                "ONNX Runtime"
+            } else {
+                "OpenVINO"
+            },
+            config.target
         ));
     }
     let saved = onnx::save(built.model, &job.output, &save)?;

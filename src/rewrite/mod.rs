@@ -34,6 +34,11 @@ pub struct ActivationParams {
     pub f16_scales: bool,
     /// int4 weight scales by least squared error (`weights.clip_search`).
     pub clip_search: bool,
+    /// int8 weight pairs kept inside int16 (`weights.cpu_overflow`).
+    pub cpu_overflow: crate::params::pairs::CpuOverflow,
+    /// Float Conv/ConvTranspose/Gemm read quantized tensors through a per-axis
+    /// DequantizeLinear (`placement.float_reads_per_axis`).
+    pub float_reads_per_axis: bool,
 }
 
 /// What the weight pass did to one weight.
@@ -52,6 +57,9 @@ pub struct WeightReport {
     /// Settings an override decided.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub decided_by: Vec<String>,
+    /// What keeping its pairs inside int16 changed (`weights.cpu_overflow`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<crate::params::pairs::PairFix>,
 }
 
 /// Summary of a rewrite.

@@ -115,13 +115,80 @@ pub(super) fn insert_qdq(
                 .collect();
             readers.extend(more);
         }
-        patch.rewire.extend(
-            readers
-                .into_iter()
-                .map(|(id, slot)| (id, slot, n.dequantized.clone())),
-        );
+        // float Conv/ConvTranspose/Gemm read through a per-axis DequantizeLinear
+        let mut per_axis: Option<(usize, String)> = None;
+        for (id, slot) in readers {
+            let channels = (act.float_reads_per_axis && slot == 0)
+                .then(|| float_weighted_channels(&index, index.node(id)))
+                .flatten()
+                .filter(|&c| per_axis.as_ref().is_none_or(|(pc, _)| *pc == c));
+            let Some(c) = channels else {
+                patch.rewire.push((id, slot, n.dequantized.clone()));
+                continue;
+            };
+            if per_axis.is_none() {
+                let m = QdqNames {
+                    scale: names.fresh(&format!("{t}_per_axis_scale")),
+                    zero_point: names.fresh(&format!("{t}_per_axis_zero_point")),
+                    quantized: n.quantized.clone(),
+                    dequantized: names.fresh(&format!("{t}_per_axis_dequantized")),
+                };
+                patch
+                    .add_initializers
+                    .push(f32_tensor(&m.scale, &[c], &vec![p.scale; c]));
+                patch.add_initializers.push(typed_tensor(
+                    &m.zero_point,
+                    &[c],
+                    qtype,
+                    &vec![p.zero_point; c],
+                ));
+                let dq = m.node(
+                    &mut names,
+                    &format!("{t}_per_axis"),
+                    "DequantizeLinear",
+                    Some(1),
+                );
+                patch.nodes.push((Placement::After(t.into()), dq));
+                per_axis = Some((c, m.dequantized));
+            }
+            let (_, name) = per_axis.as_ref().expect("set above");
+            patch.rewire.push((id, slot, name.clone()));
+        }
     }
     Ok(patch)
+}
+
+/// The channel count of axis 1 of the data input of a float Conv, ConvTranspose or Gemm (its
+/// weight a float initializer), which ONNX Runtime's `WeightBiasQuantization` would quantize
+/// per tensor if it read a per-tensor DequantizeLinear; `None` for anything else, and for one
+/// channel (a one-element scale counts as per tensor there).
+fn float_weighted_channels(index: &Index, node: &crate::proto::NodeProto) -> Option<usize> {
+    use crate::proto::tensor_proto::DataType;
+    let op = node.op_type();
+    if !crate::ir::is_default_domain(node.domain())
+        || !matches!(op, "Conv" | "ConvTranspose" | "Gemm")
+    {
+        return None;
+    }
+    let w = index.initializer(node.input.get(1)?)?;
+    if w.data_type() != DataType::Float as i32 || w.dims.len() < 2 {
+        return None;
+    }
+    let dim = |i: usize| usize::try_from(w.dims[i]).ok();
+    let int = |name: &str, default: i64| {
+        node.attribute
+            .iter()
+            .find(|a| a.name() == name)
+            .map_or(default, |a| a.i())
+    };
+    let c = match op {
+        "Conv" => dim(1)? * usize::try_from(int("group", 1)).ok()?,
+        "ConvTranspose" => dim(0)?,
+        _ if int("transA", 0) != 0 => return None,
+        _ if int("transB", 0) != 0 => dim(1)?,
+        _ => dim(0)?,
+    };
+    (c > 1).then_some(c)
 }
 
 /// `data` quantized to `qtype` with `p`, as an initializer.

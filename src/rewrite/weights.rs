@@ -11,6 +11,7 @@ use crate::ir::{Index, Names, Patch, Placement};
 use crate::onnx::tensor::{
     f32_data, f32_tensor, fp8_tensor, i4_tensor, i8_tensor, i32_tensor, is_external, u4_tensor,
 };
+use crate::params::pairs::{self, CpuOverflow, PairFix, Pairing};
 use crate::params::{
     Int4Layout, WeightType, quantize_weight, quantize_weight_4bit, quantize_weight_fp8,
 };
@@ -93,10 +94,12 @@ pub(super) fn quantize_weights(
         };
         let floor = floors.get(w).map_or(&[][..], |f| f.as_slice());
         let n = QdqNames::new(&mut names, w);
+        let mut pair_fix = None;
         // (scales, their dims, the DequantizeLinear's axis, values, zero-points)
         let (scales, param_dims, dq_axis, values, zeros) = match site.dtype {
             WeightType::Int8 => {
-                let q = quantize_weight(&data, &dims, site.axis, floor, act.f16_scales);
+                let mut q = quantize_weight(&data, &dims, site.axis, floor, act.f16_scales);
+                pair_fix = keep_pairs(&index, ids, plan, site, &data, &dims, &mut q, act);
                 let param_dims = site.axis.map(|_| vec![q.scales.len()]).unwrap_or_default();
                 let values = i8_tensor(&n.quantized, &dims, &q.values);
                 let zeros = i8_tensor(&n.zero_point, &param_dims, &vec![0; q.scales.len()]);
@@ -187,6 +190,7 @@ pub(super) fn quantize_weights(
             scales: scales.len(),
             float_kept,
             decided_by: site.decided_by.clone(),
+            pairs: pair_fix,
         });
         all_scales.insert(w.to_string(), scales);
     }
@@ -194,6 +198,56 @@ pub(super) fn quantize_weights(
         quantize_bias(&index, &mut names, b, act, &all_scales, ids, &mut patch)?;
     }
     Ok((patch, reports))
+}
+
+/// Keeps the int8 pairs of `q` inside int16 for every op that reads the weight with a quantized
+/// data input (the ones an int8 kernel computes), as `act.cpu_overflow` asks.
+#[allow(clippy::too_many_arguments)]
+fn keep_pairs(
+    index: &Index,
+    ids: &IdMap,
+    plan: &QuantPlan,
+    site: &crate::policy::WeightSite,
+    data: &[f32],
+    dims: &[usize],
+    q: &mut crate::params::QuantizedWeight,
+    act: &ActivationParams,
+) -> Option<PairFix> {
+    if act.cpu_overflow == CpuOverflow::None {
+        return None;
+    }
+    let mut total: Option<PairFix> = None;
+    for &(id, slot) in &site.consumers {
+        let node = index.node(ids.get(id));
+        let data_slot = usize::from(slot == 0);
+        let quantized = node
+            .input
+            .get(data_slot)
+            .is_some_and(|x| plan.site(x).is_some());
+        if !quantized {
+            continue;
+        }
+        let group = crate::ir::attr_int(node, "group").unwrap_or(1).max(1) as usize;
+        let trans = crate::ir::attr_int(node, if slot == 0 { "transA" } else { "transB" })
+            .is_some_and(|t| t != 0);
+        let Some(pairing) = Pairing::of(node.op_type(), dims, slot, group, trans) else {
+            continue;
+        };
+        let Some(f) = pairs::fix(data, dims, q, &pairing, act.cpu_overflow, act.f16_scales) else {
+            continue;
+        };
+        total = Some(match total {
+            None => f,
+            Some(t) => PairFix {
+                pairs: t.pairs + f.pairs,
+                changed: t.changed + f.changed,
+                rescaled: t.rescaled.max(f.rescaled),
+                sqnr_after_db: f.sqnr_after_db,
+                ..t
+            },
+        });
+    }
+    total
 }
 
 fn quantize_bias(

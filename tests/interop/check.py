@@ -12,9 +12,22 @@ usage: check.py --quant Q.onnx [--ref FP32.onnx --x X.npy|X.npz [--y Y.npy]] [--
             (X may also be a directory of per-sample .npy/.npz files, one feed each)
   ort_exact with --ort-exact: the same with graph optimizations off (the Q/DQ arithmetic)
   openvino  OpenVINO CPU with f32 inference precision: the same metrics (reference: REF in ORT)
+  openvino_exact  with --openvino-exact: OpenVINO with its low-precision transformations off
+            (LP_TRANSFORMS_MODE=NO: FakeQuantize computed in float, no int8 kernel)
+
+  Whenever ONNX Runtime or OpenVINO run (or --sim), `pairs` is computed too (see below); when it
+  finds a layer whose pairs can saturate without VNNI, `ort_exact` and `openvino_exact` are
+  added: on such a CPU only those compute what the Q/DQ nodes say.
   trt       TensorRT-RTX ONNX parser + CPU-only ahead-of-time engine build for SM89
   ort_fused the op counts of the model ONNX Runtime runs after its graph optimisations
             (QLinearConv, QLinearMatMul, ... replace complete Q/DQ node units)
+  pairs     with --pairs: an emulation of the int8 kernels of x86 CPUs without VNNI (ONNX
+            Runtime's MLAS and OpenVINO's oneDNN on AVX2): for every Conv/ConvTranspose/MatMul/Gemm
+            whose weight is an int8 DequantizeLinear constant and whose data input is dequantized,
+            the weights are laid out the way those kernels pack them and paired as VPMADDUBSW
+            pairs bytes; with uint8 activations anywhere in [0, 255] (ONNX Runtime adds 128 to
+            int8 ones), a pair whose extreme sum leaves int16 can saturate. Per layer: pairs,
+            overflowing pairs, the worst same-sign |w| + |w'|
   sim       with --sim S.npz (`onnx-quant eval --save-outputs`): onnx-quant's simulated outputs
             of Q against ONNX Runtime running Q on X, with its int8 kernels (default graph
             optimisations) and with the Q/DQ arithmetic as written (optimisations off)
@@ -109,9 +122,12 @@ def run_ort(path, feeds, optimize=True):
     return pick(np.concatenate([s.run(names, f)[0] for f in feeds]))
 
 
-def run_openvino(path, feeds):
+def run_openvino(path, feeds, optimize=True):
     import openvino as ov
-    c = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    if not optimize:
+        config["LP_TRANSFORMS_MODE"] = "NO"
+    c = ov.Core().compile_model(path, "CPU", config)
     out = c.output(OUTPUT) if OUTPUT else c.output(0)
     return pick(np.concatenate([c(f)[out] for f in feeds]))
 
@@ -204,6 +220,79 @@ def ort_fused(path):
     return counts
 
 
+INT16 = (-32768, 32767)
+
+
+def packed_rows(op, w, slot, group, trans):
+    """The weight as rows of one reduction each, in the order the x86 int8 kernels pack it:
+    a list of [units, K] arrays whose consecutive pairs along K VPMADDUBSW adds (K padded
+    with zeros to even). None when no kernel pairs it (depthwise: widened to 16/32 bits)."""
+    if op == "Conv":
+        o, ig = w.shape[0], w.shape[1]
+        if ig == 1 and group > 1 and o == group:
+            return None
+        t = w.reshape(o, ig, -1)                                       # [O, Ig, taps]
+        mlas = t.transpose(0, 2, 1).reshape(o, -1)                    # im2col / QGEMM: tap-major
+        padded = np.zeros((o, t.shape[2], -(-ig // 4) * 4), w.dtype)  # oneDNN: 4 channels per tap
+        padded[:, :, :ig] = t.transpose(0, 2, 1)
+        return [mlas, padded.reshape(-1, padded.shape[2])]
+    if op == "ConvTranspose":
+        i, og = w.shape[0], w.shape[1]
+        ig = i // group
+        t = w.reshape(group, ig, og, -1).transpose(0, 2, 3, 1).reshape(-1, ig)
+        padded = np.zeros((t.shape[0], -(-ig // 4) * 4), w.dtype)
+        padded[:, :ig] = t
+        return [padded]
+    if op in ("MatMul", "Gemm"):
+        m = w.reshape(-1, w.shape[-2], w.shape[-1])
+        # rows of reduction: K is axis -2 of a right operand, axis -1 of a left one (or transposed)
+        right = (slot == 1) != trans
+        return [(m.transpose(0, 2, 1) if right else m).reshape(-1, m.shape[1] if right else m.shape[2])]
+    return None
+
+
+def kernel_pairs(model, u8_max=255):
+    inits = {t.name: t for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def int8_dq(name):
+        n = producer.get(name)
+        if n is None or n.op_type != "DequantizeLinear" or n.input[0] not in inits:
+            return None
+        t = inits[n.input[0]]
+        return numpy_helper.to_array(t) if t.data_type == onnx.TensorProto.INT8 else None
+
+    def dequantized(name):
+        n = producer.get(name)
+        return n is not None and n.op_type == "DequantizeLinear"
+
+    layers = []
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm") or len(node.input) < 2:
+            continue
+        slot = 1 if int8_dq(node.input[1]) is not None else 0 if node.op_type in ("MatMul", "Gemm") else None
+        if slot is None or int8_dq(node.input[slot]) is None or not dequantized(node.input[1 - slot]):
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        trans = bool(attrs.get("transA" if slot == 0 else "transB", 0))
+        rows = packed_rows(node.op_type, int8_dq(node.input[slot]).astype(np.int64), slot,
+                           int(attrs.get("group", 1)), trans)
+        if rows is None:
+            continue
+        pairs = over = worst = 0
+        for r in rows:
+            if r.shape[1] % 2:
+                r = np.concatenate([r, np.zeros((r.shape[0], 1), r.dtype)], axis=1)
+            a, b = r[:, 0::2], r[:, 1::2]
+            hi = u8_max * (np.maximum(a, 0) + np.maximum(b, 0))   # largest sum of two u8·s8 products
+            lo = u8_max * (np.minimum(a, 0) + np.minimum(b, 0))   # smallest
+            pairs += a.size
+            over += int(((hi > INT16[1]) | (lo < INT16[0])).sum())
+            worst = max(worst, int(np.maximum(hi, -lo).max()) // u8_max)
+        layers.append({"node": node.name, "op": node.op_type, "pairs": pairs, "overflowing": over, "worst": worst})
+    return {"layers": layers, "risky": sorted(x["node"] for x in layers if x["overflowing"])}
+
+
 def guarded(fn, *a):
     try:
         return fn(*a)
@@ -224,6 +313,10 @@ def main():
     ap.add_argument("--output")
     ap.add_argument("--channels")
     ap.add_argument("--sim")
+    ap.add_argument("--pairs", action="store_true")
+    ap.add_argument("--openvino-exact", action="store_true",
+                    help="also run the quantized model in OpenVINO without its low-precision "
+                         "transformations (the Q/DQ arithmetic in float): `openvino_exact`")
     ap.add_argument("--ort-basic", action="store_true",
                     help="run the quantized model in ONNX Runtime with basic graph optimizations only")
     ap.add_argument("--ort-exact", action="store_true",
@@ -241,7 +334,11 @@ def main():
     except Exception as e:
         out["checker"] = f"{type(e).__name__}: {e}"
     model = onnx.load(a.quant, load_external_data=False)
-    out["qdq"] = qdq_summary(onnx.load(a.quant))
+    full = onnx.load(a.quant)
+    out["qdq"] = qdq_summary(full)
+    if a.pairs or a.ort or a.openvino or a.sim:
+        out["pairs"] = guarded(kernel_pairs, full)
+    risky = bool(out.get("pairs", {}).get("risky"))
     if a.sim:
         x = load_x(a.x, model)
         feeds = batches(model, x)
@@ -268,9 +365,12 @@ def main():
             if on:
                 got = guarded(runner, a.quant, feeds)
                 out[name] = got if isinstance(got, dict) else metrics(got, ref, y)
-        if a.ort_exact:
+        if a.ort_exact or (a.ort and risky):
             got = guarded(run_ort, a.quant, feeds, False)
             out["ort_exact"] = got if isinstance(got, dict) else metrics(got, ref, y)
+        if a.openvino_exact or (a.openvino and risky):
+            got = guarded(run_openvino, a.quant, feeds, False)
+            out["openvino_exact"] = got if isinstance(got, dict) else metrics(got, ref, y)
     if a.trt:
         out["trt"] = guarded(trt_check, a.quant)
     if a.ort_fused:

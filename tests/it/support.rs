@@ -19,7 +19,7 @@ pub const DIGITS: &str = "digits/digits_cnn.onnx";
 pub const DIGITS_CALIB: &str = "digits/calib.npy";
 
 /// (model, calibration, evaluation) fixtures every preset is checked on.
-pub const PRESET_FIXTURES: [(&str, &str, &str); 4] = [
+pub const PRESET_FIXTURES: [(&str, &str, &str); 5] = [
     (DIGITS, DIGITS_CALIB, "digits/eval_x.npy"),
     (
         "models/blocks.onnx",
@@ -36,6 +36,7 @@ pub const PRESET_FIXTURES: [(&str, &str, &str); 4] = [
         "models/constant_weights_calib.npy",
         "models/constant_weights_calib.npy",
     ),
+    ("mbnet/mbnet.onnx", "mbnet/calib.npy", "mbnet/eval_x.npy"),
 ];
 
 /// Runs `onnx-quant` with `args`.
