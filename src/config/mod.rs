@@ -243,6 +243,7 @@ impl Resolved {
                 symmetric: self.bool("activations.symmetric"),
             },
             unsigned_when_nonnegative: self.bool("activations.unsigned_when_nonnegative"),
+            concat_uint8: self.bool("activations.concat_uint8"),
             method,
             percentile: self.number("activations.percentile"),
             bins: self.number("activations.bins") as usize,
@@ -276,6 +277,7 @@ impl Resolved {
                     _ => ResidualAdd::None,
                 },
                 concat_shared_scale: self.word("placement.concat") == "shared_scale",
+                concat_inputs_shared: self.bool("placement.concat_inputs_shared"),
                 pooling_with_neighbours: self.word("placement.pooling") == "with_neighbours",
                 pooling_ops: self.ops("placement.pooling_ops"),
                 shape_ops: self.ops("placement.shape_ops"),
@@ -319,6 +321,8 @@ pub struct Placement {
     pub output_ops: Vec<String>,
     pub residual_add: ResidualAdd,
     pub concat_shared_scale: bool,
+    /// The quantized inputs of a Concat that a reduction reads share one scale.
+    pub concat_inputs_shared: bool,
     pub pooling_with_neighbours: bool,
     pub pooling_ops: Vec<String>,
     pub shape_ops: Vec<String>,
@@ -341,6 +345,8 @@ pub struct Config {
     pub target: String,
     pub activation: ActivationScheme,
     pub unsigned_when_nonnegative: bool,
+    /// uint8 asymmetric for the tensors of a shared-scale Concat group.
+    pub concat_uint8: bool,
     pub method: Method,
     /// The percentile of `method: percentile`, also for overrides that choose that method.
     pub percentile: f64,

@@ -52,6 +52,11 @@ pub const KEYS: &[Key] = &[
         doc: "uint8 (zero-point 0) for activations never below 0 when `dtype` is int8",
     },
     Key {
+        path: "activations.concat_uint8",
+        ty: Ty::Bool,
+        doc: "uint8, asymmetric, for the tensors sharing one scale with a Concat output a Conv reads, when `dtype` is int8 (OpenVINO miscomputes an int8 Concat read by a Conv)",
+    },
+    Key {
         path: "activations.symmetric",
         ty: Ty::Bool,
         doc: "zero-point 0 (int8) or 128 (uint8) and a range symmetric around 0",
@@ -150,6 +155,11 @@ pub const KEYS: &[Key] = &[
         path: "placement.concat",
         ty: Ty::Enum(&["shared_scale", "none"]),
         doc: "a quantized Concat output: its inputs get the same scale (or Concat stays float)",
+    },
+    Key {
+        path: "placement.concat_inputs_shared",
+        ty: Ty::Bool,
+        doc: "the quantized inputs of a Concat whose output a reduction (ReduceMax, ...) reads share one scale, even when its output stays float (OpenVINO reduces them as if they did)",
     },
     Key {
         path: "placement.pooling",

@@ -28,6 +28,16 @@ pub use verify::verify;
 /// Position of a node in `GraphProto::node`.
 pub type NodeId = usize;
 
+/// Ops that reduce a tensor along axes to one value (or index) per slice.
+pub const REDUCTIONS: [&str; 6] = [
+    "ReduceMax",
+    "ReduceMin",
+    "ReduceMean",
+    "ReduceSum",
+    "ArgMax",
+    "ArgMin",
+];
+
 /// Whether `domain` names the default ONNX operator set.
 pub fn is_default_domain(domain: &str) -> bool {
     domain.is_empty() || domain == "ai.onnx"

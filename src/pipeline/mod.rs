@@ -938,6 +938,23 @@ fn activation_params_of(
             *u = (u.0.min(r.0), u.1.max(r.1));
         }
     }
+    // shared-scale groups holding a Concat's output that a Conv reads quantized
+    let concat_groups: std::collections::BTreeSet<usize> = {
+        let graph = model.graph.as_ref().expect("loaded models have a graph");
+        let index = crate::ir::Index::new(graph);
+        plan.activations
+            .iter()
+            .filter(|a| {
+                index
+                    .producer(&a.tensor)
+                    .is_some_and(|(p, _)| index.node(p).op_type() == "Concat")
+                    && a.consumers
+                        .iter()
+                        .any(|&(n, _)| index.node(n).op_type() == "Conv")
+            })
+            .filter_map(|a| a.group)
+            .collect()
+    };
     let mut act = ActivationParams {
         f16_scales: config.fp16,
         clip_search: config.clip_search,
@@ -949,10 +966,13 @@ fn activation_params_of(
     for (site, own) in plan.activations.iter().zip(ranges) {
         let (lo, hi) = site.group.map_or(own, |g| union[&g]);
         let set = &site.settings;
-        let unsigned = config.unsigned_when_nonnegative
-            && set.qtype.is_none()
-            && config.activation.qtype != QType::Int16
-            && lo >= 0.0;
+        let unsigned = set.qtype.is_none()
+            && ((config.unsigned_when_nonnegative
+                && config.activation.qtype != QType::Int16
+                && lo >= 0.0)
+                || (config.concat_uint8
+                    && config.activation.qtype == QType::Int8
+                    && site.group.is_some_and(|g| concat_groups.contains(&g))));
         let scheme = if unsigned {
             ActivationScheme {
                 qtype: QType::Uint8,

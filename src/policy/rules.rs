@@ -808,6 +808,31 @@ impl<'a> Builder<'a> {
     }
 
     pub(super) fn finish(mut self) -> (Vec<NodeDecision>, Vec<ActivationSite>, Vec<BiasSite>) {
+        if self.config.placement.concat_inputs_shared {
+            for (id, node) in self.graph.node.iter().enumerate() {
+                if node.op_type() != "Concat" || !ir::is_default_domain(node.domain()) {
+                    continue;
+                }
+                let reduced = node.output.first().is_some_and(|o| {
+                    self.index
+                        .consumers(o)
+                        .iter()
+                        .any(|&(r, _)| ir::REDUCTIONS.contains(&self.index.node(r).op_type()))
+                });
+                if !reduced {
+                    continue;
+                }
+                let read: Vec<usize> = node
+                    .input
+                    .iter()
+                    .filter_map(|t| self.site_of.get(t.as_str()).copied())
+                    .filter(|&i| self.sites[i].consumers.iter().any(|&(n, _)| n == id))
+                    .collect();
+                for w in read.windows(2) {
+                    self.union(w[0], w[1]);
+                }
+            }
+        }
         let mut sizes: HashMap<usize, usize> = HashMap::new();
         for i in 0..self.sites.len() {
             *sizes.entry(self.find(i)).or_default() += 1;
