@@ -194,9 +194,24 @@ impl Report {
         if self.config.weight_only {
             let _ = writeln!(s, "  activations: float (weight_only)");
         } else {
+            // tensors the placement or an override gave another type
+            let mut other: BTreeMap<&str, usize> = BTreeMap::new();
+            for t in self
+                .activations
+                .iter()
+                .filter(|t| t.dtype != a.qtype.name())
+            {
+                *other.entry(t.dtype).or_default() += 1;
+            }
+            let other = if other.is_empty() {
+                String::new()
+            } else {
+                let parts: Vec<String> = other.iter().map(|(d, n)| format!("{n} {d}")).collect();
+                format!(" ({} of them)", parts.join(", "))
+            };
             let _ = writeln!(
                 s,
-                "  activations: {} tensors, {} {}, {} over {} samples",
+                "  activations: {} tensors, {} {}{other}, {} over {} samples",
                 self.activations.len(),
                 a.qtype.name(),
                 if a.symmetric {
