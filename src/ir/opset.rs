@@ -64,10 +64,10 @@ pub fn plan_upgrade(
         {
             continue;
         }
-        // Below opset 10 there is no per-tensor fallback: a Softmax over the flattened trailing
-        // axes (its meaning before opset 13) is rewritten exactly as Flatten → Softmax(-1) →
-        // Reshape back to the input's shape
-        if from < 10
+        // A Softmax over the flattened trailing axes (its meaning before opset 13) is rewritten
+        // exactly as Flatten → Softmax(-1) → Reshape back to the input's shape, so the model
+        // gets per-channel weights instead of falling back to per-tensor ones
+        if from < 13
             && matches!(node.op_type(), "Softmax" | "LogSoftmax" | "Hardmax")
             && super::attr_int(node, "axis") != Some(-1)
             && is_default_domain(node.domain())

@@ -213,8 +213,8 @@ fn raised_and_fallback_opsets_are_valid() {
         (
             "models/opset11_softmax1.onnx",
             "models/opset11_calib.npy",
-            11,
-            0,
+            13,
+            1,
         ),
         ("models/opset8.onnx", "models/opset8_calib.npy", 13, 2),
     ] {
