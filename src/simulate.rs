@@ -567,12 +567,10 @@ pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
         };
         let mut step = || -> Result<(), String> {
             let p = params(&index, dq, &label)?;
-            let p = if constant(&index, x).is_some() {
-                p
-            } else {
-                p.uniform()
-            };
-            match constant(&index, x) {
+            let c = constant(&index, x);
+            // a computed tensor's per-axis parameters that repeat one value are per-tensor
+            let p = if c.is_some() { p } else { p.uniform() };
+            match c {
                 Some(q) => {
                     let values = dequantize(dq, &label, q, &p)?;
                     let dims: Vec<usize> = q

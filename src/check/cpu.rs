@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::ir::{self, Index};
 use crate::onnx::tensor::i8_data;
-use crate::params::pairs::{PAIR_LIMIT, Pairing, scan};
+use crate::params::pairs::{PAIR_LIMIT, Pairing, channel_map, scan};
 use crate::proto::{GraphProto, NodeProto};
 
 use super::{Ctx, from_dq};
@@ -40,6 +40,15 @@ fn int8_weight(index: &Index, node: &NodeProto, slot: usize) -> Option<(Vec<i8>,
     Some((values, t.dims.iter().map(|&d| d as usize).collect()))
 }
 
+/// How the x86 kernels pair the weight of shape `dims` that `node` reads at `slot` (its group
+/// and transpose flag read from the node); `None` where they do not pair it.
+pub fn pairing(node: &NodeProto, dims: &[usize], slot: usize) -> Option<Pairing> {
+    let group = ir::attr_int(node, "group").unwrap_or(1).max(1) as usize;
+    let trans =
+        ir::attr_int(node, if slot == 0 { "transA" } else { "transB" }).is_some_and(|t| t != 0);
+    Pairing::of(node.op_type(), dims, slot, group, trans)
+}
+
 /// Every weighted op an int8 kernel computes whose weight pairs can saturate without VNNI.
 pub fn risks(index: &Index, graph: &GraphProto) -> Vec<(usize, Risk)> {
     let mut out = Vec::new();
@@ -64,10 +73,7 @@ pub fn risks(index: &Index, graph: &GraphProto) -> Vec<(usize, Risk)> {
         if !from_dq(index, &node.input[1 - slot]) {
             continue;
         }
-        let group = ir::attr_int(node, "group").unwrap_or(1).max(1) as usize;
-        let trans =
-            ir::attr_int(node, if slot == 0 { "transA" } else { "transB" }).is_some_and(|t| t != 0);
-        let Some(pairing) = Pairing::of(node.op_type(), &dims, slot, group, trans) else {
+        let Some(pairing) = pairing(node, &dims, slot) else {
             continue;
         };
         let s = scan(&values, &pairing);
@@ -75,7 +81,7 @@ pub fn risks(index: &Index, graph: &GraphProto) -> Vec<(usize, Risk)> {
             continue;
         }
         let axis = ir::weight_output_axis(node, dims.len()).unwrap_or(0);
-        let inner: usize = dims[axis + 1..].iter().product::<usize>().max(1);
+        let channel_of = channel_map(&dims, Some(axis), dims[axis]);
         out.push((
             id,
             Risk {
@@ -84,7 +90,7 @@ pub fn risks(index: &Index, graph: &GraphProto) -> Vec<(usize, Risk)> {
                 overflowing: s.overflowing,
                 worst: s.worst,
                 worst_at: s.worst_at,
-                channel: (s.worst_at.0 / inner) % dims[axis].max(1),
+                channel: channel_of(s.worst_at.0),
             },
         ));
     }

@@ -608,12 +608,10 @@ fn openvino_concat_scales(c: &mut Ctx, graph: &crate::proto::GraphProto) {
             .collect();
         scales.sort_unstable();
         scales.dedup();
-        let reduced = node.output.first().is_some_and(|o| {
-            index
-                .consumers(o)
-                .iter()
-                .any(|&(r, _)| ir::REDUCTIONS.contains(&index.node(r).op_type()))
-        });
+        let reduced = node
+            .output
+            .first()
+            .is_some_and(|o| ir::read_by_reduction(index, o));
         if scales.len() > 1 && reduced {
             c.warning(
                 "concat_scales",
@@ -661,18 +659,15 @@ fn float_weight(index: &Index, node: &NodeProto) -> bool {
         })
 }
 
-/// Whether `tensor` comes from a DequantizeLinear with one scale: ONNX Runtime's
+/// Whether `tensor` is an activation dequantized with one scale: ONNX Runtime's
 /// `WeightBiasQuantization` then quantizes the weight of a float Conv/ConvTranspose/Gemm
 /// reading it.
 fn per_tensor_dq(index: &Index, tensor: &str) -> bool {
-    index.producer(tensor).is_some_and(|(p, _)| {
-        let dq = index.node(p);
-        dq.op_type() == "DequantizeLinear"
-            && dq
-                .input
-                .get(1)
-                .and_then(|s| index.initializer(s))
-                .is_some_and(|s| s.dims.iter().product::<i64>() == 1)
+    activation_dq(index, tensor).is_some_and(|dq| {
+        dq.input
+            .get(1)
+            .and_then(|s| index.initializer(s))
+            .is_some_and(|s| s.dims.iter().product::<i64>() == 1)
     })
 }
 

@@ -345,7 +345,7 @@ pub struct Config {
     pub target: String,
     pub activation: ActivationScheme,
     pub unsigned_when_nonnegative: bool,
-    /// uint8 asymmetric for the tensors of a shared-scale Concat group.
+    /// uint8 asymmetric for the tensors sharing a scale with a Concat output a Conv reads.
     pub concat_uint8: bool,
     pub method: Method,
     /// The percentile of `method: percentile`, also for overrides that choose that method.

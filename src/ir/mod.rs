@@ -38,6 +38,14 @@ pub const REDUCTIONS: [&str; 6] = [
     "ArgMin",
 ];
 
+/// Whether a reduction ([`REDUCTIONS`]) reads `tensor`.
+pub fn read_by_reduction(index: &Index, tensor: &str) -> bool {
+    index
+        .consumers(tensor)
+        .iter()
+        .any(|&(r, _)| REDUCTIONS.contains(&index.node(r).op_type()))
+}
+
 /// Whether `domain` names the default ONNX operator set.
 pub fn is_default_domain(domain: &str) -> bool {
     domain.is_empty() || domain == "ai.onnx"

@@ -376,7 +376,7 @@ fn round_pair(vals: &mut [i8], a: usize, b: usize, xa: f32, xb: f32) {
 }
 
 /// Flat index -> channel of the scale along `axis` (0 with one scale).
-fn channel_map(dims: &[usize], axis: Option<usize>, scales: usize) -> impl Fn(usize) -> usize {
+pub fn channel_map(dims: &[usize], axis: Option<usize>, scales: usize) -> impl Fn(usize) -> usize {
     let (inner, n) = match axis {
         Some(a) if scales > 1 => (dims[a + 1..].iter().product::<usize>().max(1), dims[a]),
         _ => (1, 1),

@@ -938,22 +938,10 @@ fn activation_params_of(
             *u = (u.0.min(r.0), u.1.max(r.1));
         }
     }
-    // shared-scale groups holding a Concat's output that a Conv reads quantized
-    let concat_groups: std::collections::BTreeSet<usize> = {
-        let graph = model.graph.as_ref().expect("loaded models have a graph");
-        let index = crate::ir::Index::new(graph);
-        plan.activations
-            .iter()
-            .filter(|a| {
-                index
-                    .producer(&a.tensor)
-                    .is_some_and(|(p, _)| index.node(p).op_type() == "Concat")
-                    && a.consumers
-                        .iter()
-                        .any(|&(n, _)| index.node(n).op_type() == "Conv")
-            })
-            .filter_map(|a| a.group)
-            .collect()
+    let concat_groups = if config.concat_uint8 {
+        plan.concat_conv_groups(model)
+    } else {
+        Default::default()
     };
     let mut act = ActivationParams {
         f16_scales: config.fp16,

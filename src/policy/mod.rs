@@ -644,6 +644,25 @@ fn constant_values(index: &ir::Index, name: &str) -> Option<(Vec<usize>, Vec<f32
 pub const CONCAT_RANGE_RATIO: f32 = 64.0;
 
 impl QuantPlan {
+    /// The shared-scale groups holding a Concat output that a Conv reads quantized (OpenVINO
+    /// computes those wrongly in int8: `activations.concat_uint8`).
+    pub fn concat_conv_groups(&self, model: &ModelProto) -> std::collections::BTreeSet<usize> {
+        let graph = model.graph.as_ref().expect("loaded models have a graph");
+        let index = ir::Index::new(graph);
+        self.activations
+            .iter()
+            .filter(|a| {
+                index
+                    .producer(&a.tensor)
+                    .is_some_and(|(p, _)| index.node(p).op_type() == "Concat")
+                    && a.consumers
+                        .iter()
+                        .any(|&(n, _)| index.node(n).op_type() == "Conv")
+            })
+            .filter_map(|a| a.group)
+            .collect()
+    }
+
     /// Keeps float every Concat whose inputs would share one scale (a shared-scale group, or the
     /// quantized output of a node unit) while their ranges (`ranges`: tensor → [lo, hi]) differ
     /// by more than [`CONCAT_RANGE_RATIO`]. Returns a note per Concat kept float.

@@ -813,12 +813,10 @@ impl<'a> Builder<'a> {
                 if node.op_type() != "Concat" || !ir::is_default_domain(node.domain()) {
                     continue;
                 }
-                let reduced = node.output.first().is_some_and(|o| {
-                    self.index
-                        .consumers(o)
-                        .iter()
-                        .any(|&(r, _)| ir::REDUCTIONS.contains(&self.index.node(r).op_type()))
-                });
+                let reduced = node
+                    .output
+                    .first()
+                    .is_some_and(|o| ir::read_by_reduction(&self.index, o));
                 if !reduced {
                     continue;
                 }

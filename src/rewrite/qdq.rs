@@ -175,12 +175,7 @@ fn float_weighted_channels(index: &Index, node: &crate::proto::NodeProto) -> Opt
         return None;
     }
     let dim = |i: usize| usize::try_from(w.dims[i]).ok();
-    let int = |name: &str, default: i64| {
-        node.attribute
-            .iter()
-            .find(|a| a.name() == name)
-            .map_or(default, |a| a.i())
-    };
+    let int = |name: &str, default: i64| crate::ir::attr_int(node, name).unwrap_or(default);
     let c = match op {
         "Conv" => dim(1)? * usize::try_from(int("group", 1)).ok()?,
         "ConvTranspose" => dim(0)?,

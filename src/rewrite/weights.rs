@@ -11,7 +11,7 @@ use crate::ir::{Index, Names, Patch, Placement};
 use crate::onnx::tensor::{
     f32_data, f32_tensor, fp8_tensor, i4_tensor, i8_tensor, i32_tensor, is_external, u4_tensor,
 };
-use crate::params::pairs::{self, CpuOverflow, PairFix, Pairing};
+use crate::params::pairs::{self, CpuOverflow, PairFix};
 use crate::params::{
     Int4Layout, WeightType, quantize_weight, quantize_weight_4bit, quantize_weight_fp8,
 };
@@ -227,10 +227,7 @@ fn keep_pairs(
         if !quantized {
             continue;
         }
-        let group = crate::ir::attr_int(node, "group").unwrap_or(1).max(1) as usize;
-        let trans = crate::ir::attr_int(node, if slot == 0 { "transA" } else { "transB" })
-            .is_some_and(|t| t != 0);
-        let Some(pairing) = Pairing::of(node.op_type(), dims, slot, group, trans) else {
+        let Some(pairing) = crate::check::cpu::pairing(node, dims, slot) else {
             continue;
         };
         let Some(f) = pairs::fix(data, dims, q, &pairing, act.cpu_overflow, act.f16_scales) else {

@@ -395,6 +395,13 @@ fn ort_preset_fuses_every_quantized_conv_and_matmul() {
     }
 }
 
+/// A settings file with `yaml` in `dir`, as a `--config` argument.
+fn settings_file(dir: &tempfile::TempDir, yaml: &str) -> String {
+    let path = dir.path().join("settings.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
 /// ONNX Runtime quantizes, per tensor, the weight of a float Conv reading a per-tensor
 /// DequantizeLinear (its `WeightBiasQuantization`): the mobilenet fixture's depthwise conv that
 /// the guard keeps float becomes a QLinearConv when the ort output reads it that way
@@ -403,9 +410,7 @@ fn ort_preset_fuses_every_quantized_conv_and_matmul() {
 #[test]
 fn a_conv_kept_float_stays_float_in_onnx_runtime() {
     let dir = scratch();
-    let config = dir.path().join("per_tensor.yaml");
-    std::fs::write(&config, "placement:\n  float_reads_per_axis: false\n").unwrap();
-    let config = config.to_string_lossy().into_owned();
+    let config = settings_file(&dir, "placement:\n  float_reads_per_axis: false\n");
     let mut fused = Vec::new();
     for extra in [
         &["--target", "ort"][..],
@@ -437,9 +442,7 @@ fn a_conv_kept_float_stays_float_in_onnx_runtime() {
 #[test]
 fn concats_read_by_convs_compute_in_openvino() {
     let dir = scratch();
-    let config = dir.path().join("int8_concat.yaml");
-    std::fs::write(&config, "activations:\n  concat_uint8: false\n").unwrap();
-    let config = config.to_string_lossy().into_owned();
+    let config = settings_file(&dir, "activations:\n  concat_uint8: false\n");
     let (model, x) = (
         fixture("models/focus.onnx").to_string_lossy().into_owned(),
         fixture("models/focus_eval.npy")
