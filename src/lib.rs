@@ -11,10 +11,7 @@ pub mod calib;
 pub mod check;
 pub mod config;
 pub mod error;
-pub mod evaluate;
-pub mod explain;
 pub mod ir;
-pub mod mixed;
 pub mod onnx;
 pub mod params;
 pub mod pipeline;
@@ -22,7 +19,6 @@ pub mod policy;
 pub mod proto;
 pub mod report;
 pub mod rewrite;
-pub mod simulate;
 pub mod stats;
 
 pub use error::{Error, ExitCode};

@@ -85,7 +85,7 @@ fn run(cli: Cli) -> Result<(), Error> {
     }
 }
 
-fn score_text(s: &onnx_quant::mixed::Score) -> String {
+fn score_text(s: &onnx_quant::accuracy::mixed::Score) -> String {
     let sqnr = onnx_quant::accuracy::db(s.sqnr_db);
     match s.top1_drop {
         Some(d) => format!("{sqnr:>7} {:>7.2}", d + 0.0),
@@ -166,21 +166,21 @@ fn run_eval(args: EvalArgs) -> Result<(), Error> {
     check_side_output(args.json.as_deref(), "--json", &models)?;
     check_side_output(args.plot.as_deref(), "--plot", &models)?;
     check_side_output(args.save_outputs.as_deref(), "--save-outputs", &models)?;
-    let job = onnx_quant::evaluate::EvalJob {
+    let job = onnx_quant::pipeline::EvalJob {
         reference: args.reference.clone(),
         quantized: args.quantized.clone(),
         data: data_source(args.data.clone(), args.data_args.no_observers("eval")?)?,
         labels: args.labels.clone(),
-        measure: onnx_quant::evaluate::Measure {
+        measure: onnx_quant::accuracy::compare::Measure {
             per_layer: args.per_layer || args.plot.is_some(),
             keep_outputs: args.save_outputs.is_some(),
             labels_window: false,
         },
         input_shapes: input_shapes(&args.shapes)?,
     };
-    let report = onnx_quant::evaluate::evaluate(&job, &warn)?;
+    let report = onnx_quant::pipeline::evaluate(&job, &warn)?;
     let c = &report.comparison;
-    let gates = onnx_quant::evaluate::gates(c, args.min_sqnr, args.max_top1_drop);
+    let gates = onnx_quant::accuracy::compare::gates(c, args.min_sqnr, args.max_top1_drop);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -219,8 +219,8 @@ fn run_eval(args: EvalArgs) -> Result<(), Error> {
         #[derive(serde::Serialize)]
         struct Json<'a> {
             #[serde(flatten)]
-            report: &'a onnx_quant::evaluate::EvalReport,
-            gates: &'a [onnx_quant::evaluate::Gate],
+            report: &'a onnx_quant::pipeline::EvalReport,
+            gates: &'a [onnx_quant::accuracy::compare::Gate],
         }
         let json = serde_json::to_vec_pretty(&Json {
             report: &report,
@@ -247,9 +247,13 @@ fn run_explain(args: ModelArgs, template: bool) -> Result<(), Error> {
     settings.planning.input_shapes = input_shapes(&args.shapes)?;
     let ex = onnx_quant::pipeline::plan_only(&args.model, &settings.planning.rules(&warn))?;
     let text = if template {
-        onnx_quant::explain::init_config(&ex, &settings.resolved, &args.model.display().to_string())
+        onnx_quant::report::explain::init_config(
+            &ex,
+            &settings.resolved,
+            &args.model.display().to_string(),
+        )
     } else {
-        onnx_quant::explain::explain(&ex, &settings.resolved)
+        onnx_quant::report::explain::explain(&ex, &settings.resolved)
     };
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(())
@@ -573,8 +577,8 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
     check_side_output(acc.plot.as_deref(), "--plot", &models)?;
     check_side_output(acc.write_config.as_deref(), "--write-config", &models)?;
     let target = match (acc.target_sqnr, acc.max_top1_drop) {
-        (Some(db), _) => Some(onnx_quant::mixed::Target::Sqnr(db)),
-        (None, Some(p)) => Some(onnx_quant::mixed::Target::Top1Drop(p)),
+        (Some(db), _) => Some(onnx_quant::accuracy::mixed::Target::Sqnr(db)),
+        (None, Some(p)) => Some(onnx_quant::accuracy::mixed::Target::Top1Drop(p)),
         (None, None) => None,
     };
     let per_layer = acc.per_layer || acc.plot.is_some();
@@ -608,10 +612,10 @@ fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         }
     };
     let strategy = match acc.mixed_strategy {
-        cli::StrategyArg::All => onnx_quant::mixed::Strategy::All,
-        cli::StrategyArg::Sensitivity => onnx_quant::mixed::Strategy::Sensitivity,
-        cli::StrategyArg::LeaveOneOut => onnx_quant::mixed::Strategy::LeaveOneOut,
-        cli::StrategyArg::Greedy => onnx_quant::mixed::Strategy::Greedy,
+        cli::StrategyArg::All => onnx_quant::accuracy::mixed::Strategy::All,
+        cli::StrategyArg::Sensitivity => onnx_quant::accuracy::mixed::Strategy::Sensitivity,
+        cli::StrategyArg::LeaveOneOut => onnx_quant::accuracy::mixed::Strategy::LeaveOneOut,
+        cli::StrategyArg::Greedy => onnx_quant::accuracy::mixed::Strategy::Greedy,
     };
     let user_overrides = settings.planning.overrides.clone();
     // what a written settings file must hold to reproduce the run: the target and every value

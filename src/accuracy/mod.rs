@@ -5,7 +5,10 @@
 //! Pure: fed float values by whoever runs the models (`pipeline::evaluate` through
 //! `calib::run_models`).
 
+pub mod compare;
+pub mod mixed;
 mod plot;
+pub mod simulate;
 
 pub use plot::layers_svg;
 

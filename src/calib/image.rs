@@ -16,8 +16,7 @@ use std::path::Path;
 use image::imageops::{self, FilterType};
 use image::{ImageBuffer, ImageReader, Pixel};
 
-use super::array::Elem;
-use super::source::InputSpec;
+use super::array::{Elem, InputSpec};
 
 /// How image files become input tensors (`--image-*`, `--mean`, `--std`, ...).
 #[derive(Clone, Debug, PartialEq)]

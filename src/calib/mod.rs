@@ -9,9 +9,10 @@ pub mod parts;
 pub mod runner;
 pub mod source;
 
-pub use array::{Array, Elem};
+pub use crate::ir::TensorInfo;
+pub use array::{Array, Elem, InputSpec};
 pub use image::ImageOptions;
 pub use observer::Observe;
 pub use parts::{Part, partition};
-pub use runner::{Collect, Compiled, Floats, RunOptions, Runner, TensorInfo, run_models};
-pub use source::{Dataset, InputSpec, Sample, read_labels};
+pub use runner::{Collect, Compiled, Floats, RunOptions, Runner, run_models};
+pub use source::{Dataset, Sample, read_labels};

@@ -7,9 +7,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
+use super::array::InputSpec;
 use super::array::{Array, shape_str};
 use super::runner::evaluate_once;
-use super::source::{Dataset, InputSpec};
+use super::source::Dataset;
 use crate::error::CalibError;
 use crate::ir::control::{self, Flat};
 use crate::proto::ModelProto;

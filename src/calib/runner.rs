@@ -15,22 +15,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use prost::Message;
 use tract_onnx::prelude::*;
 
+use super::array::InputSpec;
 use super::array::{Array, Elem};
 use super::observer::{Observe, Observer};
+use super::source::Dataset;
 use super::source::Sample;
-use super::source::{Dataset, InputSpec};
 use crate::error::{CalibError, Error, ModelError};
+use crate::ir::TensorInfo;
 use crate::proto::{GraphProto, ModelProto};
 use crate::stats::{StatsTable, TensorStats};
-
-/// What typing the model found out about one tensor.
-#[derive(Clone, Debug, PartialEq)]
-pub struct TensorInfo {
-    /// `None` for types calibration does not handle (strings, opaque, ...).
-    pub elem: Option<Elem>,
-    /// Each dimension, `None` where it is symbolic (e.g. a batch the data does not fix).
-    pub shape: Vec<Option<usize>>,
-}
 
 /// The model, ready to hand to tract.
 pub struct Runner {

@@ -25,41 +25,11 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use super::array::{Array, Elem, convert, shape_str};
+use super::array::{Array, Elem, InputSpec, convert, shape_str};
 use super::image::{ImageOptions, ImagePlan, is_image};
 use super::npy;
 use crate::error::CalibError;
 use crate::proto::TensorProto;
-
-/// A model input as calibration sees it.
-#[derive(Clone, Debug)]
-pub struct InputSpec {
-    pub name: String,
-    pub elem: Elem,
-    /// `None` for symbolic or unknown dims.
-    pub dims: Vec<Option<usize>>,
-}
-
-impl InputSpec {
-    /// A float32 input `x` of `dims`, for tests.
-    #[cfg(test)]
-    pub(crate) fn f32_for_test(dims: &[Option<usize>]) -> InputSpec {
-        InputSpec {
-            name: "x".into(),
-            elem: Elem::F32,
-            dims: dims.to_vec(),
-        }
-    }
-
-    fn describe(&self) -> String {
-        let dims: Vec<String> = self
-            .dims
-            .iter()
-            .map(|d| d.map_or("?".into(), |v| v.to_string()))
-            .collect();
-        format!("{} {}", self.elem.name(), shape_str(&dims))
-    }
-}
 
 /// One feed of the model: an array per input, in input order.
 #[derive(Debug)]

@@ -11,6 +11,7 @@ mod dump;
 mod opset;
 mod patch;
 mod topo;
+mod types;
 mod verify;
 
 use std::collections::{HashMap, HashSet};
@@ -23,6 +24,7 @@ pub use dump::dump;
 pub use opset::{OpsetUpgrade, plan_upgrade, upgrade_in_place};
 pub use patch::{Patch, Placement, apply};
 pub use topo::topo_sort;
+pub use types::{Elem, TensorInfo};
 pub use verify::verify;
 
 /// Position of a node in `GraphProto::node`.

@@ -14,17 +14,20 @@ use crate::onnx::{self, Loaded, SaveOptions};
 use crate::params::{ActivationScheme, Method, QParams, QType, activation_params, select_range};
 use crate::policy::{self, Overrides, QuantPlan, SiteSettings};
 use crate::proto::{tensor_shape_proto::dimension::Value as Dim, type_proto};
+use crate::report::explain::{Explained, ExplainedSubgraph};
 use crate::report::{ActivationReport, CalibrationReport, FileReport, Report};
 use crate::rewrite::{self, ActivationParams};
 use crate::stats::{self, MinMax, StatsFile, StatsTable, TensorStats};
 
 mod engine;
+mod eval;
 mod scopes;
 mod smooth;
 mod tune;
 
 pub(crate) use engine::{Engine, Scoped, Types};
 
+pub use eval::{EvalJob, EvalReport, evaluate};
 pub use tune::{SensitivityJob, SensitivityReport, sensitivity};
 
 /// Calibration data to run.
@@ -74,8 +77,8 @@ pub struct QuantizeJob {
 /// Automatic mixed precision settings.
 #[derive(Clone, Debug)]
 pub struct MixedJob {
-    pub target: crate::mixed::Target,
-    pub strategy: crate::mixed::Strategy,
+    pub target: crate::accuracy::mixed::Target,
+    pub strategy: crate::accuracy::mixed::Strategy,
     /// What the chosen layers fall back to.
     pub fallback: Fallback,
     /// Samples held out of range calibration to measure the target on (default: a quarter).
@@ -1273,14 +1276,14 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         progress: false,
     };
     let label_ref = match (&job.labels, &labels) {
-        (Some(path), Some(values)) => Some(crate::evaluate::Labels { path, values }),
+        (Some(path), Some(values)) => Some(crate::accuracy::compare::Labels { path, values }),
         _ => None,
     };
     let mut mixed_report = None;
     if let (Some(mixed), Some(holdout), Some(d), Some(engine)) =
         (&job.mixed, holdout.as_ref(), data_src, engine.as_ref())
     {
-        let input = crate::evaluate::Source {
+        let input = crate::accuracy::compare::Source {
             model: &model.loaded.model,
             path: &job.input,
         };
@@ -1300,7 +1303,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             src: d,
             stats: &mut stats,
             source: &source,
-            reference: crate::evaluate::Reference::new(
+            reference: crate::accuracy::compare::Reference::new(
                 input,
                 &model.inputs,
                 holdout.clone(),
@@ -1309,9 +1312,10 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             labels: label_ref,
             output: &job.output,
         };
-        let mut search = crate::mixed::search(&units, mixed.target, mixed.strategy, &mut |f| {
-            bench.score(f)
-        })?;
+        let mut search =
+            crate::accuracy::mixed::search(&units, mixed.target, mixed.strategy, &mut |f| {
+                bench.score(f)
+            })?;
         search.samples = bench.reference.samples();
         search.fallback = mixed.fallback.name();
         let chosen = search.chosen().float.clone();
@@ -1417,12 +1421,12 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             Some(h) => h,
             None => Dataset::open(&d.path, &inputs, d.max_samples, &d.images)?,
         };
-        let c = crate::evaluate::compare(
-            crate::evaluate::Source {
+        let c = crate::accuracy::compare::compare(
+            crate::accuracy::compare::Source {
                 model: &loaded.model,
                 path: &job.input,
             },
-            crate::evaluate::Source {
+            crate::accuracy::compare::Source {
                 model: &q,
                 path: &job.output,
             },
@@ -1430,7 +1434,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             set,
             &opts(d),
             label_ref,
-            crate::evaluate::Measure {
+            crate::accuracy::compare::Measure {
                 per_layer: true,
                 keep_outputs: false,
                 labels_window: job.mixed.is_some(),
@@ -1603,22 +1607,6 @@ pub fn run_job(
     let start = Instant::now();
     let n = engine.infer(set, &opts)?;
     Ok((n, start.elapsed().as_secs_f64()))
-}
-
-/// A plan made without calibration data: what `explain` and `init-config` show.
-pub struct Explained {
-    pub plan: QuantPlan,
-    pub model: crate::proto::ModelProto,
-    /// Every subgraph, in model order: its plan (and the graph as a model of its own), or why
-    /// it stays float.
-    pub subgraphs: Vec<ExplainedSubgraph>,
-}
-
-/// One subgraph of an [`Explained`] model.
-pub struct ExplainedSubgraph {
-    pub label: String,
-    pub plan: Option<(QuantPlan, crate::proto::ModelProto)>,
-    pub reason: Option<String>,
 }
 
 /// Plans `input` under `rules` without running calibration.

@@ -13,11 +13,11 @@ use super::{
     Built, DataSource, Planned, Planning, build, load_stats, observe_for, open_model, plan_model,
     replan, with_exceptions,
 };
+use crate::accuracy::compare::{Labels, Reference, Source};
+use crate::accuracy::mixed::{LayerEffect, Score};
 use crate::calib::{Dataset, InputSpec, Observe, RunOptions, TensorInfo};
 use crate::config::Config;
 use crate::error::Error;
-use crate::evaluate::{Labels, Reference, Source};
-use crate::mixed::{LayerEffect, Score};
 use crate::policy::{Overrides, QuantPlan};
 use crate::proto::ModelProto;
 use crate::stats::StatsTable;
@@ -253,7 +253,7 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         output: &job.input,
     };
     let (baseline, layers, evaluations) =
-        crate::mixed::sensitivity(&units, &mut |f| bench.score(f))?;
+        crate::accuracy::mixed::sensitivity(&units, &mut |f| bench.score(f))?;
     Ok(SensitivityReport {
         model: job.input.clone(),
         samples,

@@ -24,8 +24,8 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::calib::TensorInfo;
 use crate::config::Config;
+use crate::ir::TensorInfo;
 use crate::ir::{self, NodeId};
 use crate::params::{QType, WeightType};
 use crate::proto::ModelProto;

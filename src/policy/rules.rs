@@ -3,9 +3,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::{ActivationSite, BiasSite, NodeDecision, WeightSite};
-use crate::calib::{Elem, TensorInfo};
 use crate::config::{Config, ResidualAdd};
 use crate::ir::{self, Index, NodeId};
+use crate::ir::{Elem, TensorInfo};
 use crate::params::WeightType;
 use crate::proto::{GraphProto, ModelProto, NodeProto, tensor_proto::DataType};
 

@@ -6,6 +6,7 @@ mod check;
 mod cli_errors;
 mod config;
 mod images;
+mod layers;
 mod lowbit;
 mod onnx_io;
 mod quantize;

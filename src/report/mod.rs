@@ -1,5 +1,7 @@
 //! What a run did and why: a human summary for stderr and the same data as JSON (`--report`).
 
+pub mod explain;
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -94,10 +96,10 @@ pub struct Report {
     pub warnings: Vec<String>,
     /// The written model against the input (`--per-layer`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub accuracy: Option<crate::evaluate::Comparison>,
+    pub accuracy: Option<crate::accuracy::compare::Comparison>,
     /// The automatic mixed-precision search (`--target-sqnr`, `--max-top1-drop`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mixed_precision: Option<crate::mixed::Search>,
+    pub mixed_precision: Option<crate::accuracy::mixed::Search>,
     /// The float16 conversion (`--high-precision fp16`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fp16: Option<crate::rewrite::fp16::Fp16Report>,

@@ -6,8 +6,24 @@ use std::fmt::Write;
 use crate::config::Resolved;
 use crate::ir;
 use crate::params::WeightType;
-use crate::pipeline::Explained;
 use crate::policy::{ActivationSite, QuantPlan};
+use crate::proto::ModelProto;
+
+/// A plan made without calibration data: what `explain` and `init-config` show.
+pub struct Explained {
+    pub plan: QuantPlan,
+    pub model: ModelProto,
+    /// Every subgraph, in model order: its plan (and the graph as a model of its own), or why
+    /// it stays float.
+    pub subgraphs: Vec<ExplainedSubgraph>,
+}
+
+/// One subgraph of an [`Explained`] model.
+pub struct ExplainedSubgraph {
+    pub label: String,
+    pub plan: Option<(QuantPlan, ModelProto)>,
+    pub reason: Option<String>,
+}
 
 /// Where a global setting comes from (`preset tensorrt`, `quant.yaml`, `command line`).
 fn source<'a>(resolved: &'a Resolved, key: &str) -> &'a str {

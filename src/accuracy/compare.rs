@@ -1,9 +1,9 @@
 //! Float against quantized: both models run in tract on the same samples, the quantized one
-//! through [`crate::simulate`] (ONNX's exact Q/DQ arithmetic), compared output by output and,
+//! through [`crate::accuracy::simulate`] (ONNX's exact Q/DQ arithmetic), compared output by output and,
 //! on request, at every quantized tensor.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -64,8 +64,8 @@ impl Comparison {
 }
 
 /// The quantized model as float ops tract runs, or an error naming what cannot be simulated.
-pub fn simulated(q: Source) -> Result<crate::simulate::Simulated, Error> {
-    crate::simulate::simulate(q.model).map_err(|e| {
+pub fn simulated(q: Source) -> Result<crate::accuracy::simulate::Simulated, Error> {
+    crate::accuracy::simulate::simulate(q.model).map_err(|e| {
         ModelError::Unsupported {
             path: q.path.to_path_buf(),
             what: format!("quantization that cannot be simulated ({e})"),
@@ -236,7 +236,7 @@ pub struct Measure {
 }
 
 /// Refuses a quantized model whose outputs are not the float model's.
-fn same_outputs(reference: Source, quantized: Source) -> Result<Vec<String>, Error> {
+pub fn same_outputs(reference: Source, quantized: Source) -> Result<Vec<String>, Error> {
     let outputs = graph_outputs(reference.model);
     let q_outputs = graph_outputs(quantized.model);
     if outputs != q_outputs {
@@ -459,7 +459,12 @@ struct Totals {
 }
 
 impl Totals {
-    fn add(&mut self, c: Collector, sites: &[(String, String)], sim: &crate::simulate::Simulated) {
+    fn add(
+        &mut self,
+        c: Collector,
+        sites: &[(String, String)],
+        sim: &crate::accuracy::simulate::Simulated,
+    ) {
         self.kept.extend(c.kept.into_iter().flatten());
         for (a, b) in self.errors.iter_mut().zip(&c.errors) {
             a.merge(b);
@@ -676,83 +681,6 @@ fn first_classifier(model: &ModelProto) -> Option<usize> {
         };
         let last = t.shape.as_ref().and_then(|s| s.dim.last());
         !matches!(last.and_then(|d| d.value.as_ref()), Some(Dim::DimValue(1)))
-    })
-}
-
-/// Everything `onnx-quant eval` needs.
-#[derive(Clone, Debug)]
-pub struct EvalJob {
-    pub reference: PathBuf,
-    pub quantized: PathBuf,
-    pub data: crate::pipeline::DataSource,
-    pub labels: Option<PathBuf>,
-    pub measure: Measure,
-    /// Shapes given for inputs (`--input-shape`).
-    pub input_shapes: crate::pipeline::InputShapes,
-}
-
-/// What `eval` reports.
-#[derive(Clone, Debug, Serialize)]
-pub struct EvalReport {
-    pub reference: PathBuf,
-    pub quantized: PathBuf,
-    pub data: PathBuf,
-    #[serde(flatten)]
-    pub comparison: Comparison,
-    pub seconds: f64,
-}
-
-/// Runs `eval`: loads both models and the data, compares.
-pub fn evaluate(job: &EvalJob, warn: &dyn Fn(&str)) -> Result<EvalReport, Error> {
-    let start = std::time::Instant::now();
-    let reference = crate::pipeline::open_model(&job.reference, &job.input_shapes)?;
-    let quantized = crate::onnx::load(&job.quantized)?;
-    for w in reference.loaded.warnings.iter().chain(&quantized.warnings) {
-        warn(w);
-    }
-    let float = Source {
-        model: &reference.loaded.model,
-        path: &job.reference,
-    };
-    let quant = Source {
-        model: &quantized.model,
-        path: &job.quantized,
-    };
-    same_outputs(float, quant)?;
-    let data = Dataset::open(
-        &job.data.path,
-        &reference.inputs,
-        job.data.max_samples,
-        &job.data.images,
-    )?;
-    data.notes.iter().for_each(|n| warn(n));
-    let labels = job
-        .labels
-        .as_deref()
-        .map(crate::calib::read_labels)
-        .transpose()?;
-    let opts = RunOptions {
-        threads: job.data.threads.max(1),
-        progress: job.data.progress,
-    };
-    let comparison = compare(
-        float,
-        quant,
-        &reference.inputs,
-        data,
-        &opts,
-        labels.as_deref().map(|values| Labels {
-            path: job.labels.as_deref().expect("labels read from a path"),
-            values,
-        }),
-        job.measure,
-    )?;
-    Ok(EvalReport {
-        reference: job.reference.clone(),
-        quantized: job.quantized.clone(),
-        data: job.data.path.clone(),
-        comparison,
-        seconds: start.elapsed().as_secs_f64(),
     })
 }
 
