@@ -39,6 +39,41 @@ pub fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Why a destination is refused before any work is done.
+#[derive(Debug, PartialEq)]
+pub enum Clash {
+    /// Its folder does not exist.
+    DirMissing(PathBuf),
+    /// It is `protected[i]` (or, for a model, its `.data` file is).
+    Protected(usize),
+}
+
+/// The one check of a destination: its folder exists and it is none of `protected` (the files
+/// the same command reads or writes). `with_data`: the destination is a model that may also
+/// write `DEST.data`, which must not be one of them either. Compares canonical folders, so
+/// destinations that do not exist yet are checked too.
+pub fn check_destination(dest: &Path, with_data: bool, protected: &[&Path]) -> Result<(), Clash> {
+    let dir = parent_dir(dest);
+    if !dir.is_dir() {
+        return Err(Clash::DirMissing(dir));
+    }
+    let canon = |p: &Path| -> Option<PathBuf> {
+        Some(parent_dir(p).canonicalize().ok()?.join(p.file_name()?))
+    };
+    let out = canon(dest);
+    let data = out
+        .as_ref()
+        .filter(|_| with_data)
+        .map(|o| PathBuf::from(format!("{}.data", o.display())));
+    match protected.iter().position(|p| {
+        let c = canon(p);
+        c.is_some() && (c == out || c == data)
+    }) {
+        Some(i) => Err(Clash::Protected(i)),
+        None => Ok(()),
+    }
+}
+
 /// A temporary file next to `dest`, with the permissions a plainly created file would get
 /// (those of the file it replaces, or rw-r--r--).
 pub fn temp_for(dest: &Path) -> Result<tempfile::NamedTempFile, OutputError> {
@@ -118,4 +153,36 @@ pub fn write(dest: &Path, bytes: &[u8]) -> Result<(), OutputError> {
             source,
         })?;
     commit(tmp, dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_destination_is_checked_before_it_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("m.onnx");
+        std::fs::write(&model, b"x").unwrap();
+        let out = dir.path().join("out.onnx");
+        assert_eq!(check_destination(&out, true, &[&model]), Ok(()));
+        // the same file by another spelling
+        let again = dir.path().join(".").join("m.onnx");
+        assert_eq!(
+            check_destination(&again, true, &[&out, &model]),
+            Err(Clash::Protected(1))
+        );
+        // a model's data file is protected only for model outputs
+        let data = dir.path().join("out.onnx.data");
+        assert_eq!(
+            check_destination(&out, true, &[&data]),
+            Err(Clash::Protected(0))
+        );
+        assert_eq!(check_destination(&out, false, &[&data]), Ok(()));
+        let missing = dir.path().join("no/such/out.onnx");
+        assert_eq!(
+            check_destination(&missing, true, &[]),
+            Err(Clash::DirMissing(dir.path().join("no/such")))
+        );
+    }
 }

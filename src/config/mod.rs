@@ -5,6 +5,7 @@
 
 pub mod overrides;
 pub mod schema;
+mod settle;
 pub mod write;
 pub mod yaml;
 
@@ -16,6 +17,7 @@ use serde::Serialize;
 use crate::params::pairs::CpuOverflow;
 use crate::params::{ActivationScheme, Method, QType, WeightType};
 use schema::{KEYS, Problem, Value};
+pub use settle::{Settled, check_flag, chosen_target, settle};
 
 /// Values for some keys, from one source.
 #[derive(Clone, Debug, Default)]

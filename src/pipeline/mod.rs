@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::atomic::Clash;
 use crate::calib::{Dataset, Elem, InputSpec, Observe, RunOptions, Runner, TensorInfo};
 use crate::config::Config;
 use crate::error::{CalibError, Error, ModelError, UsageError};
@@ -119,38 +120,28 @@ impl Clock {
     }
 }
 
-/// Refuses an output that would overwrite the input model or one of its data files, and an
-/// output folder that does not exist, before any work is done.
-pub fn check_output(input: &Path, side_files: &[PathBuf], output: &Path) -> Result<(), Error> {
-    let dir = crate::atomic::parent_dir(output);
-    if !dir.is_dir() {
-        return Err(crate::error::OutputError::DirMissing(dir).into());
-    }
-    let canon = |p: &Path| -> Option<PathBuf> {
-        let parent = p
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        Some(parent.canonicalize().ok()?.join(p.file_name()?))
-    };
-    let out = canon(output);
-    if out.is_some() && out == canon(input) {
-        return Err(UsageError::OutputIsInput(output.to_path_buf()).into());
-    }
-    let data = out
-        .as_ref()
-        .map(|o| PathBuf::from(format!("{}.data", o.display())));
-    for side in side_files {
-        let side_c = canon(side);
-        if side_c.is_some() && (side_c == out || side_c == data) {
-            return Err(UsageError::OutputIsInputData {
-                output: output.to_path_buf(),
-                input: side.clone(),
-            }
-            .into());
+/// Refuses an output that would overwrite the input model or, once the model is loaded, one of
+/// its data files (`side_files`), and an output folder that does not exist. `model`: the
+/// output is a model, which may write `OUTPUT.data` too.
+pub fn check_output(
+    input: &Path,
+    side_files: &[PathBuf],
+    output: &Path,
+    model: bool,
+) -> Result<(), Error> {
+    let protected: Vec<&Path> = std::iter::once(input)
+        .chain(side_files.iter().map(PathBuf::as_path))
+        .collect();
+    match crate::atomic::check_destination(output, model, &protected) {
+        Ok(()) => Ok(()),
+        Err(Clash::DirMissing(dir)) => Err(crate::error::OutputError::DirMissing(dir).into()),
+        Err(Clash::Protected(0)) => Err(UsageError::OutputIsInput(output.to_path_buf()).into()),
+        Err(Clash::Protected(i)) => Err(UsageError::OutputIsInputData {
+            output: output.to_path_buf(),
+            input: protected[i].to_path_buf(),
         }
+        .into()),
     }
-    Ok(())
 }
 
 /// The model inputs a caller feeds, as calibration sees them.
@@ -1164,9 +1155,10 @@ fn split_holdout(
 /// Runs the quantize job. Warnings go to `warn` as soon as they are known (and into the report).
 pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error> {
     let mut clock = Clock::new();
-    check_output(&job.input, &[], &job.output)?;
+    // before loading, which may take long; then with the data files loading found
+    check_output(&job.input, &[], &job.output, true)?;
     let mut model = open_model(&job.input, &job.planning.input_shapes)?;
-    check_output(&job.input, &model.loaded.side_files, &job.output)?;
+    check_output(&job.input, &model.loaded.side_files, &job.output, true)?;
     model.loaded.warnings.iter().for_each(|w| warn(w));
     let labels = job
         .labels
@@ -1537,9 +1529,9 @@ pub struct CalibrateReport {
 /// extremes, histograms) of the planned tensors, so any method can use the file later.
 pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<CalibrateReport, Error> {
     let mut clock = Clock::new();
-    check_output(&job.input, &[], &job.stats_out)?;
+    check_output(&job.input, &[], &job.stats_out, false)?;
     let model = open_model(&job.input, &job.planning.input_shapes)?;
-    check_output(&job.input, &model.loaded.side_files, &job.stats_out)?;
+    check_output(&job.input, &model.loaded.side_files, &job.stats_out, false)?;
     model.loaded.warnings.iter().for_each(|w| warn(w));
     let sha = file_sha256(&job.input)?;
     clock.lap("load");

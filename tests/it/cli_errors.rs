@@ -599,3 +599,42 @@ fn a_full_disk_leaves_no_partial_file_and_keeps_the_old_output() {
         }
     }
 }
+
+#[test]
+fn flag_values_outside_the_schemas_ranges_name_the_flag_and_the_key() {
+    for (flag, value, key) in [
+        ("--percentile", "0", "activations.percentile"),
+        ("--bins", "8", "activations.bins"),
+        ("--smoothquant", "1.5", "smoothquant_alpha"),
+        ("--block-size", "70000", "weights.block_size"),
+    ] {
+        let mut case = digits();
+        case.extra = vec![flag.into(), value.into()];
+        check(case, None, 2, &[flag, key, value]);
+    }
+}
+
+#[test]
+fn contradictory_settings_are_refused_whichever_layer_sets_them() {
+    let mut case = digits();
+    case.extra = vec!["--moving-average".into()];
+    check(
+        case,
+        None,
+        2,
+        &["activations.moving_average` (command line)", "minmax"],
+    );
+    let dir = scratch();
+    let cfg = dir.path().join("q.yaml");
+    std::fs::write(
+        &cfg,
+        "activations:\n  moving_average: true\n  method: mse\n",
+    )
+    .unwrap();
+    let mut case = digits();
+    case.extra = vec![
+        "--config".into(),
+        cfg.clone().into_os_string().into_string().unwrap(),
+    ];
+    check(case, None, 2, &["moving_average", "q.yaml"]);
+}

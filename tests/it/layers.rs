@@ -143,7 +143,10 @@ fn every_library_module_has_a_layer() {
     let modules: Vec<String> = re.captures_iter(&lib).map(|c| c[1].to_string()).collect();
     assert!(modules.len() >= 10, "{modules:?}");
     let missing: Vec<_> = modules.iter().filter(|m| layer_of(m).is_none()).collect();
-    assert!(missing.is_empty(), "modules without a layer in LAYERS: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "modules without a layer in LAYERS: {missing:?}"
+    );
 }
 
 #[test]
@@ -164,10 +167,7 @@ fn no_module_imports_a_layer_above_it() {
             if theirs > own {
                 upward.push(format!("{} uses crate::{used}", path.display()));
             } else if theirs == own {
-                same_layer
-                    .entry(module.clone())
-                    .or_default()
-                    .insert(used);
+                same_layer.entry(module.clone()).or_default().insert(used);
             }
         }
     }
@@ -205,7 +205,11 @@ fn the_files_of_a_module_import_each_other_without_a_cycle() {
                 }
             }
         }
-        assert_eq!(find_cycle(&edges), None, "a cycle between the files of {module}");
+        assert_eq!(
+            find_cycle(&edges),
+            None,
+            "a cycle between the files of {module}"
+        );
     }
 }
 

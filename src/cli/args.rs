@@ -1,4 +1,4 @@
-//! Command-line flags, as clap sees them. Resolved into library settings by `main`.
+//! Command-line flags, as clap sees them. [`super::settings`] turns them into library settings.
 
 use std::path::PathBuf;
 
@@ -43,21 +43,6 @@ pub enum Command {
     /// and all but each one (statistics gathered once; then inference only).
     Sensitivity(SensitivityArgs),
 }
-
-/// Subcommand names: any other first argument means `quantize`.
-pub const SUBCOMMANDS: [&str; 11] = [
-    "quantize",
-    "calibrate",
-    "merge-stats",
-    "run",
-    "inspect",
-    "show-config",
-    "check",
-    "explain",
-    "init-config",
-    "eval",
-    "sensitivity",
-];
 
 /// Calibration data and how to run it.
 #[derive(Debug, Args)]
