@@ -99,8 +99,9 @@ pub fn risks(index: &Index, graph: &GraphProto) -> Vec<(usize, Risk)> {
 
 /// Warnings for `check --target ort|openvino`.
 pub(super) fn cpu_pairs(c: &mut Ctx, graph: &GraphProto) {
-    for (id, r) in risks(c.index, graph) {
+    for (id, mut r) in risks(c.index, graph) {
         let node = &graph.node[id];
+        r.node = c.label(node, id);
         c.out.cpu_pairs.push(r.clone());
         c.warning(
             "cpu_pair_overflow",

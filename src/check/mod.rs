@@ -14,9 +14,9 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use crate::ir::{self, Index, NodeId, node_label};
+use crate::ir::{self, Index, NodeId, control, node_label};
 use crate::onnx::tensor::elem_type_name;
-use crate::proto::{ModelProto, NodeProto, TensorProto, tensor_proto::DataType};
+use crate::proto::{GraphProto, ModelProto, NodeProto, TensorProto, tensor_proto::DataType};
 
 /// One finding.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -74,22 +74,36 @@ const QOPERATORS: [&str; 12] = [
 struct Ctx<'i, 'g> {
     index: &'i Index<'g>,
     opset: i64,
+    /// Where the graph being checked sits (`If_3/then_branch`), empty for the main graph.
+    scope: String,
     out: CheckReport,
 }
 
 impl<'i, 'g> Ctx<'i, 'g> {
+    /// A node's label, with the subgraph it sits in: `If_3/then_branch::conv/Conv`.
+    fn label(&self, node: &NodeProto, id: NodeId) -> String {
+        let label = node_label(node, id);
+        if self.scope.is_empty() {
+            label
+        } else {
+            format!("{}::{label}", self.scope)
+        }
+    }
+
     fn violation(&mut self, rule: &'static str, node: &NodeProto, id: NodeId, message: String) {
+        let node = self.label(node, id);
         self.out.violations.push(Finding {
             rule,
-            node: node_label(node, id),
+            node,
             message,
         });
     }
 
     fn warning(&mut self, rule: &'static str, node: &NodeProto, id: NodeId, message: String) {
+        let node = self.label(node, id);
         self.out.warnings.push(Finding {
             rule,
-            node: node_label(node, id),
+            node,
             message,
         });
     }
@@ -116,18 +130,41 @@ fn is_qdq(node: &NodeProto) -> bool {
         && ir::is_default_domain(node.domain())
 }
 
-/// Checks `model` against `target`'s rules (`tensorrt`, `ort` or `openvino`).
+/// Checks `model` against `target`'s rules (`tensorrt`, `ort` or `openvino`): the main graph
+/// and every subgraph (If branches, Loop and Scan bodies), whose findings name the subgraph.
 pub fn check(model: &ModelProto, target: &str) -> CheckReport {
-    let graph = model.graph.as_ref().expect("loaded models have a graph");
-    let index = Index::new(graph);
-    let mut c = Ctx {
-        index: &index,
-        opset: ir::default_opset(model).unwrap_or(0),
-        out: CheckReport {
-            target: target.into(),
-            ..Default::default()
-        },
+    let main = model.graph.as_ref().expect("loaded models have a graph");
+    let mut graphs = vec![(String::new(), main)];
+    for scope in control::scopes(model) {
+        if let Some(g) = control::subgraph(model, &scope) {
+            graphs.push((control::label(model, &scope), g));
+        }
+    }
+    let mut out = CheckReport {
+        target: target.into(),
+        ..Default::default()
     };
+    for (scope, graph) in graphs {
+        let index = Index::new(graph);
+        let mut c = Ctx {
+            index: &index,
+            opset: ir::default_opset(model).unwrap_or(0),
+            scope,
+            out,
+        };
+        check_graph(&mut c, graph, target);
+        out = c.out;
+    }
+    if target == "tensorrt" {
+        out.notes.push(
+            "int8 weight pairs that x86 CPUs without VNNI saturate (`--target ort` or `openvino` reports them) do not apply: TensorRT accumulates int8 products in int32".into(),
+        );
+    }
+    out
+}
+
+/// The rules of `target` on one graph.
+fn check_graph(c: &mut Ctx, graph: &GraphProto, target: &str) {
     for (id, node) in graph.node.iter().enumerate() {
         match node.op_type() {
             "QuantizeLinear" if is_qdq(node) => c.out.quantize_nodes += 1,
@@ -135,29 +172,23 @@ pub fn check(model: &ModelProto, target: &str) -> CheckReport {
             _ => {}
         }
         if target == "tensorrt" {
-            tensorrt_node(&mut c, node, id);
+            tensorrt_node(c, node, id);
         }
     }
     match target {
-        "tensorrt" => {
-            tensorrt_fusion(&mut c, graph);
-            c.out.notes.push(
-                "int8 weight pairs that x86 CPUs without VNNI saturate (`--target ort` or `openvino` reports them) do not apply: TensorRT accumulates int8 products in int32".into(),
-            );
-        }
+        "tensorrt" => tensorrt_fusion(c, graph),
         "ort" => {
-            ort_units(&mut c, graph);
-            cpu::cpu_pairs(&mut c, graph);
+            ort_units(c, graph);
+            cpu::cpu_pairs(c, graph);
         }
         _ => {
-            openvino_inputs(&mut c, graph);
-            openvino_reduce_mean(&mut c, graph);
-            openvino_int8_concat(&mut c, graph);
-            openvino_concat_scales(&mut c, graph);
-            cpu::cpu_pairs(&mut c, graph);
+            openvino_inputs(c, graph);
+            openvino_reduce_mean(c, graph);
+            openvino_int8_concat(c, graph);
+            openvino_concat_scales(c, graph);
+            cpu::cpu_pairs(c, graph);
         }
     }
-    c.out
 }
 
 fn tensorrt_node(c: &mut Ctx, node: &NodeProto, id: NodeId) {
@@ -347,7 +378,7 @@ fn per_channel(c: &mut Ctx, node: &NodeProto, id: NodeId, scale: &TensorProto) {
 }
 
 /// Placements TensorRT accepts but cannot fuse.
-fn tensorrt_fusion(c: &mut Ctx, graph: &crate::proto::GraphProto) {
+fn tensorrt_fusion(c: &mut Ctx, graph: &GraphProto) {
     for (id, node) in graph.node.iter().enumerate() {
         if node.op_type() != "QuantizeLinear" {
             continue;
@@ -421,7 +452,7 @@ fn from_dq(index: &Index, tensor: &str) -> bool {
 /// ONNX Runtime fuses a node only as a complete unit (it has no int8 ConvTranspose on CPU, so
 /// that op is not listed): DequantizeLinear on every data input, a
 /// QuantizeLinear reading its output (or, for MatMul/Gemm, a float output).
-fn ort_units(c: &mut Ctx, graph: &crate::proto::GraphProto) {
+fn ort_units(c: &mut Ctx, graph: &GraphProto) {
     let data_inputs: HashMap<&str, usize> = [
         ("Conv", 2),
         ("MatMul", 2),
@@ -495,7 +526,7 @@ fn ort_units(c: &mut Ctx, graph: &crate::proto::GraphProto) {
 /// (the token mean of a transformer) right for the first item of a batch only: the others come
 /// out wrong (measured against ONNX Runtime; rank 4, other axes and batch 1 are right). The
 /// rank is not known here, so every such ReduceMean over axis 1 or -2 is reported.
-fn openvino_reduce_mean(c: &mut Ctx, graph: &crate::proto::GraphProto) {
+fn openvino_reduce_mean(c: &mut Ctx, graph: &GraphProto) {
     for (id, node) in graph.node.iter().enumerate() {
         if node.op_type() != "ReduceMean" || !ir::is_default_domain(node.domain()) {
             continue;
@@ -539,7 +570,7 @@ fn activation_dq<'a>(index: &'a Index, tensor: &str) -> Option<&'a NodeProto> {
 /// OpenVINO 2026.4 (CPU) computes a Conv whose int8 data comes through a Concat wrongly once the
 /// values pass half the int8 range (|q| > 64): a Concat of int8 DequantizeLinear outputs, or a
 /// Concat quantized to int8 after it. uint8 (any zero-point) is computed exactly.
-fn openvino_int8_concat(c: &mut Ctx, graph: &crate::proto::GraphProto) {
+fn openvino_int8_concat(c: &mut Ctx, graph: &GraphProto) {
     let index = c.index;
     let int8_dq = |t: &str| {
         activation_dq(index, t).is_some_and(|dq| {
@@ -591,7 +622,7 @@ fn openvino_int8_concat(c: &mut Ctx, graph: &crate::proto::GraphProto) {
 /// OpenVINO 2026.4 (CPU) moves the dequantization of a Concat's inputs past a reduction over
 /// the Concat's output as if they shared one scale: with different scales the reduction is
 /// wrong (the corpus's attacut segmenters: 16.6 dB in OpenVINO against 31.7 exact).
-fn openvino_concat_scales(c: &mut Ctx, graph: &crate::proto::GraphProto) {
+fn openvino_concat_scales(c: &mut Ctx, graph: &GraphProto) {
     let index = c.index;
     for (id, node) in graph.node.iter().enumerate() {
         if node.op_type() != "Concat" || !ir::is_default_domain(node.domain()) {
@@ -630,7 +661,7 @@ fn openvino_concat_scales(c: &mut Ctx, graph: &crate::proto::GraphProto) {
 /// quantizes no activation: weight-only quantization, which ONNX Runtime runs as MatMulNBits
 /// (int4 blocks) or with dequantized weights, and OpenVINO as compressed weights; not a
 /// missed placement.
-fn weight_only(index: &Index, graph: &crate::proto::GraphProto, node: &NodeProto) -> bool {
+fn weight_only(index: &Index, graph: &GraphProto, node: &NodeProto) -> bool {
     let no_q = !graph.node.iter().any(|n| n.op_type() == "QuantizeLinear");
     let weight = node
         .input
@@ -672,7 +703,7 @@ fn per_tensor_dq(index: &Index, tensor: &str) -> bool {
 }
 
 /// OpenVINO runs Conv/MatMul/Gemm in int8 when both the data and the weight input are quantized.
-fn openvino_inputs(c: &mut Ctx, graph: &crate::proto::GraphProto) {
+fn openvino_inputs(c: &mut Ctx, graph: &GraphProto) {
     for (id, node) in graph.node.iter().enumerate() {
         if !matches!(node.op_type(), "Conv" | "ConvTranspose" | "MatMul" | "Gemm")
             || node.input.len() < 2

@@ -251,9 +251,26 @@ def packed_rows(op, w, slot, group, trans):
     return None
 
 
+def graphs(graph, scope=""):
+    """The graph and every subgraph in it (If branches, Loop/Scan bodies), with its scope
+    (`If_3/then_branch`, as `check` names it)."""
+    yield scope, graph
+    for n in graph.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from graphs(a.g, f"{scope}{'/' if scope else ''}{n.name or n.output[0]}/{a.name}")
+
+
 def kernel_pairs(model, u8_max=255):
-    inits = {t.name: t for t in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
+    layers = []
+    for scope, graph in graphs(model.graph):
+        layers += graph_pairs(graph, scope, u8_max)
+    return {"layers": layers, "risky": sorted(x["node"] for x in layers if x["overflowing"])}
+
+
+def graph_pairs(graph, scope, u8_max):
+    inits = {t.name: t for t in graph.initializer}
+    producer = {o: n for n in graph.node for o in n.output}
 
     def int8_dq(name):
         n = producer.get(name)
@@ -267,7 +284,7 @@ def kernel_pairs(model, u8_max=255):
         return n is not None and n.op_type == "DequantizeLinear"
 
     layers = []
-    for node in model.graph.node:
+    for node in graph.node:
         if node.op_type not in ("Conv", "ConvTranspose", "MatMul", "Gemm") or len(node.input) < 2:
             continue
         slot = 1 if int8_dq(node.input[1]) is not None else 0 if node.op_type in ("MatMul", "Gemm") else None
@@ -289,8 +306,9 @@ def kernel_pairs(model, u8_max=255):
             pairs += a.size
             over += int(((hi > INT16[1]) | (lo < INT16[0])).sum())
             worst = max(worst, int(np.maximum(hi, -lo).max()) // u8_max)
-        layers.append({"node": node.name, "op": node.op_type, "pairs": pairs, "overflowing": over, "worst": worst})
-    return {"layers": layers, "risky": sorted(x["node"] for x in layers if x["overflowing"])}
+        layers.append({"node": f"{scope}::{node.name}" if scope else node.name, "op": node.op_type, "pairs": pairs,
+                       "overflowing": over, "worst": worst})
+    return layers
 
 
 def guarded(fn, *a):

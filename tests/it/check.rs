@@ -146,3 +146,35 @@ fn openvino_check_warns_of_a_dequantized_token_mean() {
         );
     }
 }
+
+/// Quantized layers inside If branches are checked like the main graph's: the Q/DQ nodes
+/// counted, and the tensorrt output's weight pairs that x86 kernels without VNNI saturate
+/// named with the branch they sit in, for `--target ort` and `openvino`; the ort output has
+/// none, and tensorrt's own rules find nothing to refuse inside.
+#[test]
+fn subgraphs_are_checked_and_findings_name_their_branch() {
+    let dir = scratch();
+    let model = fixture("models/real/nested_if.onnx");
+    let calib = fixture("models/real/nested_if_16k.npz");
+    for target in ["tensorrt", "ort"] {
+        let out = dir.path().join(format!("{target}.onnx"));
+        quantize_ok(&model, &calib, &out, &["--target", target]);
+        let (rc, text) = check(&out, target);
+        assert_eq!(rc, 0, "{target}: {text}");
+        assert!(!text.contains("(0 QuantizeLinear"), "{target}: {text}");
+        assert!(!text.contains("violation:"), "{target}: {text}");
+        for cpu in ["ort", "openvino"] {
+            let (rc, text) = check(&out, cpu);
+            assert_eq!(rc, 0, "{target} for {cpu}: {text}");
+            let flagged = text
+                .lines()
+                .filter(|l| l.starts_with("warning: cpu_pair_overflow: `If_rate/then_branch::"))
+                .count();
+            if target == "tensorrt" {
+                assert_eq!(flagged, 3, "{target} for {cpu}: {text}");
+            } else {
+                assert_eq!(flagged, 0, "{target} for {cpu}: {text}");
+            }
+        }
+    }
+}

@@ -1036,7 +1036,9 @@ fn int8_embeddings_run_everywhere() {
 /// If with Constant-node weights, a Loop, an LSTM), quantized for every target: full checker,
 /// ONNX Runtime (optimized and exact) and OpenVINO within reach of fp32, Q/DQ inside the
 /// subgraphs where there are some; TensorRT-RTX builds the two its parser takes in fp32 too
-/// (it rejects this Loop's condition pass-through, and builds dynamic inputs at size 1).
+/// (it rejects this Loop's condition pass-through, and builds dynamic inputs at size 1). Weight
+/// pairs that x86 kernels without VNNI saturate are found inside subgraphs as well: by the
+/// emulation and by `check --target ort`, the same layers; the CPU targets leave none.
 #[test]
 fn real_model_classes_run_everywhere_with_every_target() {
     // (fixture, data, Q nodes inside subgraphs at least, TensorRT, least SQNR of the first
@@ -1051,7 +1053,7 @@ fn real_model_classes_run_everywhere_with_every_target() {
         for target in ["tensorrt", "ort", "openvino"] {
             let model = format!("models/real/{name}.onnx");
             let data = format!("models/real/{calib}");
-            let (_d, out) = quantized(&model, &data, &["--target", target]);
+            let (d, out) = quantized(&model, &data, &["--target", target]);
             let mut extra = vec!["--ort-exact"];
             if trt && target == "tensorrt" {
                 extra.push("--trt");
@@ -1084,6 +1086,29 @@ fn real_model_classes_run_everywhere_with_every_target() {
             );
             if extra.contains(&"--trt") {
                 assert_trt_accepts(&r);
+            }
+            // pairs the x86 kernels without VNNI saturate, subgraphs included: none in the CPU
+            // targets' outputs, and `check --target ort` names the layers the emulation finds
+            let risky = r["pairs"]["risky"].as_array().expect("pair emulation");
+            if target != "tensorrt" {
+                assert!(risky.is_empty(), "{what}: {}", r["pairs"]);
+            }
+            let flagged = check_json(&out, "ort", d.path())["cpu_pairs"].clone();
+            let flagged = flagged.as_array().cloned().unwrap_or_default();
+            assert_eq!(
+                flagged.len(),
+                risky.len(),
+                "{what}: {flagged:?} vs {risky:?}"
+            );
+            for node in risky {
+                let node = node.as_str().unwrap();
+                assert!(
+                    flagged.iter().any(|p| {
+                        let p = p["node"].as_str().unwrap();
+                        p == node || p.starts_with(&format!("{node} "))
+                    }),
+                    "{what}: {node} not flagged: {flagged:?}"
+                );
             }
         }
     }
