@@ -3,19 +3,22 @@
 //! (`skip: true` overrides after the user's), built in memory and run simulated on held-out
 //! samples against the float outputs computed once; calibration is not repeated.
 
-use std::collections::HashMap;
+use crate::params::QType;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
 
-use super::{
-    Built, DataSource, Planned, Planning, build, load_stats, observe_for, open_model, plan_model,
-    replan, with_exceptions,
-};
+use super::DataSource;
+use super::build::{Built, build};
+use super::calibrate::load_stats;
+use super::open::open_model;
+use super::plan::{Planned, Planning, plan_model, replan};
+use super::ranges::observe_for;
 use crate::accuracy::compare::{Labels, Reference, Source};
 use crate::accuracy::mixed::{LayerEffect, Score};
-use crate::calib::{Dataset, InputSpec, Observe, RunOptions, TensorInfo};
+use crate::calib::{Dataset, InputSpec, Observe, RunOptions};
 use crate::config::Config;
 use crate::error::Error;
 use crate::policy::{Overrides, QuantPlan};
@@ -38,11 +41,9 @@ pub(super) struct Bench<'a> {
     /// The model `written` was loaded from (its deferred weights are read from there).
     pub input: &'a Path,
     pub written: &'a ModelProto,
-    pub types: &'a HashMap<String, TensorInfo>,
-    pub subs: super::Subs<'a>,
-    pub prep: &'a super::Prep,
+    /// The types, preparation and control nodes kept of the plan, the user's overrides.
+    pub subs: super::build::Subs<'a>,
     pub config: &'a Config,
-    pub user: &'a Overrides,
     pub engine: &'a super::Engine,
     pub inputs: &'a [InputSpec],
     /// Calibration samples, to measure tensors a version needs and the statistics lack
@@ -66,8 +67,14 @@ impl Bench<'_> {
 
     /// The model with the layers in `float` kept float.
     pub fn build(&mut self, float: &[String]) -> Result<Built, Error> {
-        let overrides = with_exceptions(self.user, float, self.fallback);
-        let plan = replan(self.written, self.types, self.config, &overrides, self.prep);
+        let overrides = with_exceptions(self.subs.overrides, float, self.fallback);
+        let plan = replan(
+            self.written,
+            &self.subs.types.main,
+            self.config,
+            &overrides,
+            self.subs.prep,
+        );
         self.ensure_stats(&plan)?;
         build(
             self.written,
@@ -76,7 +83,7 @@ impl Bench<'_> {
             self.stats,
             self.config,
             self.source,
-            super::Subs {
+            super::build::Subs {
                 overrides: &overrides,
                 ..self.subs
             },
@@ -130,6 +137,49 @@ impl Bench<'_> {
         self.stats.tensors.extend(more.tensors);
         Ok(())
     }
+}
+
+/// Automatic mixed precision: the layers to keep out of 8 bits searched on `bench`'s held-out
+/// samples until the target holds; `built` becomes the version chosen, with a note saying so
+/// (and a warning when no version met the target).
+pub(super) fn mixed_precision(
+    mut bench: Bench,
+    mixed: &super::MixedJob,
+    built: &mut Built,
+    warn: &dyn Fn(&str),
+) -> Result<crate::accuracy::mixed::Search, Error> {
+    let units = units(&built.plan);
+    let mut search =
+        crate::accuracy::mixed::search(&units, mixed.target, mixed.strategy, &mut |f| {
+            bench.score(f)
+        })?;
+    search.samples = bench.reference.samples();
+    search.fallback = mixed.fallback.name();
+    let chosen = search.chosen().float.clone();
+    if !chosen.is_empty() {
+        *built = bench.build(&chosen)?;
+    }
+    built.plan.notes.push(format!(
+        "mixed precision ({}, on {} held-out sample(s)): {} of {} quantized layer(s) kept {} by `{}` ({} configurations measured)",
+        search.target,
+        search.samples,
+        chosen.len(),
+        units.len(),
+        mixed.fallback.name(),
+        search.chosen().strategy,
+        search.evaluations
+    ));
+    if !search.chosen().met {
+        warn(&format!(
+            "mixed precision: no choice of {} layers met {} on the held-out samples; written: the closest ({}, {} {} layer(s))",
+            mixed.fallback.name(),
+            search.target,
+            search.chosen().score,
+            chosen.len(),
+            mixed.fallback.name()
+        ));
+    }
+    Ok(search)
 }
 
 /// Everything `onnx-quant sensitivity` needs.
@@ -193,13 +243,13 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
     let (calib, measure, mut stats, source) = match &job.stats {
         Some(path) => (None, set, load_stats(path, &job.input, warn)?, path.clone()),
         None => {
-            let (head, tail) = super::split_holdout(
+            let (head, tail) = super::calibrate::split_holdout(
                 set,
                 job.holdout,
                 &job.data.path,
                 "sensitivity (without --stats)",
             )?;
-            let m = super::calibrate(
+            let m = super::calibrate::calibrate(
                 &engine,
                 &plan,
                 (&sub_observed, &sub_channels),
@@ -231,17 +281,14 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         fallback: super::Fallback::Float,
         input: &job.input,
         written: &written,
-        types: &types.main,
-        subs: super::Subs {
+        subs: super::build::Subs {
             types: &types,
             kept: &kept,
             overrides: &job.planning.overrides,
             prep: &prep,
             data: true,
         },
-        prep: &prep,
         config,
-        user: &job.planning.overrides,
         engine: &engine,
         inputs: &model.inputs,
         calib,
@@ -263,4 +310,52 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         evaluations,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// What mixed precision does with the layers it takes out of 8 bits.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fallback {
+    /// `skip: true`: the layer stays float.
+    #[default]
+    Float,
+    /// `activations: {dtype: int16}`: the layer reads its activations in int16 (weights stay
+    /// as they are); opset 21, ONNX Runtime and OpenVINO only.
+    Int16,
+}
+
+impl Fallback {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fallback::Float => "float",
+            Fallback::Int16 => "int16",
+        }
+    }
+}
+
+/// The user's overrides followed by one override per layer in `layers`: `skip: true`, or
+/// int16 activations.
+pub fn with_exceptions(user: &Overrides, layers: &[String], fallback: Fallback) -> Overrides {
+    use crate::config::overrides::{ActivationOverride, Matcher, Override, Pattern};
+    let mut o = user.clone();
+    let first = o.list.len();
+    o.list
+        .extend(layers.iter().enumerate().map(|(i, name)| Override {
+            number: first + i + 1,
+            pos: Default::default(),
+            matcher: Matcher {
+                name: Some(Pattern::Exact(name.clone())),
+                ..Default::default()
+            },
+            skip: (fallback == Fallback::Float).then_some(true),
+            activations: match fallback {
+                Fallback::Float => Default::default(),
+                Fallback::Int16 => ActivationOverride {
+                    dtype: Some(QType::Int16),
+                    ..Default::default()
+                },
+            },
+            weights: Default::default(),
+        }));
+    o
 }

@@ -1,0 +1,262 @@
+//! Plan: what to quantize and why not (the rules, the preset, the overrides), for the main
+//! graph and every subgraph calibration reaches; the model the rewrite starts from.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+
+use crate::calib::{Dataset, Observe, TensorInfo};
+use crate::config::Config;
+use crate::error::{Error, ModelError, UsageError};
+use crate::policy::{Overrides, QuantPlan};
+use crate::report::explain::{Explained, ExplainedSubgraph};
+use crate::{policy, rewrite};
+
+use super::open::{InputShapes, Model, open_model};
+use super::ranges::observe_for;
+use super::{DataSource, Engine, Scoped, Types, scopes};
+
+/// The plan, the model it is made for, and what is needed to calibrate it.
+pub(super) struct Planned {
+    pub(super) engine: Engine,
+    pub(super) plan: QuantPlan,
+    /// The model to rewrite: the input, with the folds the preset asks for.
+    pub(super) written: crate::proto::ModelProto,
+    pub(super) data: Option<Dataset>,
+    /// Tensor types found by tract (to plan again with other overrides).
+    pub(super) types: Types,
+    /// Control nodes the copies tract runs keep, with why.
+    pub(super) kept: scopes::Kept,
+    /// The plans of the subgraphs the copies tract runs reach.
+    pub(super) sub_plans: Vec<scopes::ScopePlan>,
+    /// The tensors the subgraphs' plans observe.
+    pub(super) sub_observed: Vec<Scoped>,
+    /// Those observed channel by channel.
+    pub(super) sub_channels: BTreeSet<Scoped>,
+    /// Whether some subgraph site needs histograms or averaged extremes.
+    pub(super) sub_observe: Observe,
+    /// What preparing `written` did (folds).
+    pub(super) prep: Prep,
+}
+
+/// What preparing the written model did: notes for the report, and the Relus folded into node
+/// units (restored by the rewrite where the plan does not quantize that output exactly).
+#[derive(Clone, Debug, Default)]
+pub struct Prep {
+    pub notes: Vec<String>,
+    pub folded_relus: Vec<crate::ir::FoldedRelu>,
+}
+
+/// The model the quantized one is made from: the input, with BatchNormalization folded into
+/// Convs and Relus folded into complete node units where the preset says so.
+pub(super) fn model_to_write(
+    model: &crate::proto::ModelProto,
+    config: &Config,
+    prep: &mut Prep,
+) -> Result<crate::proto::ModelProto, Error> {
+    let notes = &mut prep.notes;
+    let p = &config.placement;
+    let mut m = if p.fold_batchnorm {
+        let (m, n) = rewrite::fold_batchnorm(model)?;
+        if n > 0 {
+            notes.push(format!(
+                "{n} BatchNormalization node(s) folded into the Conv before them"
+            ));
+        }
+        m
+    } else {
+        model.clone()
+    };
+    if p.fold_relu && !config.activation.symmetric {
+        let (folded, relus) = rewrite::fold_relu(&m, &p.output_ops)?;
+        if !relus.is_empty() {
+            let names: Vec<&str> = relus.iter().map(|r| r.label.as_str()).collect();
+            notes.push(format!(
+                "{} Relu (or Clip from 0) node(s) folded into the quantized output before them (asymmetric ranges clamp at 0, and at a Clip's bound, exactly): {}",
+                relus.len(),
+                names.join(", ")
+            ));
+        }
+        prep.folded_relus = relus;
+        m = folded;
+    }
+    Ok(m)
+}
+
+/// The settings and overrides a model is planned with.
+#[derive(Clone, Debug)]
+pub struct Planning {
+    pub config: Config,
+    pub overrides: Overrides,
+    /// Overrides that select nothing are warnings instead of errors.
+    pub allow_unmatched: bool,
+    /// Shapes given for inputs (`--input-shape`), fixing their symbolic dims.
+    pub input_shapes: InputShapes,
+}
+
+impl Planning {
+    pub fn rules<'a>(&'a self, warn: &'a dyn Fn(&str)) -> Rules<'a> {
+        Rules {
+            config: &self.config,
+            overrides: &self.overrides,
+            allow_unmatched: self.allow_unmatched,
+            input_shapes: &self.input_shapes,
+            warn,
+        }
+    }
+}
+
+/// Plans `model` under `config` and the user's overrides. An override selecting nothing is an
+/// error, or a warning with `allow_unmatched`.
+pub struct Rules<'a> {
+    pub config: &'a Config,
+    pub overrides: &'a Overrides,
+    pub allow_unmatched: bool,
+    pub input_shapes: &'a InputShapes,
+    pub warn: &'a dyn Fn(&str),
+}
+
+pub(super) fn plan_model(
+    model: &Model,
+    data: Option<&DataSource>,
+    rules: &Rules,
+) -> Result<Planned, Error> {
+    let config = rules.config;
+    let data = match data {
+        Some(d) => Some(Dataset::open(
+            &d.path,
+            &model.inputs,
+            d.max_samples,
+            &d.images,
+        )?),
+        None => None,
+    };
+    let engine = Engine::new(&model.loaded.model, &model.loaded.path, &model.inputs);
+    let legs = engine.all_legs(data.as_ref())?;
+    let types = Types::of(&legs);
+    let kept: scopes::Kept = legs
+        .iter()
+        .flat_map(|(_, l)| l.flat.kept.iter())
+        .map(|k| {
+            (
+                (crate::ir::control::scope_of(&k.instance), k.node.clone()),
+                k.reason.clone(),
+            )
+        })
+        .collect();
+    let mut prep = Prep::default();
+    if let Some(note) = legs.iter().find_map(|(_, l)| l.note.clone()) {
+        prep.notes.push(note);
+    }
+    let written = model_to_write(&model.loaded.model, config, &mut prep)?;
+    let subgraphs: Vec<&crate::proto::GraphProto> = crate::ir::control::scopes(&written)
+        .iter()
+        .filter_map(|s| crate::ir::control::subgraph(&written, s))
+        .collect();
+    let missing = policy::unmatched_anywhere(
+        rules.overrides,
+        written.graph.as_ref().expect("loaded models have a graph"),
+        &subgraphs,
+    );
+    if !missing.is_empty() {
+        if !rules.allow_unmatched {
+            return Err(UsageError::Unmatched {
+                file: rules.overrides.file.clone(),
+                problems: missing,
+            }
+            .into());
+        }
+        missing.iter().for_each(|m| (rules.warn)(m));
+    }
+    let plan = replan(&written, &types.main, config, rules.overrides, &prep);
+    if let Some(reason) = &plan.blocked {
+        return Err(ModelError::OpsetBlocked {
+            path: model.loaded.path.clone(),
+            reason: reason.clone(),
+        }
+        .into());
+    }
+    let sub_plans = scopes::plan_scopes(&written, &types, config, rules.overrides);
+    let sub_observed = scopes::observed(&sub_plans);
+    let sub_channels = scopes::observed_by_channel(&sub_plans);
+    let sub_observe = sub_plans
+        .iter()
+        .map(|p| observe_for(config, &p.plan))
+        .fold(Observe::default(), Observe::union);
+    Ok(Planned {
+        engine,
+        plan,
+        written,
+        data,
+        types,
+        kept,
+        sub_plans,
+        sub_observed,
+        sub_channels,
+        sub_observe,
+        prep,
+    })
+}
+
+/// Plans `written` under `overrides`, the preparation notes first.
+pub(super) fn replan(
+    written: &crate::proto::ModelProto,
+    types: &HashMap<String, TensorInfo>,
+    config: &Config,
+    overrides: &Overrides,
+    prep: &Prep,
+) -> QuantPlan {
+    let mut plan = policy::plan(written, types, config, overrides);
+    let mut notes = prep.notes.clone();
+    notes.append(&mut plan.notes);
+    plan.notes = notes;
+    plan.folded_relus = prep.folded_relus.clone();
+    // a unit's folded Relu or Clip output is clamped: the guard weighs the channels before it
+    // (calibration runs the model with its activations, so that tensor is there)
+    for probe in &mut plan.depthwise {
+        if let Some(f) = prep.folded_relus.iter().find(|f| f.tensor == probe.output) {
+            probe.output = f.relu.input[0].clone();
+        }
+    }
+    plan
+}
+
+/// Plans `input` under `rules` without running calibration.
+pub fn plan_only(input: &Path, rules: &Rules) -> Result<Explained, Error> {
+    let model = open_model(input, rules.input_shapes)?;
+    model.loaded.warnings.iter().for_each(|w| (rules.warn)(w));
+    let Planned {
+        plan,
+        written,
+        sub_plans,
+        kept,
+        ..
+    } = plan_model(&model, None, rules)?;
+    let mut subgraphs = Vec::new();
+    let mut sub_plans: HashMap<_, _> = sub_plans
+        .into_iter()
+        .map(|p| (p.model.scope.clone(), p))
+        .collect();
+    for scope in crate::ir::control::scopes(&written) {
+        let label = crate::ir::control::label(&written, &scope);
+        match sub_plans.remove(&scope) {
+            Some(p) => subgraphs.push(ExplainedSubgraph {
+                label,
+                plan: Some((p.plan, p.model.model)),
+                reason: None,
+            }),
+            None => {
+                let reason = scopes::untaken_reason(&scope, &label, &kept, false);
+                subgraphs.push(ExplainedSubgraph {
+                    label,
+                    plan: None,
+                    reason: Some(reason),
+                })
+            }
+        }
+    }
+    Ok(Explained {
+        plan,
+        model: written,
+        subgraphs,
+    })
+}
