@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::ir::{self, Index, Names, Patch, Placement};
-use crate::onnx::tensor::{element_count, f32_tensor, of_count};
+use crate::onnx::tensor::f32_tensor;
 use crate::proto::{
     AttributeProto, ModelProto, NodeProto, TensorProto, attribute_proto::AttributeType,
     tensor_proto::DataType,
@@ -67,72 +67,24 @@ fn grid(data_type: i32) -> Result<Grid, String> {
     int_range(data_type).map(|(lo, hi)| Grid::Int(lo, hi))
 }
 
-/// The integer range of a quantized element type, `Err` for types simulation does not handle.
+/// The integer range of a quantized element type, `Err` for types simulation does not handle
+/// (those past int32).
 fn int_range(data_type: i32) -> Result<(i32, i32), String> {
-    Ok(match DataType::try_from(data_type) {
-        Ok(DataType::Int8) => (-128, 127),
-        Ok(DataType::Uint8) => (0, 255),
-        Ok(DataType::Int16) => (-32768, 32767),
-        Ok(DataType::Uint16) => (0, 65535),
-        Ok(DataType::Int4) => (-8, 7),
-        Ok(DataType::Uint4) => (0, 15),
-        Ok(DataType::Int32) => (i32::MIN, i32::MAX),
-        _ => {
-            return Err(format!(
+    crate::onnx::tensor::int_range(data_type)
+        .and_then(|(lo, hi)| Some((i32::try_from(lo).ok()?, i32::try_from(hi).ok()?)))
+        .ok_or_else(|| {
+            format!(
                 "{} quantization is not simulated",
                 crate::onnx::tensor::elem_type_name(data_type)
-            ));
-        }
-    })
+            )
+        })
 }
 
-/// The integer values of an integer tensor (int4/uint4 packed two per byte, low nibble first).
+/// The integer values of an integer tensor (int4/uint4 unpacked).
 fn int_values(t: &TensorProto) -> Result<Vec<i32>, String> {
-    let n = element_count(&t.dims).ok_or("invalid dims")?;
-    let raw = t.raw_data.as_deref().unwrap_or(&[]);
-    let dt = DataType::try_from(t.data_type()).map_err(|_| "unknown element type".to_string())?;
-    let from_raw = !raw.is_empty() || t.int32_data.is_empty();
-    let v: Vec<i32> = match dt {
-        DataType::Int8 if from_raw => raw.iter().map(|&b| i32::from(b as i8)).collect(),
-        DataType::Uint8 if from_raw => raw.iter().map(|&b| i32::from(b)).collect(),
-        DataType::Int16 if from_raw => raw
-            .chunks_exact(2)
-            .map(|c| i32::from(i16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        DataType::Uint16 if from_raw => raw
-            .chunks_exact(2)
-            .map(|c| i32::from(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        DataType::Int32 if from_raw => raw
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        DataType::Int4 | DataType::Uint4 => {
-            let bytes: Vec<u8> = if from_raw {
-                raw.to_vec()
-            } else {
-                t.int32_data.iter().map(|&b| b as u8).collect()
-            };
-            let signed = dt == DataType::Int4;
-            (0..n)
-                .map(|i| {
-                    let b = *bytes.get(i / 2)?;
-                    let nib = if i % 2 == 0 { b & 0x0f } else { b >> 4 };
-                    Some(if signed && nib >= 8 {
-                        i32::from(nib) - 16
-                    } else {
-                        i32::from(nib)
-                    })
-                })
-                .collect::<Option<_>>()
-                .ok_or("holds fewer int4 values than its dims need")?
-        }
-        DataType::Int8 | DataType::Uint8 | DataType::Int16 | DataType::Uint16 | DataType::Int32 => {
-            t.int32_data.clone()
-        }
-        _ => return Err(int_range(t.data_type()).err().unwrap_or_default()),
-    };
-    of_count(v, n, &t.dims)
+    int_range(t.data_type())?;
+    let v = crate::onnx::tensor::ints(t)?;
+    Ok(v.into_iter().map(|x| x as i32).collect())
 }
 
 /// The tensor value of `name` when it is constant: an initializer (not overridable) or the
@@ -153,17 +105,8 @@ fn constant<'g>(index: &Index<'g>, name: &str) -> Option<&'g TensorProto> {
 
 /// The values of a float8 e4m3fn tensor.
 fn fp8_values(t: &TensorProto) -> Result<Vec<f32>, String> {
-    let n = element_count(&t.dims).ok_or("invalid dims")?;
-    let raw = t.raw_data.as_deref().unwrap_or(&[]);
-    let v: Vec<f32> = if raw.is_empty() {
-        t.int32_data
-            .iter()
-            .map(|&b| crate::params::from_fp8(b as u8))
-            .collect()
-    } else {
-        raw.iter().map(|&b| crate::params::from_fp8(b)).collect()
-    };
-    of_count(v, n, &t.dims)
+    let b = crate::onnx::tensor::le_bytes(t)?;
+    Ok(b.iter().map(|&b| crate::params::from_fp8(b)).collect())
 }
 
 /// Scale and zero-point of a Q or DQ node: float scales (one per element), integer zero-points

@@ -100,18 +100,7 @@ fn read_i128(elem: Elem, b: &[u8]) -> i128 {
 }
 
 fn int_range(elem: Elem) -> (i128, i128) {
-    use Elem::*;
-    match elem {
-        I8 => (i8::MIN as i128, i8::MAX as i128),
-        I16 => (i16::MIN as i128, i16::MAX as i128),
-        I32 => (i32::MIN as i128, i32::MAX as i128),
-        I64 => (i64::MIN as i128, i64::MAX as i128),
-        U8 => (0, u8::MAX as i128),
-        U16 => (0, u16::MAX as i128),
-        U32 => (0, u32::MAX as i128),
-        U64 => (0, u64::MAX as i128),
-        _ => unreachable!("integer element"),
-    }
+    crate::onnx::tensor::int_range(elem.to_onnx()).expect("integer element")
 }
 
 /// Converts little-endian `bytes` of `from` elements to `to` elements. `casts_to` must hold;

@@ -609,48 +609,12 @@ fn read_pb(path: &Path) -> Result<(String, Array), CalibError> {
         .map(|&d| usize::try_from(d))
         .collect::<Result<_, _>>()
         .map_err(|_| bad("negative dim".into()))?;
-    let n = shape
+    shape
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(|| bad("dims overflow".into()))?;
-    let data = pb_bytes(&t, elem, n).map_err(bad)?;
+    let data = crate::onnx::tensor::le_bytes(&t).map_err(bad)?.into_owned();
     Ok((t.name().to_string(), Array { elem, shape, data }))
-}
-
-fn pb_bytes(t: &TensorProto, elem: Elem, n: usize) -> Result<Vec<u8>, String> {
-    if let Some(raw) = t.raw_data.as_ref().filter(|r| !r.is_empty() || n == 0) {
-        if raw.len() != n * elem.size() {
-            return Err(format!(
-                "raw_data holds {} bytes, dims need {}",
-                raw.len(),
-                n * elem.size()
-            ));
-        }
-        return Ok(raw.to_vec());
-    }
-    let out: Vec<u8> = match elem {
-        Elem::F32 => t.float_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Elem::F64 => t.double_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Elem::I64 => t.int64_data.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        Elem::U64 | Elem::U32 => t
-            .uint64_data
-            .iter()
-            .flat_map(|v| v.to_le_bytes()[..elem.size()].to_vec())
-            .collect(),
-        // int32_data carries every type of 32 bits or fewer (float16 as its bits).
-        _ => t
-            .int32_data
-            .iter()
-            .flat_map(|v| v.to_le_bytes()[..elem.size()].to_vec())
-            .collect(),
-    };
-    if out.len() != n * elem.size() {
-        return Err(format!(
-            "holds {} values, dims need {n}",
-            out.len() / elem.size()
-        ));
-    }
-    Ok(out)
 }
 
 /// Splits a stored array of `shape` into samples for an input of `dims` (see module docs).

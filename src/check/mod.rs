@@ -238,16 +238,15 @@ fn tensorrt_node(c: &mut Ctx, node: &NodeProto, id: NodeId) {
             ),
         );
     }
-    if let Some(zp) = c.init(node, 2) {
-        let raw = zp.raw_data.as_deref().unwrap_or(&[]);
-        if raw.iter().any(|&b| b != 0) || zp.int32_data.iter().any(|&v| v != 0) {
-            c.violation(
-                "zero_point_nonzero",
-                node,
-                id,
-                format!("zero-point `{}` is not 0", zp.name()),
-            );
-        }
+    if let Some(zp) = c.init(node, 2)
+        && crate::onnx::tensor::le_bytes(zp).is_ok_and(|b| b.iter().any(|&b| b != 0))
+    {
+        c.violation(
+            "zero_point_nonzero",
+            node,
+            id,
+            format!("zero-point `{}` is not 0", zp.name()),
+        );
     }
     match c.init(node, 1) {
         None => c.violation(

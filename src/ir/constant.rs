@@ -3,7 +3,6 @@
 //! such weights quantize like initializers.
 
 use super::{Index, NodeId, attr};
-use crate::onnx::tensor::f32_data;
 use crate::proto::{
     NodeProto, TensorProto, attribute_proto::AttributeType, tensor_proto::DataType,
 };
@@ -17,27 +16,12 @@ pub struct Constant {
 
 /// Float values of a tensor of float32, float16 or float64.
 pub fn float_values(t: &TensorProto) -> Option<Vec<f32>> {
-    let n = crate::onnx::tensor::element_count(&t.dims)?;
-    let raw = t.raw_data.as_deref().unwrap_or(&[]);
-    let v: Vec<f32> = match DataType::try_from(t.data_type()).ok()? {
-        DataType::Float => f32_data(t).ok()?,
-        DataType::Float16 if !raw.is_empty() => raw
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        DataType::Float16 => t
-            .int32_data
-            .iter()
-            .map(|&b| half::f16::from_bits(b as u16).to_f32())
-            .collect(),
-        DataType::Double if !raw.is_empty() => raw
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
-            .collect(),
-        DataType::Double => t.double_data.iter().map(|&d| d as f32).collect(),
-        _ => return None,
-    };
-    (v.len() == n).then_some(v)
+    matches!(
+        DataType::try_from(t.data_type()).ok()?,
+        DataType::Float | DataType::Float16 | DataType::Double
+    )
+    .then_some(())?;
+    crate::onnx::tensor::floats(t).ok()
 }
 
 fn from_tensor(t: &TensorProto) -> Option<Constant> {

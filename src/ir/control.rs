@@ -842,9 +842,8 @@ fn cond_stays_true(body: &GraphProto) -> bool {
                 return super::attr(p, "value")
                     .and_then(|a| a.t.as_ref())
                     .is_some_and(|t| {
-                        let raw = t.raw_data.as_deref().unwrap_or(&[]);
-                        raw.first().is_some_and(|&b| b != 0)
-                            || t.int32_data.first().is_some_and(|&b| b != 0)
+                        crate::onnx::tensor::ints(t)
+                            .is_ok_and(|v| v.first().is_some_and(|&b| b != 0))
                     });
             }
             _ => return false,

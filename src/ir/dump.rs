@@ -113,20 +113,17 @@ fn tensor(t: &TensorProto) -> String {
 }
 
 fn scalar(t: &TensorProto) -> String {
-    let raw = t.raw_data.as_deref().unwrap_or(&[]);
+    let first = |v: Result<Vec<i64>, String>| {
+        v.ok()
+            .and_then(|v| v.first().copied())
+            .map_or("?".into(), |v| v.to_string())
+    };
     match DataType::try_from(t.data_type()) {
         Ok(DataType::Float) => f32_data(t)
             .ok()
             .and_then(|v| v.first().copied())
             .map_or("?".into(), |v| format!("{v:e}")),
-        Ok(DataType::Int8) => raw.first().map_or_else(
-            || t.int32_data.first().map_or("?".into(), |v| v.to_string()),
-            |&b| (b as i8).to_string(),
-        ),
-        Ok(DataType::Uint8) => raw.first().map_or_else(
-            || t.int32_data.first().map_or("?".into(), |v| v.to_string()),
-            |b| b.to_string(),
-        ),
+        Ok(DataType::Int8 | DataType::Uint8) => first(crate::onnx::tensor::ints(t)),
         _ => "…".into(),
     }
 }
