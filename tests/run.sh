@@ -25,6 +25,11 @@ else
 fi
 
 cd "$ROOT"
+# The int8 kernels ONNX Runtime and OpenVINO pick depend on these (docs/presets.md): say which ran.
+if [ -r /proc/cpuinfo ]; then
+  echo "[tests] CPU:$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-);" \
+    "flags: $(grep -o -w 'avx512_vnni\|avx_vnni\|avx512f\|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+fi
 export ONNXQ_PYTHON=$VENV/bin/python
 cargo test --features interop "$@"
 

@@ -14,6 +14,9 @@ usage: check.py --quant Q.onnx [--ref FP32.onnx --x X.npy|X.npz [--y Y.npy]] [--
   openvino  OpenVINO CPU with f32 inference precision: the same metrics (reference: REF in ORT)
   openvino_exact  with --openvino-exact: OpenVINO with its low-precision transformations off
             (LP_TRANSFORMS_MODE=NO: FakeQuantize computed in float, no int8 kernel)
+            --openvino-isa ISA caps the instruction set OpenVINO's oneDNN kernels use
+            (ONEDNN_MAX_CPU_ISA, e.g. AVX2: the kernels of x86 CPUs without VNNI, whatever this
+            CPU has); the JSON says it under `openvino_isa`
 
   Whenever ONNX Runtime or OpenVINO run (or --sim), `pairs` is computed too (see below); when it
   finds a layer whose pairs can saturate without VNNI, `ort_exact` and `openvino_exact` are
@@ -340,7 +343,13 @@ def main():
     ap.add_argument("--ort-exact", action="store_true",
                     help="also run the quantized model in ONNX Runtime with graph optimizations off "
                          "(the Q/DQ arithmetic as written): `ort_exact`")
+    ap.add_argument("--openvino-isa",
+                    help="cap OpenVINO's kernels at this instruction set (ONEDNN_MAX_CPU_ISA: AVX2, "
+                         "AVX512_CORE_VNNI, AVX512_CORE_AMX, ...)")
     a = ap.parse_args()
+    if a.openvino_isa:
+        # Read by oneDNN when OpenVINO first runs a kernel, so set before it is imported.
+        os.environ["ONEDNN_MAX_CPU_ISA"] = a.openvino_isa
     global OUTPUT, CHANNELS, ORT_BASIC, ORT_EXACT
     OUTPUT = a.output
     ORT_BASIC = a.ort_basic
@@ -354,6 +363,8 @@ def main():
     model = onnx.load(a.quant, load_external_data=False)
     full = onnx.load(a.quant)
     out["qdq"] = qdq_summary(full)
+    if a.openvino_isa:
+        out["openvino_isa"] = a.openvino_isa
     if a.pairs or a.ort or a.openvino or a.sim:
         out["pairs"] = guarded(kernel_pairs, full)
     risky = bool(out.get("pairs", {}).get("risky"))
