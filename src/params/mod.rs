@@ -29,14 +29,25 @@ pub enum QType {
 }
 
 impl QType {
-    /// Inclusive integer range.
-    pub fn range(self) -> (i32, i32) {
+    /// The ONNX element type.
+    pub fn data_type(self) -> crate::proto::tensor_proto::DataType {
+        use crate::proto::tensor_proto::DataType;
         match self {
-            QType::Int8 => (-128, 127),
-            QType::Uint8 => (0, 255),
-            QType::Int16 => (-32768, 32767),
-            QType::Fp8 => (-448, 448),
+            QType::Int8 => DataType::Int8,
+            QType::Uint8 => DataType::Uint8,
+            QType::Int16 => DataType::Int16,
+            QType::Fp8 => DataType::Float8e4m3fn,
         }
+    }
+
+    /// Inclusive integer range (float8: its largest magnitudes).
+    pub fn range(self) -> (i32, i32) {
+        if self == QType::Fp8 {
+            return (-448, 448);
+        }
+        let (lo, hi) =
+            crate::onnx::tensor::int_range(self.data_type() as i32).expect("an integer type");
+        (lo as i32, hi as i32)
     }
 
     /// Half the number of steps of a symmetric range: `amax` maps to ±127 (int16: ±32767).

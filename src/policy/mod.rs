@@ -17,6 +17,8 @@
 
 mod apply;
 mod rules;
+#[cfg(test)]
+mod tests;
 
 pub use apply::{Overrides, unmatched, unmatched_anywhere};
 
