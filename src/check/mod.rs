@@ -9,6 +9,8 @@
 //! element-wise ops that will not run in int8 (incomplete node units, half-quantized inputs).
 
 pub mod cpu;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 

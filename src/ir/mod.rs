@@ -10,6 +10,8 @@ pub mod control;
 mod dump;
 mod opset;
 mod patch;
+#[cfg(test)]
+pub(crate) mod testnet;
 mod topo;
 mod types;
 mod verify;

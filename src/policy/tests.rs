@@ -2,155 +2,32 @@
 //! preset (and overrides where it says so) and asserts what is quantized, what shares a scale
 //! and why the rest stays float.
 
-use std::collections::HashMap;
-
 use super::{Overrides, QuantPlan, plan};
 use crate::config::Config;
-use crate::ir::{Elem, TensorInfo};
+use crate::ir::testnet::Net;
 use crate::onnx::tensor::{f32_tensor, i8_tensor};
-use crate::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    ValueInfoProto, attribute_proto::AttributeType,
-};
 
-/// A model under construction: nodes in order, initializers, and every tensor typed float32
-/// of shape [1, 8, 4, 4] unless given another.
-#[derive(Default)]
-struct Net {
-    nodes: Vec<NodeProto>,
-    inits: Vec<TensorProto>,
-    inputs: Vec<String>,
-    outputs: Vec<String>,
-    types: HashMap<String, TensorInfo>,
-}
-
-fn info(shape: &[usize]) -> TensorInfo {
-    TensorInfo {
-        elem: Some(Elem::F32),
-        shape: shape.iter().map(|&d| Some(d)).collect(),
-    }
-}
-
-impl Net {
-    fn new(inputs: &[&str]) -> Net {
-        let mut n = Net::default();
-        for i in inputs {
-            n.inputs.push(i.to_string());
-            n.types.insert(i.to_string(), info(&[1, 8, 4, 4]));
-        }
-        n
-    }
-
-    fn node(&mut self, op: &str, name: &str, inputs: &[&str], outputs: &[&str]) -> &mut Self {
-        self.nodes.push(NodeProto {
-            op_type: Some(op.into()),
-            name: Some(name.into()),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: outputs.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        });
-        for o in outputs {
-            self.types
-                .entry(o.to_string())
-                .or_insert_with(|| info(&[1, 8, 4, 4]));
-        }
-        self
-    }
-
-    fn attr_ints(&mut self, name: &str, v: &[i64]) -> &mut Self {
-        let n = self.nodes.last_mut().expect("a node");
-        n.attribute.push(AttributeProto {
-            name: Some(name.into()),
-            r#type: Some(AttributeType::Ints as i32),
-            ints: v.to_vec(),
-            ..Default::default()
-        });
-        self
-    }
-
-    fn domain(&mut self, d: &str) -> &mut Self {
-        self.nodes.last_mut().expect("a node").domain = Some(d.into());
-        self
-    }
-
-    /// A 1x1 Conv weight [8, 8, 1, 1] (and its bias [8] when `bias`).
-    fn conv(&mut self, name: &str, x: &str, y: &str, bias: bool) -> &mut Self {
-        let w = format!("{name}.w");
-        let values: Vec<f32> = (0..64).map(|i| (i as f32 - 31.5) / 32.0).collect();
-        self.inits.push(f32_tensor(&w, &[8, 8, 1, 1], &values));
-        let mut inputs = vec![x.to_string(), w];
-        if bias {
-            let b = format!("{name}.b");
-            self.inits.push(f32_tensor(&b, &[8], &[0.1; 8]));
-            inputs.push(b);
-        }
-        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-        self.node("Conv", name, &refs, &[y])
-    }
-
-    fn init(&mut self, t: TensorProto) -> &mut Self {
-        self.inits.push(t);
-        self
-    }
-
-    fn typed(&mut self, tensor: &str, shape: &[usize]) -> &mut Self {
-        self.types.insert(tensor.into(), info(shape));
-        self
-    }
-
-    fn output(&mut self, o: &str) -> &mut Self {
-        self.outputs.push(o.into());
-        self
-    }
-
-    fn model(&self) -> ModelProto {
-        let vi = |n: &String| ValueInfoProto {
-            name: Some(n.clone()),
-            ..Default::default()
-        };
-        ModelProto {
-            ir_version: Some(8),
-            opset_import: vec![OperatorSetIdProto {
-                domain: Some(String::new()),
-                version: Some(13),
-            }],
-            graph: Some(GraphProto {
-                name: Some("g".into()),
-                node: self.nodes.clone(),
-                initializer: self.inits.clone(),
-                input: self.inputs.iter().map(vi).collect(),
-                output: self.outputs.iter().map(vi).collect(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
-    fn plan(&self, target: &str) -> QuantPlan {
-        self.plan_with(target, "")
-    }
-
-    /// Plans with `yaml`'s overrides (the `overrides:` list of a settings file).
-    fn plan_with(&self, target: &str, yaml: &str) -> QuantPlan {
-        let list = if yaml.is_empty() {
-            Vec::new()
-        } else {
-            crate::config::parse_user(yaml, "test.yaml")
-                .expect("valid overrides")
-                .overrides
-        };
-        let overrides = Overrides {
-            file: "test.yaml".into(),
-            list,
-            automatic: Default::default(),
-        };
-        plan(
-            &self.model(),
-            &self.types,
-            &Config::preset(target),
-            &overrides,
-        )
-    }
+/// Plans `net` with `target`'s preset and `yaml`'s overrides (the `overrides:` list of a
+/// settings file, or nothing).
+fn plan_of(net: &Net, target: &str, yaml: &str) -> QuantPlan {
+    let list = if yaml.is_empty() {
+        Vec::new()
+    } else {
+        crate::config::parse_user(yaml, "test.yaml")
+            .expect("valid overrides")
+            .overrides
+    };
+    let overrides = Overrides {
+        file: "test.yaml".into(),
+        list,
+        automatic: Default::default(),
+    };
+    plan(
+        &net.model(),
+        &net.types,
+        &Config::preset(target),
+        &overrides,
+    )
 }
 
 fn decision<'p>(plan: &'p QuantPlan, node: &str) -> &'p super::NodeDecision {
@@ -185,7 +62,7 @@ fn a_conv_chain_quantizes_each_conv_input_and_weight() {
         .node("Relu", "r", &["a"], &["b"])
         .conv("c2", "b", "y", false)
         .output("y");
-    let p = n.plan("tensorrt");
+    let p = plan_of(&n, "tensorrt", "");
     assert!(decision(&p, "c1").quantized && decision(&p, "c2").quantized);
     assert!(!decision(&p, "r").quantized, "{}", reason(&p, "r"));
     assert_eq!(planned(&p), ["x", "b"]);
@@ -208,7 +85,7 @@ fn the_ort_placement_makes_node_units_with_int32_biases() {
         .node("Sigmoid", "s", &["a"], &["b"])
         .conv("c2", "b", "y", true)
         .output("y");
-    let p = n.plan("ort");
+    let p = plan_of(&n, "ort", "");
     let a = p.activations.iter().find(|s| s.tensor == "a").expect("a");
     assert!(a.all_consumers, "{a:?}");
     assert!(
@@ -219,7 +96,7 @@ fn the_ort_placement_makes_node_units_with_int32_biases() {
     let biases: Vec<&str> = p.biases.iter().map(|b| b.bias.as_str()).collect();
     assert_eq!(biases, ["c1.b", "c2.b"]);
     assert!(decision(&p, "s").quantized, "{}", reason(&p, "s"));
-    let tensorrt = n.plan("tensorrt");
+    let tensorrt = plan_of(&n, "tensorrt", "");
     assert!(tensorrt.biases.is_empty(), "tensorrt keeps float biases");
 }
 
@@ -232,7 +109,7 @@ fn a_residual_add_quantizes_its_skip_input_only() {
         .conv("c1", "s", "a", false)
         .node("Add", "add", &["a", "s"], &["y"])
         .output("y");
-    let p = n.plan("tensorrt");
+    let p = plan_of(&n, "tensorrt", "");
     assert!(decision(&p, "add").quantized);
     assert!(
         reason(&p, "add").contains("fuses into `c1`"),
@@ -254,7 +131,7 @@ fn adds_that_are_not_residual_stay_float_with_the_reason() {
         .node("Add", "plain", &["x", "z"], &["a"])
         .node("Add", "bias", &["a", "k"], &["y"])
         .output("y");
-    let p = n.plan("tensorrt");
+    let p = plan_of(&n, "tensorrt", "");
     assert!(
         reason(&p, "plain").contains("no conv branch"),
         "{}",
@@ -280,13 +157,13 @@ fn a_concat_read_by_a_conv_shares_one_scale_with_its_inputs() {
     n.inits
         .push(f32_tensor("c1.w", &[8, 16, 1, 1], &[0.25; 128]));
     n.node("Conv", "c1", &["c", "c1.w"], &["y"]).output("y");
-    let p = n.plan("tensorrt");
+    let p = plan_of(&n, "tensorrt", "");
     assert!(decision(&p, "cat").quantized, "{}", reason(&p, "cat"));
     let g = group(&p, "c");
     assert!(g.is_some());
     assert_eq!(group(&p, "a"), g);
     assert_eq!(group(&p, "b"), g);
-    let ort = n.plan("ort");
+    let ort = plan_of(&n, "ort", "");
     assert!(
         ort.activations.iter().all(|a| a.group.is_none()),
         "{:?}",
@@ -308,7 +185,7 @@ fn shape_ops_carry_quantization_to_their_input_in_ort() {
     .node("Reshape", "reshape", &["a", "shape"], &["b"])
     .conv("c1", "b", "y", false)
     .output("y");
-    let p = n.plan("ort");
+    let p = plan_of(&n, "ort", "");
     assert!(
         decision(&p, "reshape").quantized,
         "{}",
@@ -316,7 +193,7 @@ fn shape_ops_carry_quantization_to_their_input_in_ort() {
     );
     assert!(planned(&p).contains(&"a"), "{:?}", planned(&p));
     assert_eq!(group(&p, "a"), group(&p, "b"));
-    let t = n.plan("tensorrt");
+    let t = plan_of(&n, "tensorrt", "");
     assert_eq!(planned(&t), ["b"]);
 }
 
@@ -328,7 +205,8 @@ fn overrides_skip_nodes_and_set_weights_naming_themselves() {
     n.conv("c1", "x", "a", false)
         .conv("c2", "a", "y", false)
         .output("y");
-    let p = n.plan_with(
+    let p = plan_of(
+        &n,
         "tensorrt",
         "overrides:\n  - match: {name: c1}\n    skip: true\n  - match: {name: c2}\n    weights: {per_channel: false}\n",
     );
@@ -360,7 +238,7 @@ fn an_input_already_dequantized_is_not_planned_again() {
         .node("DequantizeLinear", "dq", &["xq", "s", "zp"], &["xd"])
         .conv("c1", "xd", "y", false)
         .output("y");
-    let p = n.plan("tensorrt");
+    let p = plan_of(&n, "tensorrt", "");
     assert!(!decision(&p, "c1").quantized);
     assert!(
         reason(&p, "c1").contains("already quantized"),
@@ -380,7 +258,7 @@ fn foreign_ops_stay_float_and_softmax_has_a_fixed_range_in_ort() {
         .node("Softmax", "sm", &["a"], &["b"])
         .node("Sigmoid", "sg", &["b"], &["y"])
         .output("y");
-    let p = n.plan("ort");
+    let p = plan_of(&n, "ort", "");
     assert!(
         reason(&p, "custom").contains("com.example"),
         "{}",
@@ -389,7 +267,7 @@ fn foreign_ops_stay_float_and_softmax_has_a_fixed_range_in_ort() {
     let b = p.activations.iter().find(|a| a.tensor == "b").expect("b");
     assert_eq!(b.fixed_range, Some((0.0, 1.0)));
     assert!(!b.needs_stats());
-    let t = n.plan("tensorrt");
+    let t = plan_of(&n, "tensorrt", "");
     assert!(
         reason(&t, "sm").contains("float_ops"),
         "{}",
@@ -412,7 +290,7 @@ fn an_additive_mask_keeps_what_it_reaches_float() {
         .node("MatMul", "pv", &["m", "k"], &["y"])
         .typed("y", &[1, 16, 16])
         .output("y");
-    let p = n.plan("ort");
+    let p = plan_of(&n, "ort", "");
     assert!(decision(&p, "qk").quantized, "{}", reason(&p, "qk"));
     assert!(!decision(&p, "pv").quantized);
     assert!(reason(&p, "pv").contains("`m`"), "{}", reason(&p, "pv"));
@@ -433,7 +311,7 @@ fn small_matmuls_stay_float_and_large_ones_get_per_column_weights() {
         .typed("b", &[1, 32])
         .output("a")
         .output("b");
-    let p = n.plan("tensorrt");
+    let p = plan_of(&n, "tensorrt", "");
     assert!(
         reason(&p, "small").contains("K = 32, N = 4"),
         "{}",

@@ -11,6 +11,8 @@ mod fold_relu;
 pub mod fp16;
 mod qdq;
 pub mod smooth;
+#[cfg(test)]
+mod tests;
 mod weights;
 
 pub use fold_bn::fold_batchnorm;
