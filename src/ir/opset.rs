@@ -186,15 +186,20 @@ pub fn upgrade_in_place(model: &mut ModelProto) -> Result<Vec<String>, Vec<Strin
     let mut names = super::Names::new(&super::Index::new(
         model.graph.as_ref().expect("loaded models have a graph"),
     ));
-    let up = plan_upgrade(model, &mut names, 13)?;
-    let legacy_inputs = model.ir_version() < 4;
-    super::apply(model, up.patch).map_err(|e| vec![e])?;
-    if legacy_inputs {
-        let g = model.graph.as_mut().expect("loaded models have a graph");
-        let inits: std::collections::HashSet<String> =
-            g.initializer.iter().map(|t| t.name().to_string()).collect();
-        g.input.retain(|v| !inits.contains(v.name()));
+    let mut up = plan_upgrade(model, &mut names, 13)?;
+    if model.ir_version() < 4 {
+        // initializers need not be inputs any more: callers may no longer override them
+        let g = model.graph.as_ref().expect("loaded models have a graph");
+        let inits: std::collections::HashSet<&str> =
+            g.initializer.iter().map(|t| t.name()).collect();
+        up.patch.remove_inputs = g
+            .input
+            .iter()
+            .filter(|v| inits.contains(v.name()))
+            .map(|v| v.name().to_string())
+            .collect();
     }
+    super::apply(model, up.patch).map_err(|e| vec![e])?;
     Ok(up.converted)
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::proto::{ModelProto, NodeProto, TensorProto};
+use crate::proto::{ModelProto, NodeProto, TensorProto, ValueInfoProto};
 
 use super::NodeId;
 
@@ -35,6 +35,10 @@ pub struct Patch {
     pub opset: Option<i64>,
     /// Raise the IR version to at least this.
     pub min_ir_version: Option<i64>,
+    /// Graph inputs to drop (models before IR 4 list their initializers as inputs).
+    pub remove_inputs: Vec<String>,
+    /// `value_info` entries replaced, by the name they had (a tensor renamed or retyped).
+    pub value_info: Vec<(String, ValueInfoProto)>,
 }
 
 impl Patch {
@@ -47,6 +51,8 @@ impl Patch {
             && self.remove_initializers.is_empty()
             && self.opset.is_none()
             && self.min_ir_version.is_none()
+            && self.remove_inputs.is_empty()
+            && self.value_info.is_empty()
     }
 }
 
@@ -115,6 +121,14 @@ pub fn apply(model: &mut ModelProto, patch: Patch) -> Result<Vec<NodeId>, String
     graph.input.retain(|v| !removed.contains(v.name()));
     graph.value_info.retain(|v| !removed.contains(v.name()));
     graph.initializer.extend(patch.add_initializers);
+    let dropped: HashSet<String> = patch.remove_inputs.into_iter().collect();
+    graph.input.retain(|v| !dropped.contains(v.name()));
+    let declared: HashMap<String, ValueInfoProto> = patch.value_info.into_iter().collect();
+    for v in &mut graph.value_info {
+        if let Some(new) = declared.get(v.name()) {
+            *v = new.clone();
+        }
+    }
 
     if let Some(v) = patch.opset {
         super::set_default_opset(model, v);

@@ -10,9 +10,10 @@ use crate::report::ActivationReport;
 use crate::stats::StatsTable;
 use crate::{onnx, rewrite};
 
-use super::plan::{Prep, replan};
+use super::plan::replan;
 use super::ranges::settle_on_statistics;
 use super::{Types, scopes};
+use crate::rewrite::Prep;
 
 /// A quantized model built in memory, and what went into it.
 pub(super) struct Built {

@@ -25,12 +25,13 @@ pub(crate) use engine::{Engine, Scoped, Types};
 pub use eval::{EvalJob, EvalReport, evaluate};
 pub use tune::{SensitivityJob, SensitivityReport, sensitivity};
 
+pub use crate::rewrite::Prep;
 pub use calibrate::{CalibrateReport, calibrate_job, file_sha256, run_job};
 pub(crate) use open::typed_runner;
 pub use open::{
     InputShapes, Model, declared_shapes, input_specs, open_model, parse_input_shape, quantized_ops,
 };
-pub use plan::{Planning, Prep, Rules, plan_only};
+pub use plan::{Planning, Rules, plan_only};
 pub use quantize::quantize;
 pub(crate) use ranges::settle_on_statistics;
 pub use tune::{Fallback, with_exceptions};

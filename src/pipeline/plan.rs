@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::error::{Error, ModelError, UsageError};
 use crate::policy::{Overrides, QuantPlan};
 use crate::report::explain::{Explained, ExplainedSubgraph};
+use crate::rewrite::Prep;
 use crate::{policy, rewrite};
 
 use super::open::{InputShapes, Model, open_model};
@@ -36,50 +37,6 @@ pub(super) struct Planned {
     pub(super) sub_observe: Observe,
     /// What preparing `written` did (folds).
     pub(super) prep: Prep,
-}
-
-/// What preparing the written model did: notes for the report, and the Relus folded into node
-/// units (restored by the rewrite where the plan does not quantize that output exactly).
-#[derive(Clone, Debug, Default)]
-pub struct Prep {
-    pub notes: Vec<String>,
-    pub folded_relus: Vec<crate::ir::FoldedRelu>,
-}
-
-/// The model the quantized one is made from: the input, with BatchNormalization folded into
-/// Convs and Relus folded into complete node units where the preset says so.
-pub(super) fn model_to_write(
-    model: &crate::proto::ModelProto,
-    config: &Config,
-    prep: &mut Prep,
-) -> Result<crate::proto::ModelProto, Error> {
-    let notes = &mut prep.notes;
-    let p = &config.placement;
-    let mut m = if p.fold_batchnorm {
-        let (m, n) = rewrite::fold_batchnorm(model)?;
-        if n > 0 {
-            notes.push(format!(
-                "{n} BatchNormalization node(s) folded into the Conv before them"
-            ));
-        }
-        m
-    } else {
-        model.clone()
-    };
-    if p.fold_relu && !config.activation.symmetric {
-        let (folded, relus) = rewrite::fold_relu(&m, &p.output_ops)?;
-        if !relus.is_empty() {
-            let names: Vec<&str> = relus.iter().map(|r| r.label.as_str()).collect();
-            notes.push(format!(
-                "{} Relu (or Clip from 0) node(s) folded into the quantized output before them (asymmetric ranges clamp at 0, and at a Clip's bound, exactly): {}",
-                relus.len(),
-                names.join(", ")
-            ));
-        }
-        prep.folded_relus = relus;
-        m = folded;
-    }
-    Ok(m)
 }
 
 /// The settings and overrides a model is planned with.
@@ -143,11 +100,10 @@ pub(super) fn plan_model(
             )
         })
         .collect();
-    let mut prep = Prep::default();
+    let (written, mut prep) = rewrite::prepare(&model.loaded.model, config)?;
     if let Some(note) = legs.iter().find_map(|(_, l)| l.note.clone()) {
-        prep.notes.push(note);
+        prep.notes.insert(0, note);
     }
-    let written = model_to_write(&model.loaded.model, config, &mut prep)?;
     let subgraphs: Vec<&crate::proto::GraphProto> = crate::ir::control::scopes(&written)
         .iter()
         .filter_map(|s| crate::ir::control::subgraph(&written, s))

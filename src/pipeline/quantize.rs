@@ -34,14 +34,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         StatsSource::Calibrate(d) => Some(d),
         StatsSource::File(_) | StatsSource::None => None,
     };
-    let smooth_notes = match (job.planning.config.smoothquant, data_src) {
-        (Some(alpha), Some(d)) => {
-            let notes = smooth::smooth_model(&mut model, d, alpha)?;
-            clock.lap("smoothquant");
-            notes
-        }
-        _ => Vec::new(),
-    };
+    let smooth_notes = smoothquant(job, &mut model, data_src, &mut clock)?;
     let planned = plan_model(&model, data_src, &job.planning.rules(warn))?;
     clock.lap("plan");
     let Planned {
@@ -64,19 +57,10 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         prep: &prep,
         data: data.is_some(),
     };
-    // with a target, the last samples are held out of calibration to measure it on
-    let (data, holdout) = match (data, &job.mixed) {
-        (Some(set), Some(mixed)) => {
-            let path = data_src.map(|d| d.path.clone()).unwrap_or_default();
-            let (head, tail) = split_holdout(set, mixed.holdout, &path, "an accuracy target")?;
-            (Some(head), Some(tail))
-        }
-        (data, _) => (data, None),
-    };
-    let calib_part = data.clone();
+    let (calib_part, holdout) = hold_out(job, data, data_src)?;
     let observe = observe_for(&job.planning.config, &plan).union(sub_observe);
     let observed = (sub_observed.as_slice(), &sub_channels);
-    let (mut stats, calibration, source) = match (&job.stats, data) {
+    let (mut stats, calibration, source) = match (&job.stats, calib_part.clone()) {
         (StatsSource::Calibrate(d), Some(data)) => {
             let m = calibrate(&engine, &plan, observed, data, d, observe, warn)?;
             (m.stats, m.report, d.path.clone())
@@ -101,7 +85,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     if let (Some(mixed), Some(holdout), Some(d), Some(engine)) =
         (&job.mixed, holdout.as_ref(), data_src, engine.as_ref())
     {
-        let input = Source {
+        let reference = Source {
             model: &model.loaded.model,
             path: &job.input,
         };
@@ -117,7 +101,12 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             src: d,
             stats: &mut stats,
             source: &source,
-            reference: compare::Reference::new(input, &model.inputs, holdout.clone(), &opts(d))?,
+            reference: compare::Reference::new(
+                reference,
+                &model.inputs,
+                holdout.clone(),
+                &opts(d),
+            )?,
             labels,
             output: &job.output,
         };
@@ -125,7 +114,41 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         clock.lap("mixed-precision");
     }
     drop(engine);
+    finish(
+        job,
+        model,
+        built,
+        Finish {
+            holdout,
+            labels,
+            data_src,
+            calibration,
+            mixed_report,
+        },
+        clock,
+        warn,
+    )
+}
 
+/// What the last stages need of the earlier ones besides the model and its version.
+struct Finish<'a> {
+    holdout: Option<Dataset>,
+    labels: Option<Labels<'a>>,
+    data_src: Option<&'a DataSource>,
+    calibration: CalibrationReport,
+    mixed_report: Option<crate::accuracy::mixed::Search>,
+}
+
+/// The last stages: the TensorRT cache, float16, the target's check, save, the per-layer
+/// accuracy of the written model, the report.
+fn finish(
+    job: &QuantizeJob,
+    model: Model,
+    mut built: Built,
+    f: Finish,
+    mut clock: Clock,
+    warn: &dyn Fn(&str),
+) -> Result<Report, Error> {
     if let Some(cache) = &job.trt_cache {
         stats::write_trt_cache(cache, &amax_table(&built.activations))?;
     }
@@ -136,7 +159,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     if fp16.is_some() {
         clock.lap("float16");
     }
-    warn_of_findings(&built.model, config, warn);
+    warn_of_findings(&built.model, &job.planning.config, warn);
     let save = SaveOptions {
         external: !loaded.side_files.is_empty(),
         external_threshold: EXTERNAL_THRESHOLD,
@@ -145,9 +168,9 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     clock.lap("save");
 
     let mut accuracy = None;
-    if let (Some(q), Some(d)) = (kept_model, data_src) {
+    if let (Some(q), Some(d)) = (kept_model, f.data_src) {
         // held-out samples when there are some, else the calibration samples themselves
-        let set = match holdout {
+        let set = match f.holdout {
             Some(h) => h,
             None => Dataset::open(&d.path, &inputs, d.max_samples, &d.images)?,
         };
@@ -155,7 +178,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             model: &loaded.model,
             path: &job.input,
         };
-        accuracy = Some(per_layer(job, original, &q, &inputs, set, d, labels)?);
+        accuracy = Some(per_layer(job, original, &q, &inputs, set, d, f.labels)?);
         clock.lap("evaluate");
     }
 
@@ -166,14 +189,47 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         data_bytes: loaded.side_bytes,
     };
     Ok(Report {
-        calibration,
+        calibration: f.calibration,
         opset,
         accuracy,
-        mixed_precision: mixed_report,
+        mixed_precision: f.mixed_report,
         fp16,
         timings_ms: clock.stages,
         ..report(job, input, saved, built, loaded.warnings)
     })
+}
+
+/// SmoothQuant (`smoothquant: true` with calibration data): the factors folded into the model
+/// before planning, with notes for the report.
+fn smoothquant(
+    job: &QuantizeJob,
+    model: &mut Model,
+    data_src: Option<&DataSource>,
+    clock: &mut Clock,
+) -> Result<Vec<String>, Error> {
+    let (Some(alpha), Some(d)) = (job.planning.config.smoothquant, data_src) else {
+        return Ok(Vec::new());
+    };
+    let notes = smooth::smooth_model(model, d, alpha)?;
+    clock.lap("smoothquant");
+    Ok(notes)
+}
+
+/// With an accuracy target, the last samples are held out of calibration to measure it on:
+/// (samples that calibrate, held-out samples).
+fn hold_out(
+    job: &QuantizeJob,
+    data: Option<Dataset>,
+    data_src: Option<&DataSource>,
+) -> Result<(Option<Dataset>, Option<Dataset>), Error> {
+    match (data, &job.mixed) {
+        (Some(set), Some(mixed)) => {
+            let path = data_src.map(|d| d.path.clone()).unwrap_or_default();
+            let (head, tail) = split_holdout(set, mixed.holdout, &path, "an accuracy target")?;
+            Ok((Some(head), Some(tail)))
+        }
+        (data, _) => Ok((data, None)),
+    }
 }
 
 /// Load: the destination checked (before loading, which may take long; then with the data

@@ -16,7 +16,6 @@ use crate::stats::StatsTable;
 /// Rounds of planning again with the nodes statistics showed should stay float.
 const STATISTICS_ROUNDS: usize = 3;
 
-/// Range, parameters and report line of every planned activation.
 /// The method a site's range is chosen with: its override's, or the global one.
 pub(super) fn site_method(config: &Config, s: &SiteSettings) -> Method {
     let percentile = s.percentile.unwrap_or(config.percentile);
@@ -32,6 +31,16 @@ pub(super) fn site_method(config: &Config, s: &SiteSettings) -> Method {
     }
 }
 
+/// The scheme a site's settings give it (an override's type and symmetry, or the global ones).
+fn scheme_of(config: &Config, s: &SiteSettings) -> ActivationScheme {
+    ActivationScheme {
+        qtype: s.qtype.unwrap_or(config.activation.qtype),
+        symmetric: s.symmetric.unwrap_or(config.activation.symmetric),
+    }
+}
+
+/// Range, parameters and report line of every planned activation: each site's own range
+/// ([`own_ranges`]), the union over sites sharing a scale, the parameters ([`site_params`]).
 pub(super) fn activation_params_of(
     plan: &mut QuantPlan,
     model: &crate::proto::ModelProto,
@@ -39,47 +48,7 @@ pub(super) fn activation_params_of(
     config: &Config,
     source: &Path,
 ) -> Result<(ActivationParams, Vec<ActivationReport>), Error> {
-    let missing: Vec<String> = plan
-        .activations
-        .iter()
-        .filter(|a| a.needs_stats() && !stats.tensors.contains_key(&a.tensor))
-        .map(|a| format!("`{}`", a.tensor))
-        .collect();
-    if !missing.is_empty() {
-        return Err(CalibError::BadFile {
-            path: source.to_path_buf(),
-            reason: format!(
-                "holds no statistics for planned tensor(s) {}",
-                missing.join(", ")
-            ),
-        }
-        .into());
-    }
-    let scheme_of = |s: &SiteSettings| ActivationScheme {
-        qtype: s.qtype.unwrap_or(config.activation.qtype),
-        symmetric: s.symmetric.unwrap_or(config.activation.symmetric),
-    };
-    // each site's own range: set by an override, fixed by its producer, or chosen from its
-    // statistics (a fixed scale needs none: its observed extremes stand in)
-    let mut own: HashMap<String, (f32, f32)> = HashMap::new();
-    for site in &plan.activations {
-        let observed = stats.tensors.get(&site.tensor);
-        let r = match (site.settings.range, site.fixed_range, observed) {
-            (Some(r), _, _) | (None, Some(r), _) => r,
-            (None, None, Some(s)) if site.settings.scale.is_some() => (s.minmax.min, s.minmax.max),
-            (None, None, None) => (0.0, 0.0),
-            (None, None, Some(s)) => select_range(
-                s,
-                site_method(config, &site.settings),
-                scheme_of(&site.settings),
-            )
-            .map_err(|reason| CalibError::BadFile {
-                path: source.to_path_buf(),
-                reason: format!("tensor `{}`: {reason}", site.tensor),
-            })?,
-        };
-        own.insert(site.tensor.clone(), r);
-    }
+    let own = own_ranges(plan, stats, config, source)?;
     let mut notes = plan.split_disparate_concats(model, &own);
     plan.notes.append(&mut notes);
     let ranges: Vec<(f32, f32)> = plan.activations.iter().map(|a| own[&a.tensor]).collect();
@@ -105,68 +74,134 @@ pub(super) fn activation_params_of(
     };
     let mut reports = Vec::new();
     for (site, own) in plan.activations.iter().zip(ranges) {
-        let (lo, hi) = site.group.map_or(own, |g| union[&g]);
-        let set = &site.settings;
-        let unsigned = set.qtype.is_none()
-            && ((config.unsigned_when_nonnegative
-                && config.activation.qtype != QType::Int16
-                && lo >= 0.0)
-                || (config.concat_uint8
-                    && config.activation.qtype == QType::Int8
-                    && site.group.is_some_and(|g| concat_groups.contains(&g))));
-        let scheme = if unsigned {
-            ActivationScheme {
-                qtype: QType::Uint8,
-                symmetric: false,
-            }
-        } else {
-            scheme_of(set)
-        };
-        let p = match set.scale {
-            Some((scale, zp)) => {
-                let natural = if scheme.qtype == QType::Uint8 && scheme.symmetric {
-                    128
-                } else {
-                    0
-                };
-                QParams {
-                    scale,
-                    zero_point: zp.unwrap_or(natural),
-                }
-            }
-            None => activation_params(lo, hi, scheme),
-        };
-        let p = if config.fp16 {
-            crate::params::with_f16_scale(p, scheme, lo)
-        } else {
-            p
-        };
+        let range = site.group.map_or(own, |g| union[&g]);
+        let by_concat = site.group.is_some_and(|g| concat_groups.contains(&g));
+        let (scheme, p) = site_params(config, &site.settings, range, by_concat);
         act.tensors.insert(site.tensor.clone(), (scheme.qtype, p));
-        let (min, max) = stats
-            .tensors
-            .get(&site.tensor)
-            .map_or((lo, hi), |s| (s.minmax.min, s.minmax.max));
-        reports.push(ActivationReport {
-            tensor: site.tensor.clone(),
-            min,
-            max,
-            range: [lo, hi],
-            dtype: scheme.qtype.name(),
-            scale: p.scale,
-            zero_point: p.zero_point,
-            sqnr_db: stats
-                .tensors
-                .get(&site.tensor)
-                .and_then(|s| s.histogram.as_ref())
-                .and_then(|h| crate::params::histogram_sqnr_db(h, p, scheme.qtype)),
-            decided_by: set
-                .sources
-                .iter()
-                .map(|(f, o)| format!("{f}: {o}"))
-                .collect(),
-        });
+        reports.push(report_of(site, stats, range, scheme, p));
     }
     Ok((act, reports))
+}
+
+/// Each site's own range: set by an override, fixed by its producer, or chosen from its
+/// statistics (a fixed scale needs none: its observed extremes stand in). A planned tensor the
+/// statistics lack is an error naming them all.
+fn own_ranges(
+    plan: &QuantPlan,
+    stats: &StatsTable,
+    config: &Config,
+    source: &Path,
+) -> Result<HashMap<String, (f32, f32)>, Error> {
+    let missing: Vec<String> = plan
+        .activations
+        .iter()
+        .filter(|a| a.needs_stats() && !stats.tensors.contains_key(&a.tensor))
+        .map(|a| format!("`{}`", a.tensor))
+        .collect();
+    if !missing.is_empty() {
+        return Err(CalibError::BadFile {
+            path: source.to_path_buf(),
+            reason: format!(
+                "holds no statistics for planned tensor(s) {}",
+                missing.join(", ")
+            ),
+        }
+        .into());
+    }
+    let mut own: HashMap<String, (f32, f32)> = HashMap::new();
+    for site in &plan.activations {
+        let observed = stats.tensors.get(&site.tensor);
+        let r = match (site.settings.range, site.fixed_range, observed) {
+            (Some(r), _, _) | (None, Some(r), _) => r,
+            (None, None, Some(s)) if site.settings.scale.is_some() => (s.minmax.min, s.minmax.max),
+            (None, None, None) => (0.0, 0.0),
+            (None, None, Some(s)) => select_range(
+                s,
+                site_method(config, &site.settings),
+                scheme_of(config, &site.settings),
+            )
+            .map_err(|reason| CalibError::BadFile {
+                path: source.to_path_buf(),
+                reason: format!("tensor `{}`: {reason}", site.tensor),
+            })?,
+        };
+        own.insert(site.tensor.clone(), r);
+    }
+    Ok(own)
+}
+
+/// The scheme and parameters of a site with range `(lo, hi)`: uint8 with a zero-point where
+/// the target wants it for a non-negative tensor or one sharing a scale with a Concat a Conv
+/// reads (`by_concat`), an override's fixed scale, float16-exact scales for fp16 outputs.
+fn site_params(
+    config: &Config,
+    set: &SiteSettings,
+    (lo, hi): (f32, f32),
+    by_concat: bool,
+) -> (ActivationScheme, QParams) {
+    let unsigned = set.qtype.is_none()
+        && ((config.unsigned_when_nonnegative
+            && config.activation.qtype != QType::Int16
+            && lo >= 0.0)
+            || (config.concat_uint8 && config.activation.qtype == QType::Int8 && by_concat));
+    let scheme = if unsigned {
+        ActivationScheme {
+            qtype: QType::Uint8,
+            symmetric: false,
+        }
+    } else {
+        scheme_of(config, set)
+    };
+    let p = match set.scale {
+        Some((scale, zp)) => {
+            let natural = if scheme.qtype == QType::Uint8 && scheme.symmetric {
+                128
+            } else {
+                0
+            };
+            QParams {
+                scale,
+                zero_point: zp.unwrap_or(natural),
+            }
+        }
+        None => activation_params(lo, hi, scheme),
+    };
+    let p = if config.fp16 {
+        crate::params::with_f16_scale(p, scheme, lo)
+    } else {
+        p
+    };
+    (scheme, p)
+}
+
+/// The report line of one site.
+fn report_of(
+    site: &crate::policy::ActivationSite,
+    stats: &StatsTable,
+    (lo, hi): (f32, f32),
+    scheme: ActivationScheme,
+    p: QParams,
+) -> ActivationReport {
+    let observed = stats.tensors.get(&site.tensor);
+    let (min, max) = observed.map_or((lo, hi), |s| (s.minmax.min, s.minmax.max));
+    ActivationReport {
+        tensor: site.tensor.clone(),
+        min,
+        max,
+        range: [lo, hi],
+        dtype: scheme.qtype.name(),
+        scale: p.scale,
+        zero_point: p.zero_point,
+        sqnr_db: observed
+            .and_then(|s| s.histogram.as_ref())
+            .and_then(|h| crate::params::histogram_sqnr_db(h, p, scheme.qtype)),
+        decided_by: site
+            .settings
+            .sources
+            .iter()
+            .map(|(f, o)| format!("{f}: {o}"))
+            .collect(),
+    }
 }
 
 /// Chooses every range of `plan` from `stats`; when the statistics show nodes that should stay

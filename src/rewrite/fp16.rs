@@ -444,20 +444,21 @@ pub fn convert(model: &mut ModelProto) -> Result<Fp16Report, String> {
         })
         .collect();
     patch.replace.extend(replaced);
-    let f16_names: HashSet<String> = to_f16.iter().map(|n| n.to_string()).collect();
-    ir::apply(model, patch).map_err(|e| format!("the float16 conversion broke the graph: {e}"))?;
-
     // 6. declared types follow
-    let graph = model.graph.as_mut().expect("checked above");
+    let f16_names: HashSet<&str> = to_f16.iter().map(|n| n.as_ref()).collect();
     let renamed: HashMap<String, String> = renamed_outputs.into_iter().collect();
-    for v in &mut graph.value_info {
-        let f16 = f16_names.contains(v.name());
+    for v in &graph.value_info {
+        let mut new = v.clone();
         if let Some(inner) = renamed.get(v.name()) {
-            v.name = Some(inner.clone());
+            new.name = Some(inner.clone());
         }
-        if f16 && elem_type(v) == Some(F32) {
-            set_elem_type(v, F16);
+        if f16_names.contains(v.name()) && elem_type(v) == Some(F32) {
+            set_elem_type(&mut new, F16);
+        }
+        if &new != v {
+            patch.value_info.push((v.name().to_string(), new));
         }
     }
+    ir::apply(model, patch).map_err(|e| format!("the float16 conversion broke the graph: {e}"))?;
     Ok(report)
 }

@@ -1,10 +1,23 @@
 //! Turns a [`QuantPlan`] and its parameters into a QDQ model.
 //!
-//! Each pass reads the current graph and returns an [`ir::Patch`]; [`run`] applies them in
-//! order with [`ir::apply`], which re-sorts and verifies the graph after every pass. Passes never
-//! edit the graph themselves. Rules are directional: a tensor already behind a
-//! DequantizeLinear is never planned again (policy refuses it), so running onnx-quant on its
-//! own output adds nothing.
+//! Every pass, in the order a quantize run applies them:
+//!
+//! | stage | pass | what |
+//! |---|---|---|
+//! | prepare | `smoothquant` | per-channel factors folded into a LayerNormalization and the weights reading it (`smooth.rs`; the maxima are measured by `pipeline/smooth.rs` with tract) |
+//! | prepare | `fold-batchnorm` | Conv → BatchNormalization folded into the Conv (`placement.fold_batchnorm`) |
+//! | prepare | `fold-relu` | Relus and Clips from 0 dropped after node units (`placement.fold_relu`, asymmetric ranges) |
+//! | rewrite | `opset-upgrade` | the opset the plan needs (13 for per-channel weights, 21 for int4/int16) |
+//! | rewrite | `restore-relu` | each folded Relu put back where the plan does not clamp its unit's output exactly |
+//! | rewrite | `quantize-weights` | int8/int4 weights + DequantizeLinear, int32 biases |
+//! | rewrite | `insert-qdq` | a QuantizeLinear → DequantizeLinear pair per planned activation |
+//! | finish | `float16` | what stays float in float16 (`high_precision: fp16`, `fp16.rs`) |
+//!
+//! [`PREPARE`] and [`REWRITE`] are those lists as code: [`prepare`] and [`run`] drive them in
+//! order. Each rewrite pass reads the current graph and returns an [`ir::Patch`], applied with
+//! [`ir::apply`], which re-sorts and verifies the graph after every pass; passes never edit the
+//! graph themselves. Rules are directional: a tensor already behind a DequantizeLinear is never
+//! planned again (policy refuses it), so running onnx-quant on its own output adds nothing.
 
 mod fold_bn;
 mod fold_relu;
@@ -22,6 +35,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::error::Error;
 use crate::ir::{self, NodeId};
 use crate::params::{QParams, QType, WeightType};
@@ -150,12 +164,58 @@ fn step(
     Ok(())
 }
 
-/// Rewrites `model` (the graph `plan` was made from) in place. Weights still in external
-/// files are read through `external` one at a time, as they are quantized.
 /// Values of a weight still in its external file (`onnx::load_deferring`): the caller reads
 /// them, so the passes do no I/O.
 pub type ExternalValues<'a> = &'a dyn Fn(&crate::proto::TensorProto) -> Result<Vec<f32>, Error>;
 
+/// What the rewrite passes read besides the graph.
+struct Ctx<'a> {
+    plan: &'a QuantPlan,
+    act: &'a ActivationParams,
+    external: ExternalValues<'a>,
+}
+
+/// A rewrite pass: the patch it makes of the current graph (`ids`: where the planned nodes
+/// now stand), noting what it did in the report.
+type RewriteFn = fn(&ModelProto, &Ctx, &IdMap, &mut RewriteReport) -> Result<ir::Patch, Error>;
+
+/// The rewrite passes, in order.
+pub const REWRITE: [&str; 4] = [
+    "opset-upgrade",
+    "restore-relu",
+    "quantize-weights",
+    "insert-qdq",
+];
+
+const REWRITE_FNS: [RewriteFn; 4] = [
+    |_, c, _, report| {
+        let Some(up) = &c.plan.upgrade else {
+            return Ok(ir::Patch::default());
+        };
+        report.opset = up.patch.opset;
+        Ok(up.patch.clone())
+    },
+    |model, c, _, report| {
+        let (patch, restored) = fold_relu::restore_relus(model, c.plan, c.act);
+        report.restored_relus = restored;
+        Ok(patch)
+    },
+    |model, c, ids, report| {
+        let (patch, weights) = weights::quantize_weights(model, c.plan, c.act, ids, c.external)?;
+        report.weights = weights;
+        report.int32_biases = c.plan.biases.len();
+        Ok(patch)
+    },
+    |model, c, ids, report| {
+        let patch = qdq::insert_qdq(model, c.plan, c.act, ids)?;
+        report.activations = c.plan.activations.len();
+        Ok(patch)
+    },
+];
+
+/// Rewrites `model` (the graph `plan` was made from) in place, pass by pass ([`REWRITE`]).
+/// Weights still in external files are read through `external` one at a time, as they are
+/// quantized.
 pub fn run(
     model: &mut ModelProto,
     plan: &QuantPlan,
@@ -165,19 +225,74 @@ pub fn run(
     let n = model.graph.as_ref().map_or(0, |g| g.node.len());
     let mut ids = IdMap((0..n).collect());
     let mut report = RewriteReport::default();
-    if let Some(up) = &plan.upgrade {
-        report.opset = up.patch.opset;
-        step("opset-upgrade", model, up.patch.clone(), &mut ids)?;
+    let ctx = Ctx {
+        plan,
+        act,
+        external,
+    };
+    for (name, pass) in REWRITE.iter().zip(REWRITE_FNS) {
+        let patch = pass(model, &ctx, &ids, &mut report)?;
+        step(name, model, patch, &mut ids)?;
     }
-    let (patch, restored) = fold_relu::restore_relus(model, plan, act);
-    report.restored_relus = restored;
-    step("restore-relu", model, patch, &mut ids)?;
-    let (patch, weights) = weights::quantize_weights(model, plan, act, &ids, external)?;
-    report.weights = weights;
-    report.int32_biases = plan.biases.len();
-    step("quantize-weights", model, patch, &mut ids)?;
-    let patch = qdq::insert_qdq(model, plan, act, &ids)?;
-    report.activations = plan.activations.len();
-    step("insert-qdq", model, patch, &mut ids)?;
     Ok(report)
+}
+
+/// What preparing the written model did: notes for the report, and the Relus folded into node
+/// units (restored by the rewrite where the plan does not quantize that output exactly).
+#[derive(Clone, Debug, Default)]
+pub struct Prep {
+    pub notes: Vec<String>,
+    pub folded_relus: Vec<crate::ir::FoldedRelu>,
+}
+
+/// A preparation pass: the model it makes of `model` under `config` (`None`: nothing to do).
+type PrepareFn = fn(&ModelProto, &Config, &mut Prep) -> Result<Option<ModelProto>, Error>;
+
+/// The preparation passes [`prepare`] runs, in order (SmoothQuant runs before them, where
+/// calibration data is at hand: see the module's table).
+pub const PREPARE: [&str; 2] = ["fold-batchnorm", "fold-relu"];
+
+const PREPARE_FNS: [PrepareFn; 2] = [
+    |model, config, prep| {
+        if !config.placement.fold_batchnorm {
+            return Ok(None);
+        }
+        let (m, n) = fold_batchnorm(model)?;
+        if n > 0 {
+            prep.notes.push(format!(
+                "{n} BatchNormalization node(s) folded into the Conv before them"
+            ));
+        }
+        Ok(Some(m))
+    },
+    |model, config, prep| {
+        let p = &config.placement;
+        if !p.fold_relu || config.activation.symmetric {
+            return Ok(None);
+        }
+        let (folded, relus) = fold_relu(model, &p.output_ops)?;
+        if !relus.is_empty() {
+            let names: Vec<&str> = relus.iter().map(|r| r.label.as_str()).collect();
+            prep.notes.push(format!(
+                "{} Relu (or Clip from 0) node(s) folded into the quantized output before them (asymmetric ranges clamp at 0, and at a Clip's bound, exactly): {}",
+                relus.len(),
+                names.join(", ")
+            ));
+        }
+        prep.folded_relus = relus;
+        Ok(Some(folded))
+    },
+];
+
+/// The model the quantized one is made from: `model` with the preparation passes ([`PREPARE`])
+/// the preset asks for (BatchNormalization folded into Convs, Relus into node units).
+pub fn prepare(model: &ModelProto, config: &Config) -> Result<(ModelProto, Prep), Error> {
+    let mut prep = Prep::default();
+    let mut m = model.clone();
+    for pass in PREPARE_FNS {
+        if let Some(next) = pass(&m, config, &mut prep)? {
+            m = next;
+        }
+    }
+    Ok((m, prep))
 }

@@ -140,3 +140,31 @@ node relu: Relu(a) -> y
     assert_eq!(values(&m, "w_scale"), [2.0 / 127.0, 4.0 / 127.0]);
     assert_eq!((report.activations, report.weights.len()), (1, 1));
 }
+
+/// The preparation passes in order for the ort preset: Conv -> BatchNormalization -> Relu
+/// becomes one Conv writing the Relu's output, with a note per pass; tensorrt prepares nothing.
+#[test]
+fn golden_prepare_folds_batchnorm_then_relu_for_ort() {
+    let mut n = conv_bn();
+    let y = n.nodes.last_mut().unwrap();
+    y.output = vec!["b".into()];
+    n.node("Relu", "relu", &["b"], &["y"]);
+    let (m, prep) = super::prepare(&n.model(), &Config::preset("ort")).unwrap();
+    assert_eq!(
+        dump(&m),
+        "model ir_version=8 opset=ai.onnx:13
+input x: (non-tensor)
+output y: (non-tensor)
+init w_bn_folded: float32[2,2,1,1]
+init a_bn_folded_bias: float32[2]
+node conv: Conv(x, w_bn_folded, a_bn_folded_bias) -> y
+"
+    );
+    assert_eq!(prep.notes.len(), 2, "{:?}", prep.notes);
+    assert!(prep.notes[0].contains("BatchNormalization"));
+    assert_eq!(prep.folded_relus.len(), 1);
+    let (same, none) = super::prepare(&n.model(), &Config::preset("tensorrt")).unwrap();
+    assert_eq!(same, n.model());
+    assert!(none.notes.is_empty() && none.folded_relus.is_empty());
+    assert_eq!(super::PREPARE, ["fold-batchnorm", "fold-relu"]);
+}
