@@ -418,70 +418,9 @@ pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
         let (Some(x), Some(qout)) = (q.input.first(), q.output.first()) else {
             continue;
         };
-        let mut step = || -> Result<(), String> {
-            let p = params(&index, q, &label)?;
-            if p.scale.len() != 1 || ir::attr_int(q, "block_size").unwrap_or(0) != 0 {
-                return Err(format!(
-                    "`{label}`: per-channel or block-wise activation quantization is not simulated"
-                ));
-            }
-            let readers = index.consumers(qout);
-            let mut dqs = Vec::new();
-            for &(r, slot) in readers {
-                let rn = index.node(r);
-                if !is_op(rn, "DequantizeLinear") || slot != 0 {
-                    return Err(format!(
-                        "`{label}`: `{}` ({}) reads the quantized tensor `{qout}`: only QDQ models are simulated",
-                        ir::node_label(rn, r),
-                        rn.op_type()
-                    ));
-                }
-                let dp = params(&index, rn, &ir::node_label(rn, r))?.uniform();
-                if dp.scale.len() != 1 {
-                    return Err(format!(
-                        "`{}`: per-channel dequantization of an activation is not simulated",
-                        ir::node_label(rn, r)
-                    ));
-                }
-                dqs.push((r, dp));
-            }
-            // x / s as ONNX (and ONNX Runtime) computes it: one correctly rounded float32
-            // division. tract turns a division by a constant into a product with its
-            // reciprocal, which moves ties (x a multiple of s/2, common after an earlier
-            // quantization) by an ulp; in float64 that product rounds to the same float32.
-            let wide = b.cast(x, DataType::Double, x);
-            let s64 = b.scalar64(f64::from(p.scale[0]));
-            let quotient = b.op("Div", &[&wide, &s64], x, x);
-            let mut t = b.cast(&quotient, DataType::Float, x);
-            let quantized = match p.grid {
-                Grid::Int(lo, hi) => {
-                    t = b.op("Round", &[&t], x, x);
-                    if p.zero_point[0] != 0 {
-                        let zp = b.scalar(p.zero_point[0] as f32);
-                        t = b.op("Add", &[&t, &zp], x, x);
-                    }
-                    b.clamp(&t, lo as f32, hi as f32, x)
-                }
-                Grid::Fp8 => {
-                    if index.is_graph_output(qout) {
-                        return Err(format!(
-                            "`{label}`: a float8 graph output `{qout}` is not simulated"
-                        ));
-                    }
-                    b.round_to_fp8(&t, x)
-                }
-            };
-            if index.is_graph_output(qout) {
-                let name = b.names.fresh(&format!("{qout}_sim_cast"));
-                let mut cast = node("Cast", &[&quantized], qout, name);
-                let to = constant(&index, q.input.get(2).map_or("", |s| s.as_str()))
-                    .map_or(DataType::Uint8 as i64, |z| i64::from(z.data_type()));
-                cast.attribute.push(ir::int_attr("to", to));
-                b.patch.nodes.push((Placement::After(x.clone()), cast));
-            }
-            for (r, dp) in &dqs {
-                let out = &index.node(*r).output[0];
-                b.dequantize_value(&quantized, dp, x, out);
+        let mut site = || -> Result<(), String> {
+            let dqs = simulate_pair(&index, &mut b, q, &label, (x, qout))?;
+            for (r, _) in &dqs {
                 removed.insert(*r);
             }
             if let Some((r, _)) = dqs.first() {
@@ -494,7 +433,7 @@ pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
             removed.insert(id);
             Ok(())
         };
-        if let Err(e) = step() {
+        if let Err(e) = site() {
             problems.push(e);
         }
     }
@@ -508,78 +447,17 @@ pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
         let (Some(x), Some(out)) = (dq.input.first(), dq.output.first()) else {
             continue;
         };
-        let mut step = || -> Result<(), String> {
-            let p = params(&index, dq, &label)?;
-            let c = constant(&index, x);
-            // a computed tensor's per-axis parameters that repeat one value are per-tensor
-            let p = if c.is_some() { p } else { p.uniform() };
-            match c {
-                Some(q) => {
-                    let values = dequantize(dq, &label, q, &p)?;
-                    let dims: Vec<usize> = q
-                        .dims
-                        .iter()
-                        .map(|&d| usize::try_from(d).unwrap_or(0))
-                        .collect();
-                    b.patch
-                        .add_initializers
-                        .push(f32_tensor(out, &dims, &values));
-                    constants += 1;
-                }
-                None if p.grid == Grid::Fp8 => {
-                    return Err(format!(
-                        "`{label}`: dequantizing a computed float8 tensor is not simulated"
-                    ));
-                }
-                None if p.scale.len() == 1 => {
-                    let name = b.names.fresh(&format!("{out}_sim_cast"));
-                    let cast_out = b.names.fresh(&format!("{out}_sim_float"));
-                    let mut cast = node("Cast", &[x], &cast_out, name);
-                    cast.attribute.push(cast_to(DataType::Float));
-                    b.patch.nodes.push((Placement::After(x.clone()), cast));
-                    b.dequantize_value(&cast_out, &p, x, out);
-                }
-                None => {
-                    return Err(format!(
-                        "`{label}`: per-channel dequantization of a computed tensor is not simulated"
-                    ));
-                }
+        match simulate_dequantize(&index, &mut b, dq, &label, (x, out), &mut constants) {
+            Ok(()) => {
+                removed.insert(id);
             }
-            removed.insert(id);
-            Ok(())
-        };
-        if let Err(e) = step() {
-            problems.push(e);
+            Err(e) => problems.push(e),
         }
     }
     if !problems.is_empty() {
         return Err(problems.join("; "));
     }
-
-    // constants (integer values, scales, zero-points) nothing reads any more
-    let mut dropped: Vec<&str> = removed
-        .iter()
-        .flat_map(|&id| graph.node[id].input.iter())
-        .map(|s| s.as_str())
-        .filter(|name| constant(&index, name).is_some())
-        .collect();
-    dropped.sort_unstable();
-    dropped.dedup();
-    dropped.retain(|name| {
-        !index.is_graph_output(name)
-            && index
-                .consumers(name)
-                .iter()
-                .all(|(r, _)| removed.contains(r))
-    });
-    for name in dropped {
-        match index.producer(name) {
-            Some((p, _)) => {
-                removed.insert(p);
-            }
-            None => b.patch.remove_initializers.push(name.to_string()),
-        }
-    }
+    drop_unread_constants(graph, &index, &mut removed, &mut b.patch);
     let mut patch = b.patch;
     patch.remove = removed.into_iter().collect();
     patch.remove.sort_unstable();
@@ -597,6 +475,165 @@ pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
         activations,
         constants,
     })
+}
+
+/// A QuantizeLinear `q` (`x` → `qout`) and the DequantizeLinear nodes reading it as float ops
+/// (Div in float64, Round, clip, then each DequantizeLinear's Mul); the readers, with their
+/// parameters.
+fn simulate_pair(
+    index: &Index,
+    b: &mut Builder,
+    q: &NodeProto,
+    label: &str,
+    (x, qout): (&String, &String),
+) -> Result<Vec<(usize, Params)>, String> {
+    let p = params(index, q, label)?;
+    if p.scale.len() != 1 || ir::attr_int(q, "block_size").unwrap_or(0) != 0 {
+        return Err(format!(
+            "`{label}`: per-channel or block-wise activation quantization is not simulated"
+        ));
+    }
+    let readers = index.consumers(qout);
+    let mut dqs = Vec::new();
+    for &(r, slot) in readers {
+        let rn = index.node(r);
+        if !is_op(rn, "DequantizeLinear") || slot != 0 {
+            return Err(format!(
+                "`{label}`: `{}` ({}) reads the quantized tensor `{qout}`: only QDQ models are simulated",
+                ir::node_label(rn, r),
+                rn.op_type()
+            ));
+        }
+        let dp = params(index, rn, &ir::node_label(rn, r))?.uniform();
+        if dp.scale.len() != 1 {
+            return Err(format!(
+                "`{}`: per-channel dequantization of an activation is not simulated",
+                ir::node_label(rn, r)
+            ));
+        }
+        dqs.push((r, dp));
+    }
+    // x / s as ONNX (and ONNX Runtime) computes it: one correctly rounded float32
+    // division. tract turns a division by a constant into a product with its
+    // reciprocal, which moves ties (x a multiple of s/2, common after an earlier
+    // quantization) by an ulp; in float64 that product rounds to the same float32.
+    let wide = b.cast(x, DataType::Double, x);
+    let s64 = b.scalar64(f64::from(p.scale[0]));
+    let quotient = b.op("Div", &[&wide, &s64], x, x);
+    let mut t = b.cast(&quotient, DataType::Float, x);
+    let quantized = match p.grid {
+        Grid::Int(lo, hi) => {
+            t = b.op("Round", &[&t], x, x);
+            if p.zero_point[0] != 0 {
+                let zp = b.scalar(p.zero_point[0] as f32);
+                t = b.op("Add", &[&t, &zp], x, x);
+            }
+            b.clamp(&t, lo as f32, hi as f32, x)
+        }
+        Grid::Fp8 => {
+            if index.is_graph_output(qout) {
+                return Err(format!(
+                    "`{label}`: a float8 graph output `{qout}` is not simulated"
+                ));
+            }
+            b.round_to_fp8(&t, x)
+        }
+    };
+    if index.is_graph_output(qout) {
+        let name = b.names.fresh(&format!("{qout}_sim_cast"));
+        let mut cast = node("Cast", &[&quantized], qout, name);
+        let to = constant(index, q.input.get(2).map_or("", |s| s.as_str()))
+            .map_or(DataType::Uint8 as i64, |z| i64::from(z.data_type()));
+        cast.attribute.push(ir::int_attr("to", to));
+        b.patch.nodes.push((Placement::After(x.clone()), cast));
+    }
+    for (r, dp) in &dqs {
+        let out = &index.node(*r).output[0];
+        b.dequantize_value(&quantized, dp, x, out);
+    }
+    Ok(dqs)
+}
+
+/// A DequantizeLinear not paired with a QuantizeLinear: of a constant (dequantized into an
+/// initializer) or of a computed integer tensor (Cast, Sub, Mul).
+fn simulate_dequantize(
+    index: &Index,
+    b: &mut Builder,
+    dq: &NodeProto,
+    label: &str,
+    (x, out): (&String, &String),
+    constants: &mut usize,
+) -> Result<(), String> {
+    let p = params(index, dq, label)?;
+    let c = constant(index, x);
+    // a computed tensor's per-axis parameters that repeat one value are per-tensor
+    let p = if c.is_some() { p } else { p.uniform() };
+    match c {
+        Some(q) => {
+            let values = dequantize(dq, label, q, &p)?;
+            let dims: Vec<usize> = q
+                .dims
+                .iter()
+                .map(|&d| usize::try_from(d).unwrap_or(0))
+                .collect();
+            b.patch
+                .add_initializers
+                .push(f32_tensor(out, &dims, &values));
+            *constants += 1;
+        }
+        None if p.grid == Grid::Fp8 => {
+            return Err(format!(
+                "`{label}`: dequantizing a computed float8 tensor is not simulated"
+            ));
+        }
+        None if p.scale.len() == 1 => {
+            let name = b.names.fresh(&format!("{out}_sim_cast"));
+            let cast_out = b.names.fresh(&format!("{out}_sim_float"));
+            let mut cast = node("Cast", &[x], &cast_out, name);
+            cast.attribute.push(cast_to(DataType::Float));
+            b.patch.nodes.push((Placement::After(x.clone()), cast));
+            b.dequantize_value(&cast_out, &p, x, out);
+        }
+        None => {
+            return Err(format!(
+                "`{label}`: per-channel dequantization of a computed tensor is not simulated"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Constants (integer values, scales, zero-points) that only removed nodes read: their
+/// producers are removed too, or the initializers dropped.
+fn drop_unread_constants(
+    graph: &crate::proto::GraphProto,
+    index: &Index,
+    removed: &mut HashSet<usize>,
+    patch: &mut Patch,
+) {
+    let mut dropped: Vec<&str> = removed
+        .iter()
+        .flat_map(|&id| graph.node[id].input.iter())
+        .map(|s| s.as_str())
+        .filter(|name| constant(index, name).is_some())
+        .collect();
+    dropped.sort_unstable();
+    dropped.dedup();
+    dropped.retain(|name| {
+        !index.is_graph_output(name)
+            && index
+                .consumers(name)
+                .iter()
+                .all(|(r, _)| removed.contains(r))
+    });
+    for name in dropped {
+        match index.producer(name) {
+            Some((p, _)) => {
+                removed.insert(p);
+            }
+            None => patch.remove_initializers.push(name.to_string()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -135,6 +135,18 @@ impl Report {
             self.input.path.display(),
             out.map_or("(not written)".into(), |o| o.path.display().to_string())
         );
+        self.summary_nodes(&mut s);
+        self.summary_activations(&mut s);
+        self.summary_weights(&mut s);
+        self.summary_fp16(&mut s);
+        self.summary_size_time_notes(&mut s);
+        self.summary_mixed(&mut s);
+        self.summary_accuracy(&mut s);
+        s
+    }
+
+    /// What was quantized, what stayed float and why, each subgraph.
+    fn summary_nodes(&self, s: &mut String) {
         let quantized: Vec<&NodeDecision> = self.nodes.iter().filter(|n| n.quantized).collect();
         let _ = writeln!(
             s,
@@ -192,6 +204,10 @@ impl Report {
                 ),
             };
         }
+    }
+
+    /// The activations: their types, the range method, the samples.
+    fn summary_activations(&self, s: &mut String) {
         let a = &self.config.activation;
         if self.config.weight_only {
             let _ = writeln!(s, "  activations: float (weight_only)");
@@ -225,6 +241,10 @@ impl Report {
                 self.calibration.samples
             );
         }
+    }
+
+    /// The weights by type and granularity, and what the int16 pair fix cost.
+    fn summary_weights(&self, s: &mut String) {
         let mut kinds: BTreeMap<(&str, Option<usize>), [usize; 2]> = BTreeMap::new();
         for w in &self.weights {
             let k = kinds.entry((w.dtype.name(), w.block_size)).or_default();
@@ -275,6 +295,10 @@ impl Report {
                 fixed.len(),
             );
         }
+    }
+
+    /// The float16 conversion.
+    fn summary_fp16(&self, s: &mut String) {
         if let Some(h) = &self.fp16 {
             let _ = writeln!(
                 s,
@@ -292,7 +316,11 @@ impl Report {
                 let _ = writeln!(s, "    kept float32: {k}");
             }
         }
-        if let Some(o) = out {
+    }
+
+    /// Sizes, stage times, notes.
+    fn summary_size_time_notes(&self, s: &mut String) {
+        if let Some(o) = self.output.as_ref() {
             let ratio = o.total() as f64 / self.input.total().max(1) as f64;
             let _ = writeln!(
                 s,
@@ -311,6 +339,10 @@ impl Report {
         for n in &self.notes {
             let _ = writeln!(s, "  note: {n}");
         }
+    }
+
+    /// The mixed-precision search.
+    fn summary_mixed(&self, s: &mut String) {
         if let Some(m) = &self.mixed_precision {
             let _ = writeln!(
                 s,
@@ -333,6 +365,10 @@ impl Report {
                 let _ = writeln!(s, "    kept {}: `{l}`", m.fallback);
             }
         }
+    }
+
+    /// The accuracy of the written model.
+    fn summary_accuracy(&self, s: &mut String) {
         if let Some(a) = &self.accuracy {
             let _ = writeln!(
                 s,
@@ -342,6 +378,5 @@ impl Report {
             );
             s.push_str(&a.summary(5));
         }
-        s
     }
 }

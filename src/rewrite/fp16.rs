@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::ir::{self, Index, Names, Patch, Placement};
 use crate::proto::{
-    AttributeProto, ModelProto, NodeProto, TensorProto, attribute_proto::AttributeType,
+    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, attribute_proto::AttributeType,
     tensor_proto::DataType, type_proto,
 };
 
@@ -229,236 +229,318 @@ pub fn convert(model: &mut ModelProto) -> Result<Fp16Report, String> {
     }
     let graph = model.graph.as_ref().expect("checked above");
     let index = Index::new(graph);
-    let mut names = Names::new(&index);
-    let mut report = Fp16Report::default();
+    let mut c = Conversion::new(graph, &index);
+    c.initializers()?; // 3. the type each float32 tensor gets
+    c.nodes();
+    c.casts(); // 4. Casts where a reader wants the other type
+    c.outputs(); // 5. graph outputs stay float32
+    let (patch, report) = c.finish(); // 6. declared types follow
+    ir::apply(model, patch).map_err(|e| format!("the float16 conversion broke the graph: {e}"))?;
+    Ok(report)
+}
 
-    // 2. element types
-    let mut types: HashMap<String, i32> = HashMap::new();
-    for v in &graph.input {
-        if let Some(t) = elem_type(v) {
-            types.insert(v.name().to_string(), t);
-        }
-    }
-    for t in &graph.initializer {
-        types.insert(t.name().to_string(), t.data_type());
-    }
-    for node in &graph.node {
-        let outs = output_types(node, &|i| {
-            node.input
-                .get(i)
-                .and_then(|n| types.get(n.as_str()).copied())
-        });
-        for (o, t) in node.output.iter().zip(outs) {
-            if let Some(t) = t {
-                types.insert(o.clone(), t);
+/// The conversion of one graph under way: what is known of its tensors and what the patch
+/// holds so far.
+struct Conversion<'g> {
+    graph: &'g GraphProto,
+    index: &'g Index<'g>,
+    names: Names,
+    /// 2. the element type of every tensor, inferred locally
+    types: HashMap<String, i32>,
+    /// ops kept float32 that touch a float32 tensor, with why
+    kept: BTreeMap<usize, &'static str>,
+    /// float32 tensors that become float16 (the others stay float32)
+    to_f16: HashSet<&'g str>,
+    patch: Patch,
+    replaced: BTreeMap<usize, NodeProto>,
+    /// graph outputs whose producer now writes a float16 tensor of another name
+    renamed_outputs: Vec<(String, String)>,
+    report: Fp16Report,
+}
+
+impl<'g> Conversion<'g> {
+    fn new(graph: &'g GraphProto, index: &'g Index<'g>) -> Self {
+        let mut types: HashMap<String, i32> = HashMap::new();
+        for v in &graph.input {
+            if let Some(t) = elem_type(v) {
+                types.insert(v.name().to_string(), t);
             }
         }
+        for t in &graph.initializer {
+            types.insert(t.name().to_string(), t.data_type());
+        }
+        for node in &graph.node {
+            let outs = output_types(node, &|i| {
+                node.input
+                    .get(i)
+                    .and_then(|n| types.get(n.as_str()).copied())
+            });
+            for (o, t) in node.output.iter().zip(outs) {
+                if let Some(t) = t {
+                    types.insert(o.clone(), t);
+                }
+            }
+        }
+        let is_f32 = |t: &str| types.get(t) == Some(&F32);
+        let kept = graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.input.iter().chain(&n.output).any(|t| is_f32(t)))
+            .filter_map(|(id, n)| keeps_fp32(n).map(|why| (id, why)))
+            .collect();
+        Conversion {
+            graph,
+            index,
+            names: Names::new(index),
+            types,
+            kept,
+            to_f16: HashSet::new(),
+            patch: Patch::default(),
+            replaced: BTreeMap::new(),
+            renamed_outputs: Vec::new(),
+            report: Fp16Report::default(),
+        }
     }
-    let is_f32 = |t: &str| types.get(t) == Some(&F32);
 
-    // 3. the type each float32 tensor gets
-    let graph_inputs: HashSet<&str> = graph.input.iter().map(|v| v.name()).collect();
-    let graph_outputs: HashSet<&str> = graph.output.iter().map(|v| v.name()).collect();
-    // ops kept float32 that touch a float32 tensor
-    let kept: BTreeMap<usize, &'static str> = graph
-        .node
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| n.input.iter().chain(&n.output).any(|t| is_f32(t)))
-        .filter_map(|(id, n)| keeps_fp32(n).map(|why| (id, why)))
-        .collect();
-    let wants = |id: usize, slot: usize| -> i32 {
-        let n = &graph.node[id];
-        if kept.contains_key(&id) || fp32_slot(n.op_type(), slot) {
+    fn is_f32(&self, t: &str) -> bool {
+        self.types.get(t) == Some(&F32)
+    }
+
+    /// The type input `slot` of node `id` wants.
+    fn wants(&self, id: usize, slot: usize) -> i32 {
+        let n = &self.graph.node[id];
+        if self.kept.contains_key(&id) || fp32_slot(n.op_type(), slot) {
             F32
         } else {
             F16
         }
-    };
-    // float32 tensors that become float16 (the others stay float32)
-    let mut to_f16: HashSet<&str> = HashSet::new();
-    let mut patch = Patch::default();
-    for t in &graph.initializer {
-        let name = t.name();
-        if t.data_type() != F32 || graph_inputs.contains(name) || graph_outputs.contains(name) {
-            continue;
-        }
-        let readers = index.consumers(name);
-        if readers.is_empty() || readers.iter().all(|&(r, s)| wants(r, s) == F32) {
-            continue;
-        }
-        let values =
-            crate::onnx::tensor::f32_data(t).map_err(|e| format!("initializer `{name}` {e}"))?;
-        patch.remove_initializers.push(name.to_string());
-        patch
-            .add_initializers
-            .push(f16_tensor(t, &values, &mut report));
-        to_f16.insert(name);
     }
-    let mut replaced: BTreeMap<usize, NodeProto> = BTreeMap::new();
-    for (id, node) in graph.node.iter().enumerate() {
-        if kept.contains_key(&id) || !node.output.iter().any(|o| is_f32(o)) {
-            continue;
-        }
-        for o in node.output.iter().filter(|o| is_f32(o)) {
-            to_f16.insert(o);
-        }
-        // ops whose output type an attribute sets
-        let mut n = node.clone();
-        match node.op_type() {
-            "Cast" => {
-                for a in &mut n.attribute {
-                    if a.name() == "to" {
-                        a.i = Some(i64::from(F16));
-                    }
-                }
-            }
-            "Constant" | "ConstantOfShape" => {
-                let mut value = None;
-                for a in &n.attribute {
-                    let v = match a.name() {
-                        "value" => {
-                            a.t.as_ref()
-                                .and_then(crate::ir::constant::float_values)
-                                .map(|v| (v, a.t.as_ref().map_or(vec![], |t| t.dims.clone())))
-                        }
-                        "value_float" => Some((vec![a.f()], vec![])),
-                        "value_floats" => Some((a.floats.clone(), vec![a.floats.len() as i64])),
-                        _ => None,
-                    };
-                    if v.is_some() {
-                        value = v;
-                    }
-                }
-                // ConstantOfShape without `value` fills float32 zeros
-                let (values, dims) = value.unwrap_or((vec![0.0], vec![1]));
-                let proto = TensorProto {
-                    dims,
-                    ..Default::default()
-                };
-                let t = f16_tensor(&proto, &values, &mut report);
-                n.attribute
-                    .retain(|a| !matches!(a.name(), "value" | "value_float" | "value_floats"));
-                n.attribute.push(AttributeProto {
-                    name: Some("value".into()),
-                    r#type: Some(AttributeType::Tensor as i32),
-                    t: Some(t),
-                    ..Default::default()
-                });
-            }
-            _ => {}
-        }
-        if n != *node {
-            replaced.insert(id, n);
-        }
-    }
-    let current = |t: &str| -> i32 { if to_f16.contains(t) { F16 } else { F32 } };
 
-    // 4. Casts where a reader wants the other type (one per tensor and type)
-    let mut casts: HashMap<(String, i32), String> = HashMap::new();
-    for (id, node) in graph.node.iter().enumerate() {
-        for (slot, input) in node.input.iter().enumerate() {
-            if input.is_empty() || !is_f32(input) {
+    fn current(&self, t: &str) -> i32 {
+        if self.to_f16.contains(t) { F16 } else { F32 }
+    }
+
+    /// float32 initializers some reader wants in float16 become float16.
+    fn initializers(&mut self) -> Result<(), String> {
+        let graph = self.graph;
+        let graph_inputs: HashSet<&str> = graph.input.iter().map(|v| v.name()).collect();
+        let graph_outputs: HashSet<&str> = graph.output.iter().map(|v| v.name()).collect();
+        for t in &graph.initializer {
+            let name = t.name();
+            if t.data_type() != F32 || graph_inputs.contains(name) || graph_outputs.contains(name) {
                 continue;
             }
-            let want = wants(id, slot);
-            if current(input) == want {
+            let readers = self.index.consumers(name);
+            if readers.is_empty() || readers.iter().all(|&(r, s)| self.wants(r, s) == F32) {
                 continue;
             }
-            let key = (input.clone(), want);
-            let cast = match casts.get(&key) {
-                Some(c) => c.clone(),
-                None => {
-                    let suffix = if want == F16 { "fp16" } else { "fp32" };
-                    let out = names.fresh(&format!("{input}_{suffix}"));
-                    let name = names.fresh(&format!("{input}_cast_{suffix}"));
-                    patch.nodes.push((
-                        Placement::After(input.clone()),
-                        cast_node(name, input, &out, want),
-                    ));
-                    report.casts += 1;
-                    casts.insert(key, out.clone());
-                    out
+            let values = crate::onnx::tensor::f32_data(t)
+                .map_err(|e| format!("initializer `{name}` {e}"))?;
+            self.patch.remove_initializers.push(name.to_string());
+            let t16 = f16_tensor(t, &values, &mut self.report);
+            self.patch.add_initializers.push(t16);
+            self.to_f16.insert(name);
+        }
+        Ok(())
+    }
+
+    /// The float32 outputs of every node not kept float32 become float16 (ops whose output
+    /// type an attribute sets are rewritten).
+    fn nodes(&mut self) {
+        let graph = self.graph;
+        for (id, node) in graph.node.iter().enumerate() {
+            if self.kept.contains_key(&id) || !node.output.iter().any(|o| self.is_f32(o)) {
+                continue;
+            }
+            for o in &node.output {
+                if self.is_f32(o) {
+                    self.to_f16.insert(o);
                 }
-            };
-            replaced.entry(id).or_insert_with(|| node.clone()).input[slot] = cast;
-        }
-    }
-    // 5. graph outputs stay float32: the producer writes a float16 tensor, a Cast restores the name
-    let mut renamed_outputs = Vec::new();
-    for out in &graph.output {
-        let name = out.name();
-        if current(name) != F16 {
-            continue;
-        }
-        let Some((p, _)) = index.producer(name) else {
-            continue;
-        };
-        let inner = names.fresh(&format!("{name}_fp16"));
-        let n = replaced.entry(p).or_insert_with(|| graph.node[p].clone());
-        for o in n.output.iter_mut().filter(|o| o.as_str() == name) {
-            *o = inner.clone();
-        }
-        for &(r, slot) in index.consumers(name) {
-            let rn = replaced.entry(r).or_insert_with(|| graph.node[r].clone());
-            if rn.input[slot] == name {
-                rn.input[slot] = inner.clone();
+            }
+            let n = retyped(node, &mut self.report);
+            if n != *node {
+                self.replaced.insert(id, n);
             }
         }
-        let cname = names.fresh(&format!("{name}_cast_fp32"));
-        patch.nodes.push((
-            Placement::After(inner.clone()),
-            cast_node(cname, &inner, name, F32),
-        ));
-        report.casts += 1;
-        renamed_outputs.push((name.to_string(), inner));
     }
-    report.ort_concat_units = graph
-        .node
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| {
-            n.op_type() == "Concat"
-                && n.input.iter().all(|i| {
-                    index
-                        .producer(i)
-                        .is_some_and(|(p, _)| graph.node[p].op_type() == "DequantizeLinear")
-                })
-                && n.output.first().is_some_and(|o| {
-                    index
-                        .consumers(o)
-                        .iter()
-                        .any(|&(c, _)| graph.node[c].op_type() == "QuantizeLinear")
-                })
-        })
-        .map(|(id, n)| format!("`{}`", ir::node_label(n, id)))
-        .collect();
-    report.kept_fp32 = kept
-        .iter()
-        .map(|(&id, why)| {
-            format!(
-                "`{}` ({}): {why}",
-                ir::node_label(&graph.node[id], id),
-                graph.node[id].op_type()
-            )
-        })
-        .collect();
-    patch.replace.extend(replaced);
-    // 6. declared types follow
-    let f16_names: HashSet<&str> = to_f16.iter().map(|n| n.as_ref()).collect();
-    let renamed: HashMap<String, String> = renamed_outputs.into_iter().collect();
-    for v in &graph.value_info {
-        let mut new = v.clone();
-        if let Some(inner) = renamed.get(v.name()) {
-            new.name = Some(inner.clone());
-        }
-        if f16_names.contains(v.name()) && elem_type(v) == Some(F32) {
-            set_elem_type(&mut new, F16);
-        }
-        if &new != v {
-            patch.value_info.push((v.name().to_string(), new));
+
+    /// A Cast where a reader wants the other type, one per tensor and type.
+    fn casts(&mut self) {
+        let graph = self.graph;
+        let mut casts: HashMap<(String, i32), String> = HashMap::new();
+        for (id, node) in graph.node.iter().enumerate() {
+            for (slot, input) in node.input.iter().enumerate() {
+                if input.is_empty() || !self.is_f32(input) {
+                    continue;
+                }
+                let want = self.wants(id, slot);
+                if self.current(input) == want {
+                    continue;
+                }
+                let key = (input.clone(), want);
+                let cast = match casts.get(&key) {
+                    Some(c) => c.clone(),
+                    None => {
+                        let suffix = if want == F16 { "fp16" } else { "fp32" };
+                        let out = self.names.fresh(&format!("{input}_{suffix}"));
+                        let name = self.names.fresh(&format!("{input}_cast_{suffix}"));
+                        self.patch.nodes.push((
+                            Placement::After(input.clone()),
+                            cast_node(name, input, &out, want),
+                        ));
+                        self.report.casts += 1;
+                        casts.insert(key, out.clone());
+                        out
+                    }
+                };
+                self.replaced
+                    .entry(id)
+                    .or_insert_with(|| node.clone())
+                    .input[slot] = cast;
+            }
         }
     }
-    ir::apply(model, patch).map_err(|e| format!("the float16 conversion broke the graph: {e}"))?;
-    Ok(report)
+
+    /// Graph outputs stay float32: the producer writes a float16 tensor, a Cast restores the
+    /// name.
+    fn outputs(&mut self) {
+        let graph = self.graph;
+        for out in &graph.output {
+            let name = out.name();
+            if self.current(name) != F16 {
+                continue;
+            }
+            let Some((p, _)) = self.index.producer(name) else {
+                continue;
+            };
+            let inner = self.names.fresh(&format!("{name}_fp16"));
+            let n = self
+                .replaced
+                .entry(p)
+                .or_insert_with(|| graph.node[p].clone());
+            for o in n.output.iter_mut().filter(|o| o.as_str() == name) {
+                *o = inner.clone();
+            }
+            for &(r, slot) in self.index.consumers(name) {
+                let rn = self
+                    .replaced
+                    .entry(r)
+                    .or_insert_with(|| graph.node[r].clone());
+                if rn.input[slot] == name {
+                    rn.input[slot] = inner.clone();
+                }
+            }
+            let cname = self.names.fresh(&format!("{name}_cast_fp32"));
+            self.patch.nodes.push((
+                Placement::After(inner.clone()),
+                cast_node(cname, &inner, name, F32),
+            ));
+            self.report.casts += 1;
+            self.renamed_outputs.push((name.to_string(), inner));
+        }
+    }
+
+    /// The patch, its declared types following, and the report (the Concat units ONNX Runtime
+    /// would fuse, the ops kept float32 and why).
+    fn finish(mut self) -> (Patch, Fp16Report) {
+        let graph = self.graph;
+        let index = self.index;
+        self.report.ort_concat_units = graph
+            .node
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| {
+                n.op_type() == "Concat"
+                    && n.input.iter().all(|i| {
+                        index
+                            .producer(i)
+                            .is_some_and(|(p, _)| graph.node[p].op_type() == "DequantizeLinear")
+                    })
+                    && n.output.first().is_some_and(|o| {
+                        index
+                            .consumers(o)
+                            .iter()
+                            .any(|&(c, _)| graph.node[c].op_type() == "QuantizeLinear")
+                    })
+            })
+            .map(|(id, n)| format!("`{}`", ir::node_label(n, id)))
+            .collect();
+        self.report.kept_fp32 = self
+            .kept
+            .iter()
+            .map(|(&id, why)| {
+                format!(
+                    "`{}` ({}): {why}",
+                    ir::node_label(&graph.node[id], id),
+                    graph.node[id].op_type()
+                )
+            })
+            .collect();
+        self.patch.replace.extend(self.replaced);
+        let renamed: HashMap<String, String> = self.renamed_outputs.into_iter().collect();
+        for v in &graph.value_info {
+            let mut new = v.clone();
+            if let Some(inner) = renamed.get(v.name()) {
+                new.name = Some(inner.clone());
+            }
+            if self.to_f16.contains(v.name()) && elem_type(v) == Some(F32) {
+                set_elem_type(&mut new, F16);
+            }
+            if &new != v {
+                self.patch.value_info.push((v.name().to_string(), new));
+            }
+        }
+        (self.patch, self.report)
+    }
+}
+
+/// `node` with its output type set to float16 where an attribute sets it (Cast's `to`,
+/// Constant's and ConstantOfShape's value).
+fn retyped(node: &NodeProto, report: &mut Fp16Report) -> NodeProto {
+    let mut n = node.clone();
+    match node.op_type() {
+        "Cast" => {
+            for a in &mut n.attribute {
+                if a.name() == "to" {
+                    a.i = Some(i64::from(F16));
+                }
+            }
+        }
+        "Constant" | "ConstantOfShape" => {
+            let mut value = None;
+            for a in &n.attribute {
+                let v = match a.name() {
+                    "value" => {
+                        a.t.as_ref()
+                            .and_then(crate::ir::constant::float_values)
+                            .map(|v| (v, a.t.as_ref().map_or(vec![], |t| t.dims.clone())))
+                    }
+                    "value_float" => Some((vec![a.f()], vec![])),
+                    "value_floats" => Some((a.floats.clone(), vec![a.floats.len() as i64])),
+                    _ => None,
+                };
+                if v.is_some() {
+                    value = v;
+                }
+            }
+            // ConstantOfShape without `value` fills float32 zeros
+            let (values, dims) = value.unwrap_or((vec![0.0], vec![1]));
+            let proto = TensorProto {
+                dims,
+                ..Default::default()
+            };
+            let t = f16_tensor(&proto, &values, report);
+            n.attribute
+                .retain(|a| !matches!(a.name(), "value" | "value_float" | "value_floats"));
+            n.attribute.push(AttributeProto {
+                name: Some("value".into()),
+                r#type: Some(AttributeType::Tensor as i32),
+                t: Some(t),
+                ..Default::default()
+            });
+        }
+        _ => {}
+    }
+    n
 }
