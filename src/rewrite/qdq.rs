@@ -9,8 +9,8 @@ use crate::error::Error;
 use crate::ir::{Index, Names, Patch, Placement};
 use crate::onnx::tensor::{f32_data, f32_tensor, fp8_tensor, i8_tensor, i16_tensor, u8_tensor};
 use crate::params::{QParams, QType, quantize, to_fp8};
-use crate::policy::QuantPlan;
-use crate::proto::ModelProto;
+use crate::policy::{ActivationSite, QuantPlan};
+use crate::proto::{ModelProto, NodeProto};
 
 use super::{ActivationParams, IdMap, QdqNames};
 
@@ -22,23 +22,28 @@ pub(super) fn insert_qdq(
 ) -> Result<Patch, Error> {
     let graph = model.graph.as_ref().expect("loaded models have a graph");
     let index = Index::new(graph);
-    let mut names = Names::new(&index);
-    let mut patch = Patch::default();
+    let mut x = Insert {
+        index: &index,
+        ids,
+        act,
+        names: Names::new(&index),
+        patch: Patch::default(),
+    };
     for site in &plan.activations {
         let t = site.tensor.as_str();
         let &(qtype, p) = act
             .tensors
             .get(t)
             .ok_or_else(|| Error::Internal(format!("no parameters for planned tensor `{t}`")))?;
-        let n = QdqNames::new(&mut names, t);
-        patch
+        let n = QdqNames::new(&mut x.names, t);
+        x.patch
             .add_initializers
             .push(f32_tensor(&n.scale, &[], &[p.scale]));
         // a float8 zero-point is 0, whose byte is 0
-        patch
+        x.patch
             .add_initializers
             .push(typed_tensor(&n.zero_point, &[], qtype, &[p.zero_point]));
-        let dq = n.node(&mut names, t, "DequantizeLinear", None);
+        let dq = n.node(&mut x.names, t, "DequantizeLinear", None);
         // a constant (an initializer, or computed by Constant-like nodes)
         let constant = match index.initializer(t) {
             Some(init) => {
@@ -51,60 +56,100 @@ pub(super) fn insert_qdq(
                 .map(|(c, chain)| (c.data, c.dims, Some(chain))),
         };
         if let Some((data, dims, chain)) = constant {
-            patch
-                .add_initializers
-                .push(quantized_tensor(&n.quantized, &dims, &data, qtype, p));
-            let readers = site.consumers.iter().map(|&(id, slot)| (ids.get(id), slot));
-            let first = readers
-                .clone()
-                .map(|r| r.0)
-                .min()
-                .expect("a site has readers");
-            patch.nodes.push((Placement::Before(first), dq));
-            let mine: Vec<(usize, usize)> = readers.collect();
-            match &chain {
-                Some(chain) => {
-                    super::weights::prune_chain(&index, chain, &mine, &mut patch);
-                }
-                None => {
-                    if index.consumers(t).iter().all(|c| mine.contains(c))
-                        && !index.is_graph_output(t)
-                        && !index.is_captured(t)
-                    {
-                        patch.remove_initializers.push(t.to_string());
-                    }
+            let q = quantized_tensor(&n.quantized, &dims, &data, qtype, p);
+            x.constant(site, &n, dq, q, chain);
+            continue;
+        }
+        let q = n.node(&mut x.names, t, "QuantizeLinear", None);
+        if site.all_consumers && index.is_graph_output(t) {
+            x.graph_output(t, q, dq)?;
+            continue;
+        }
+        x.patch.nodes.push((Placement::After(t.into()), q));
+        x.patch.nodes.push((Placement::After(t.into()), dq));
+        x.readers(site, &n, (qtype, p));
+    }
+    Ok(x.patch)
+}
+
+/// The pass under way.
+struct Insert<'a> {
+    index: &'a Index<'a>,
+    ids: &'a IdMap,
+    act: &'a ActivationParams,
+    names: Names,
+    patch: Patch,
+}
+
+impl Insert<'_> {
+    /// A planned constant: stored quantized (`q`), read through `dq` by its planned readers;
+    /// the float constant (or the nodes computing it) goes when nothing else reads it.
+    fn constant(
+        &mut self,
+        site: &ActivationSite,
+        n: &QdqNames,
+        dq: NodeProto,
+        q: crate::proto::TensorProto,
+        chain: Option<Vec<usize>>,
+    ) {
+        let t = site.tensor.as_str();
+        let index = self.index;
+        self.patch.add_initializers.push(q);
+        let mine: Vec<(usize, usize)> = site
+            .consumers
+            .iter()
+            .map(|&(id, slot)| (self.ids.get(id), slot))
+            .collect();
+        let first = mine.iter().map(|r| r.0).min().expect("a site has readers");
+        self.patch.nodes.push((Placement::Before(first), dq));
+        match &chain {
+            Some(chain) => {
+                super::weights::prune_chain(index, chain, &mine, &mut self.patch);
+            }
+            None => {
+                if index.consumers(t).iter().all(|c| mine.contains(c))
+                    && !index.is_graph_output(t)
+                    && !index.is_captured(t)
+                {
+                    self.patch.remove_initializers.push(t.to_string());
                 }
             }
-            patch.rewire.extend(
-                mine.into_iter()
-                    .map(|(id, slot)| (id, slot, n.dequantized.clone())),
-            );
-            continue;
         }
-        let mut q = n.node(&mut names, t, "QuantizeLinear", None);
-        if site.all_consumers && index.is_graph_output(t) {
-            // The graph output keeps its name, now written by the DequantizeLinear: the producer
-            // writes a new tensor the QuantizeLinear reads, and every reader follows the name.
-            let (producer, slot) = index
-                .producer(t)
-                .ok_or_else(|| Error::Internal(format!("graph output `{t}` has no producer")))?;
-            let pre = names.fresh(&format!("{t}_float"));
-            let mut node = index.node(producer).clone();
-            node.output[slot] = pre.clone();
-            patch.replace.push((producer, node));
-            q.input[0] = pre.clone();
-            let mut dq = dq;
-            dq.output[0] = t.to_string();
-            patch.nodes.push((Placement::After(pre.clone()), q));
-            patch.nodes.push((Placement::After(pre), dq));
-            continue;
-        }
-        patch.nodes.push((Placement::After(t.into()), q));
-        patch.nodes.push((Placement::After(t.into()), dq));
+        self.patch.rewire.extend(
+            mine.into_iter()
+                .map(|(id, slot)| (id, slot, n.dequantized.clone())),
+        );
+    }
+
+    /// A node unit's output that is a graph output keeps its name, now written by the
+    /// DequantizeLinear: the producer writes a new tensor the QuantizeLinear reads, and every
+    /// reader follows the name.
+    fn graph_output(&mut self, t: &str, mut q: NodeProto, mut dq: NodeProto) -> Result<(), Error> {
+        let (producer, slot) = self
+            .index
+            .producer(t)
+            .ok_or_else(|| Error::Internal(format!("graph output `{t}` has no producer")))?;
+        let pre = self.names.fresh(&format!("{t}_float"));
+        let mut node = self.index.node(producer).clone();
+        node.output[slot] = pre.clone();
+        self.patch.replace.push((producer, node));
+        q.input[0] = pre.clone();
+        dq.output[0] = t.to_string();
+        self.patch.nodes.push((Placement::After(pre.clone()), q));
+        self.patch.nodes.push((Placement::After(pre), dq));
+        Ok(())
+    }
+
+    /// The readers of an activation's dequantized tensor: the planned ones (every one for a
+    /// node unit's output); a float Conv/ConvTranspose/Gemm reads it through a per-axis
+    /// DequantizeLinear (`placement.float_reads_per_axis`).
+    fn readers(&mut self, site: &ActivationSite, n: &QdqNames, (qtype, p): (QType, QParams)) {
+        let t = site.tensor.as_str();
+        let index = self.index;
         let mut readers: Vec<(usize, usize)> = site
             .consumers
             .iter()
-            .map(|&(id, slot)| (ids.get(id), slot))
+            .map(|&(id, slot)| (self.ids.get(id), slot))
             .collect();
         if site.all_consumers {
             let more: Vec<(usize, usize)> = index
@@ -115,47 +160,45 @@ pub(super) fn insert_qdq(
                 .collect();
             readers.extend(more);
         }
-        // float Conv/ConvTranspose/Gemm read through a per-axis DequantizeLinear
         let mut per_axis: Option<(usize, String)> = None;
         for (id, slot) in readers {
-            let channels = (act.float_reads_per_axis && slot == 0)
-                .then(|| float_weighted_channels(&index, index.node(id)))
+            let channels = (self.act.float_reads_per_axis && slot == 0)
+                .then(|| float_weighted_channels(index, index.node(id)))
                 .flatten()
                 .filter(|&c| per_axis.as_ref().is_none_or(|(pc, _)| *pc == c));
             let Some(c) = channels else {
-                patch.rewire.push((id, slot, n.dequantized.clone()));
+                self.patch.rewire.push((id, slot, n.dequantized.clone()));
                 continue;
             };
             if per_axis.is_none() {
                 let m = QdqNames {
-                    scale: names.fresh(&format!("{t}_per_axis_scale")),
-                    zero_point: names.fresh(&format!("{t}_per_axis_zero_point")),
+                    scale: self.names.fresh(&format!("{t}_per_axis_scale")),
+                    zero_point: self.names.fresh(&format!("{t}_per_axis_zero_point")),
                     quantized: n.quantized.clone(),
-                    dequantized: names.fresh(&format!("{t}_per_axis_dequantized")),
+                    dequantized: self.names.fresh(&format!("{t}_per_axis_dequantized")),
                 };
-                patch
+                self.patch
                     .add_initializers
                     .push(f32_tensor(&m.scale, &[c], &vec![p.scale; c]));
-                patch.add_initializers.push(typed_tensor(
+                self.patch.add_initializers.push(typed_tensor(
                     &m.zero_point,
                     &[c],
                     qtype,
                     &vec![p.zero_point; c],
                 ));
                 let dq = m.node(
-                    &mut names,
+                    &mut self.names,
                     &format!("{t}_per_axis"),
                     "DequantizeLinear",
                     Some(1),
                 );
-                patch.nodes.push((Placement::After(t.into()), dq));
+                self.patch.nodes.push((Placement::After(t.into()), dq));
                 per_axis = Some((c, m.dequantized));
             }
             let (_, name) = per_axis.as_ref().expect("set above");
-            patch.rewire.push((id, slot, name.clone()));
+            self.patch.rewire.push((id, slot, name.clone()));
         }
     }
-    Ok(patch)
 }
 
 /// The channel count of axis 1 of the data input of a float Conv, ConvTranspose or Gemm (its

@@ -16,7 +16,7 @@ use crate::params::{
     Int4Layout, WeightType, quantize_weight, quantize_weight_4bit, quantize_weight_fp8,
 };
 use crate::policy::{BiasSite, QuantPlan};
-use crate::proto::ModelProto;
+use crate::proto::{ModelProto, TensorProto};
 
 use super::{ActivationParams, IdMap, QdqNames, WeightReport};
 
@@ -71,133 +71,187 @@ pub(super) fn quantize_weights(
     let mut all_scales: HashMap<String, Vec<f32>> = HashMap::new();
     for site in &plan.weights {
         let w = site.initializer.as_str();
-        // an initializer (payload sizes checked by `ir::verify`), or a constant computed by nodes
-        let (data, dims, chain) = match index.initializer(w) {
-            Some(init) if is_external(init) => (
-                external(init)?,
-                init.dims.iter().map(|&d| d as usize).collect::<Vec<_>>(),
-                None,
-            ),
-            Some(init) => {
-                let data = f32_data(init).map_err(|e| internal(format!("weight `{w}` {e}")))?;
-                (
-                    data,
-                    init.dims.iter().map(|&d| d as usize).collect::<Vec<_>>(),
-                    None,
-                )
-            }
-            None => {
-                let (c, chain) = crate::ir::constant::evaluate(&index, w)
-                    .ok_or_else(|| internal(format!("planned weight `{w}` is not a constant")))?;
-                (c.data, c.dims, Some(chain))
-            }
-        };
+        let (data, dims, chain) = weight_values(&index, w, external)?;
         let floor = floors.get(w).map_or(&[][..], |f| f.as_slice());
         let n = QdqNames::new(&mut names, w);
         let mut pair_fix = None;
-        // (scales, their dims, the DequantizeLinear's axis, values, zero-points)
-        let (scales, param_dims, dq_axis, values, zeros) = match site.dtype {
+        let e = match site.dtype {
             WeightType::Int8 => {
                 let mut q = quantize_weight(&data, &dims, site.axis, floor, act.f16_scales);
                 pair_fix = keep_pairs(&index, ids, plan, site, &data, &dims, &mut q, act);
                 let param_dims = site.axis.map(|_| vec![q.scales.len()]).unwrap_or_default();
-                let values = i8_tensor(&n.quantized, &dims, &q.values);
-                let zeros = i8_tensor(&n.zero_point, &param_dims, &vec![0; q.scales.len()]);
-                (q.scales, param_dims, site.axis, values, zeros)
+                Encoded {
+                    values: i8_tensor(&n.quantized, &dims, &q.values),
+                    zeros: i8_tensor(&n.zero_point, &param_dims, &vec![0; q.scales.len()]),
+                    scales: q.scales,
+                    param_dims,
+                    axis: site.axis,
+                }
             }
             WeightType::Fp8 => {
                 let (bytes, scales) = quantize_weight_fp8(&data, &dims, site.axis, act.f16_scales);
                 let param_dims = site.axis.map(|_| vec![scales.len()]).unwrap_or_default();
-                let values = fp8_tensor(&n.quantized, &dims, &bytes);
-                let zeros = fp8_tensor(&n.zero_point, &param_dims, &vec![0; scales.len()]);
-                (scales, param_dims, site.axis, values, zeros)
+                Encoded {
+                    values: fp8_tensor(&n.quantized, &dims, &bytes),
+                    zeros: fp8_tensor(&n.zero_point, &param_dims, &vec![0; scales.len()]),
+                    scales,
+                    param_dims,
+                    axis: site.axis,
+                }
             }
-            WeightType::Int4 | WeightType::Uint4 => {
-                let layout = match (site.block, site.axis) {
-                    (Some((axis, size)), _) => Int4Layout::Blocks { axis, size },
-                    (None, Some(a)) => Int4Layout::PerChannel(a),
-                    (None, None) => Int4Layout::PerTensor,
-                };
-                let unsigned = site.dtype == WeightType::Uint4;
-                let q = quantize_weight_4bit(
-                    &data,
-                    &dims,
-                    layout,
-                    floor,
-                    act.f16_scales,
-                    act.clip_search,
-                    unsigned,
-                );
-                let param_dims = layout.scale_dims(&dims);
-                let (values, zeros) = if unsigned {
-                    let zps: Vec<i8> = q.zero_points.iter().map(|&z| z as i8).collect();
-                    (
-                        u4_tensor(&n.quantized, &dims, &q.values),
-                        u4_tensor(&n.zero_point, &param_dims, &zps),
-                    )
-                } else {
-                    (
-                        i4_tensor(&n.quantized, &dims, &q.values),
-                        i4_tensor(&n.zero_point, &param_dims, &vec![0; q.scales.len()]),
-                    )
-                };
-                (q.scales, param_dims, q.axis, values, zeros)
-            }
+            WeightType::Int4 | WeightType::Uint4 => encode_4bit(site, &data, &dims, floor, act, &n),
         };
-        patch.add_initializers.push(values);
+        patch.add_initializers.push(e.values);
         patch
             .add_initializers
-            .push(f32_tensor(&n.scale, &param_dims, &scales));
-        patch.add_initializers.push(zeros);
-        let mut dq = n.node(&mut names, w, "DequantizeLinear", dq_axis);
+            .push(f32_tensor(&n.scale, &e.param_dims, &e.scales));
+        patch.add_initializers.push(e.zeros);
+        let mut dq = n.node(&mut names, w, "DequantizeLinear", e.axis);
         if let Some((_, size)) = site.block {
             dq.attribute
                 .push(crate::ir::int_attr("block_size", size as i64));
         }
-        let consumers: Vec<(usize, usize)> = site
-            .consumers
-            .iter()
-            .map(|&(id, slot)| (ids.get(id), slot))
-            .collect();
-        let first = consumers
-            .iter()
-            .map(|c| c.0)
-            .min()
-            .expect("a weight site has consumers");
-        patch.nodes.push((Placement::Before(first), dq));
-        patch.rewire.extend(
-            consumers
-                .iter()
-                .map(|&(id, slot)| (id, slot, n.dequantized.clone())),
-        );
-        let float_kept = match chain {
-            Some(chain) => !prune_chain(&index, &chain, &consumers, &mut patch),
-            None => {
-                let others = index.consumers(w).iter().any(|c| !consumers.contains(c));
-                let kept = others || index.is_graph_output(w) || index.is_captured(w);
-                if !kept {
-                    patch.remove_initializers.push(w.to_string());
-                }
-                kept
-            }
-        };
+        let float_kept = wire(&index, ids, site, chain, dq, &n.dequantized, &mut patch);
         reports.push(WeightReport {
             name: w.to_string(),
             dims,
             dtype: site.dtype,
             block_size: site.block.map(|b| b.1),
-            axis: dq_axis,
-            scales: scales.len(),
+            axis: e.axis,
+            scales: e.scales.len(),
             float_kept,
             decided_by: site.decided_by.clone(),
             pairs: pair_fix,
         });
-        all_scales.insert(w.to_string(), scales);
+        all_scales.insert(w.to_string(), e.scales);
     }
     for b in &plan.biases {
         quantize_bias(&index, &mut names, b, act, &all_scales, ids, &mut patch)?;
     }
     Ok((patch, reports))
+}
+
+/// A weight's quantized form: its scales and their dims, the DequantizeLinear's axis, the
+/// values and zero-points as initializers.
+struct Encoded {
+    scales: Vec<f32>,
+    param_dims: Vec<usize>,
+    axis: Option<usize>,
+    values: TensorProto,
+    zeros: TensorProto,
+}
+
+/// The float values and dims of weight `w`: an initializer (payload sizes checked by
+/// `ir::verify`; read through `external` when still on disk), or a constant computed by
+/// nodes, with the chain of nodes computing it.
+fn weight_values(
+    index: &Index,
+    w: &str,
+    external: super::ExternalValues,
+) -> Result<(Vec<f32>, Vec<usize>, Option<Vec<usize>>), Error> {
+    match index.initializer(w) {
+        Some(init) => {
+            let data = if is_external(init) {
+                external(init)?
+            } else {
+                f32_data(init).map_err(|e| internal(format!("weight `{w}` {e}")))?
+            };
+            Ok((data, init.dims.iter().map(|&d| d as usize).collect(), None))
+        }
+        None => {
+            let (c, chain) = crate::ir::constant::evaluate(index, w)
+                .ok_or_else(|| internal(format!("planned weight `{w}` is not a constant")))?;
+            Ok((c.data, c.dims, Some(chain)))
+        }
+    }
+}
+
+/// int4 / uint4 weights per tensor, per channel or in blocks.
+fn encode_4bit(
+    site: &crate::policy::WeightSite,
+    data: &[f32],
+    dims: &[usize],
+    floor: &[f32],
+    act: &ActivationParams,
+    n: &QdqNames,
+) -> Encoded {
+    let layout = match (site.block, site.axis) {
+        (Some((axis, size)), _) => Int4Layout::Blocks { axis, size },
+        (None, Some(a)) => Int4Layout::PerChannel(a),
+        (None, None) => Int4Layout::PerTensor,
+    };
+    let unsigned = site.dtype == WeightType::Uint4;
+    let q = quantize_weight_4bit(
+        data,
+        dims,
+        layout,
+        floor,
+        act.f16_scales,
+        act.clip_search,
+        unsigned,
+    );
+    let param_dims = layout.scale_dims(dims);
+    let (values, zeros) = if unsigned {
+        let zps: Vec<i8> = q.zero_points.iter().map(|&z| z as i8).collect();
+        (
+            u4_tensor(&n.quantized, dims, &q.values),
+            u4_tensor(&n.zero_point, &param_dims, &zps),
+        )
+    } else {
+        (
+            i4_tensor(&n.quantized, dims, &q.values),
+            i4_tensor(&n.zero_point, &param_dims, &vec![0; q.scales.len()]),
+        )
+    };
+    Encoded {
+        scales: q.scales,
+        param_dims,
+        axis: q.axis,
+        values,
+        zeros,
+    }
+}
+
+/// The weight's DequantizeLinear `dq` placed before its first planned reader, every planned
+/// reader rewired to `dequantized`; the float weight (or the nodes computing it) removed
+/// unless something else still reads it. Whether the float weight stays.
+fn wire(
+    index: &Index,
+    ids: &IdMap,
+    site: &crate::policy::WeightSite,
+    chain: Option<Vec<usize>>,
+    dq: crate::proto::NodeProto,
+    dequantized: &str,
+    patch: &mut Patch,
+) -> bool {
+    let w = site.initializer.as_str();
+    let consumers: Vec<(usize, usize)> = site
+        .consumers
+        .iter()
+        .map(|&(id, slot)| (ids.get(id), slot))
+        .collect();
+    let first = consumers
+        .iter()
+        .map(|c| c.0)
+        .min()
+        .expect("a weight site has consumers");
+    patch.nodes.push((Placement::Before(first), dq));
+    patch.rewire.extend(
+        consumers
+            .iter()
+            .map(|&(id, slot)| (id, slot, dequantized.to_string())),
+    );
+    match chain {
+        Some(chain) => !prune_chain(index, &chain, &consumers, patch),
+        None => {
+            let others = index.consumers(w).iter().any(|c| !consumers.contains(c));
+            let kept = others || index.is_graph_output(w) || index.is_captured(w);
+            if !kept {
+                patch.remove_initializers.push(w.to_string());
+            }
+            kept
+        }
+    }
 }
 
 /// Keeps the int8 pairs of `q` inside int16 for every op that reads the weight with a quantized
