@@ -30,27 +30,14 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         (None, None) => None,
     };
     let per_layer = acc.per_layer || acc.plot.is_some();
-    if args.stats.is_some() && (target.is_some() || per_layer) {
-        return Err(usage(
-            "--target-sqnr, --max-top1-drop, --per-layer and --plot measure the model on data: give --calib, not --stats",
-        ));
-    }
-    if target.is_none() && (acc.holdout.is_some() || acc.write_config.is_some()) {
-        return Err(usage(
-            "--holdout and --write-config go with --target-sqnr or --max-top1-drop",
-        ));
-    }
-    if acc.holdout == Some(0) {
-        return Err(usage("--holdout must be at least 1"));
-    }
-    let weight_only = settings.planning.config.weight_only;
-    if settings.planning.config.smoothquant.is_some() && (weight_only || args.calib.is_none()) {
-        return Err(usage(
-            "SmoothQuant measures activations and changes the float model: it needs --calib (not --stats), and quantized activations (not weight_only)",
-        ));
-    }
-    let stats = match (args.calib, args.stats) {
-        (None, None) if weight_only => StatsSource::None,
+    check_combinations(
+        &args,
+        &settings.planning.config,
+        target.is_some(),
+        per_layer,
+    )?;
+    let stats = match (args.calib.clone(), args.stats.clone()) {
+        (None, None) if settings.planning.config.weight_only => StatsSource::None,
         (Some(calib), None) => StatsSource::Calibrate(data_source(calib, &args.data)?),
         (None, Some(file)) => StatsSource::File(file),
         _ => {
@@ -79,8 +66,8 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         args::FallbackArg::Int16 => onnx_quant::pipeline::Fallback::Int16,
     };
     let job = QuantizeJob {
-        input: args.input,
-        output: args.output,
+        input: args.input.clone(),
+        output: args.output.clone(),
         stats,
         planning: settings.planning,
         sources: settings
@@ -89,7 +76,7 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
             .iter()
             .map(|(k, (_, src))| (k.to_string(), src.clone()))
             .collect(),
-        trt_cache: args.trt_cache,
+        trt_cache: args.trt_cache.clone(),
         labels: acc.labels.clone(),
         mixed: target.map(|target| MixedJob {
             target,
@@ -111,24 +98,7 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         let overrides =
             onnx_quant::pipeline::with_exceptions(&user_overrides, &m.chosen().float, fallback)
                 .list;
-        let header = format!(
-            "written by onnx-quant {}: {} on {} held-out sample(s) of `{}`\n{} of {} quantized layer(s) kept {} (strategy {}){}",
-            env!("CARGO_PKG_VERSION"),
-            m.target,
-            m.samples,
-            report.calibration.source.display(),
-            m.chosen().float.len(),
-            m.candidates,
-            fallback.name(),
-            m.chosen().strategy,
-            args.ranges
-                .config
-                .as_ref()
-                .map_or(String::new(), |c| format!(
-                    "\nsettings and overrides of `{}` first",
-                    c.display()
-                ))
-        );
+        let header = chosen_header(&args, &report, m, fallback);
         let text = config::write::render(&header, Some(&chosen_settings), &overrides);
         write_text(path, &text)?;
     }
@@ -139,6 +109,62 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         eprint!("{}", report.summary());
     }
     Ok(())
+}
+
+/// Flags that do not go together (`target`: an accuracy target was given).
+fn check_combinations(
+    args: &QuantizeArgs,
+    config: &config::Config,
+    target: bool,
+    per_layer: bool,
+) -> Result<(), Error> {
+    let acc = &args.accuracy;
+    if args.stats.is_some() && (target || per_layer) {
+        return Err(usage(
+            "--target-sqnr, --max-top1-drop, --per-layer and --plot measure the model on data: give --calib, not --stats",
+        ));
+    }
+    if !target && (acc.holdout.is_some() || acc.write_config.is_some()) {
+        return Err(usage(
+            "--holdout and --write-config go with --target-sqnr or --max-top1-drop",
+        ));
+    }
+    if acc.holdout == Some(0) {
+        return Err(usage("--holdout must be at least 1"));
+    }
+    if config.smoothquant.is_some() && (config.weight_only || args.calib.is_none()) {
+        return Err(usage(
+            "SmoothQuant measures activations and changes the float model: it needs --calib (not --stats), and quantized activations (not weight_only)",
+        ));
+    }
+    Ok(())
+}
+
+/// The header of the settings file `--write-config` writes: what chose its layers.
+fn chosen_header(
+    args: &QuantizeArgs,
+    report: &onnx_quant::report::Report,
+    m: &onnx_quant::accuracy::mixed::Search,
+    fallback: onnx_quant::pipeline::Fallback,
+) -> String {
+    format!(
+        "written by onnx-quant {}: {} on {} held-out sample(s) of `{}`\n{} of {} quantized layer(s) kept {} (strategy {}){}",
+        env!("CARGO_PKG_VERSION"),
+        m.target,
+        m.samples,
+        report.calibration.source.display(),
+        m.chosen().float.len(),
+        m.candidates,
+        fallback.name(),
+        m.chosen().strategy,
+        args.ranges
+            .config
+            .as_ref()
+            .map_or(String::new(), |c| format!(
+                "\nsettings and overrides of `{}` first",
+                c.display()
+            ))
+    )
 }
 
 pub fn run_calibrate(args: CalibrateArgs) -> Result<(), Error> {

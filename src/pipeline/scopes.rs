@@ -242,6 +242,118 @@ pub(crate) struct ScopesDone {
     pub notes: Vec<String>,
 }
 
+impl ScopesDone {
+    /// A subgraph left float, its nodes (when `graph` is given) with `reason`.
+    fn untaken(&mut self, label: &str, nodes: usize, reason: String, graph: Option<&GraphProto>) {
+        if let Some(g) = graph {
+            for (id, n) in g.node.iter().enumerate() {
+                self.nodes.push(NodeDecision {
+                    id: usize::MAX,
+                    name: format!("{label}/{}", ir::node_label(n, id)),
+                    op_type: n.op_type().to_string(),
+                    quantized: false,
+                    reason: Some(reason.clone()),
+                });
+            }
+        }
+        self.subgraphs.push(SubgraphReport {
+            scope: label.to_string(),
+            nodes,
+            quantized_nodes: 0,
+            activations: 0,
+            weights: 0,
+            reason: Some(reason),
+        });
+    }
+
+    /// A subgraph quantized by `plan`: its decisions, notes, activations and weights, named
+    /// with the subgraph's label.
+    fn quantized(
+        &mut self,
+        label: &str,
+        nodes: usize,
+        plan: &QuantPlan,
+        reports: Vec<ActivationReport>,
+        weights: Vec<WeightReport>,
+    ) {
+        for n in &plan.nodes {
+            self.nodes.push(NodeDecision {
+                id: usize::MAX,
+                name: format!("{label}/{}", n.name),
+                ..n.clone()
+            });
+        }
+        self.notes
+            .extend(plan.notes.iter().map(|n| format!("`{label}`: {n}")));
+        self.activations.extend(reports.into_iter().map(|mut r| {
+            r.tensor = format!("{label}::{}", r.tensor);
+            r
+        }));
+        let count = weights.len();
+        self.weights.extend(weights.into_iter().map(|mut w| {
+            w.name = format!("{label}::{}", w.name);
+            w
+        }));
+        self.subgraphs.push(SubgraphReport {
+            scope: label.to_string(),
+            nodes,
+            quantized_nodes: plan.nodes.iter().filter(|n| n.quantized).count(),
+            activations: plan.activations.len(),
+            weights: count,
+            reason: None,
+        });
+    }
+}
+
+/// The plan of a subgraph's model: weights per tensor where per channel would need a higher
+/// opset (a subgraph does not raise the model's).
+fn plan_in_scope(
+    model: &ModelProto,
+    types: &std::collections::HashMap<String, crate::ir::TensorInfo>,
+    config: &Config,
+    overrides: &Overrides,
+) -> QuantPlan {
+    let mut p = policy::plan(model, types, config, overrides);
+    if p.upgrade.take().is_some() || p.blocked.is_some() {
+        p.blocked = None;
+        p.weights.iter_mut().for_each(|w| w.axis = None);
+    }
+    p
+}
+
+/// The statistics of a subgraph's planned tensors, by its own names (`Err`: the tensors
+/// calibration did not reach).
+fn scope_stats(
+    plan: &QuantPlan,
+    scope: &[Step],
+    stats: &StatsTable,
+    keys_from: &ModelProto,
+) -> Result<StatsTable, Vec<String>> {
+    let mut local = StatsTable {
+        samples: stats.samples,
+        tensors: BTreeMap::new(),
+    };
+    let mut missing = Vec::new();
+    for t in plan.observed() {
+        let key = Scoped {
+            scope: scope.to_vec(),
+            name: t.clone(),
+        }
+        .key(keys_from);
+        match stats.tensors.get(&key) {
+            Some(s) => {
+                local.tensors.insert(t, s.clone());
+            }
+            None => missing.push(t),
+        }
+    }
+    if missing.is_empty() {
+        Ok(local)
+    } else {
+        Err(missing)
+    }
+}
+
 /// Plans and rewrites every subgraph of `model` (already rewritten in its main graph) that
 /// calibration reached, from the statistics in `stats` (by [`Scoped::key`] of `keys_from`, the
 /// model the keys were made with); the others stay float with the reason.
@@ -266,119 +378,43 @@ pub(crate) fn quantize_scopes(
         }
         let label = control::label(model, &scope);
         let graph_nodes = control::subgraph(model, &scope).map_or(0, |g| g.node.len());
-        let untaken = |reason: String, done: &mut ScopesDone, nodes: Option<&GraphProto>| {
-            if let Some(g) = nodes {
-                for (id, n) in g.node.iter().enumerate() {
-                    done.nodes.push(NodeDecision {
-                        id: usize::MAX,
-                        name: format!("{label}/{}", ir::node_label(n, id)),
-                        op_type: n.op_type().to_string(),
-                        quantized: false,
-                        reason: Some(reason.clone()),
-                    });
-                }
-            }
-            done.subgraphs.push(SubgraphReport {
-                scope: label.clone(),
-                nodes: graph_nodes,
-                quantized_nodes: 0,
-                activations: 0,
-                weights: 0,
-                reason: Some(reason),
-            });
-        };
         if !types.scopes.contains_key(&scope) {
             let reason = untaken_reason(&scope, &label, kept, data);
             let g = control::subgraph(model, &scope).cloned();
-            untaken(reason, &mut done, g.as_ref());
+            done.untaken(&label, graph_nodes, reason, g.as_ref());
             float_scopes.push(scope);
             continue;
         }
-        let Some(sm) = scope_model(model, &scope, types) else {
+        let Some(mut sm) = scope_model(model, &scope, types) else {
             continue;
         };
         let ty = sm.types(types);
-        let mut plan = policy::plan(&sm.model, &ty, config, overrides);
-        if plan.upgrade.take().is_some() || plan.blocked.is_some() {
-            plan.blocked = None;
-            plan.weights.iter_mut().for_each(|w| w.axis = None);
-        }
-        // statistics of this subgraph, by its own names
-        let mut local = StatsTable {
-            samples: stats.samples,
-            tensors: BTreeMap::new(),
+        let plan = plan_in_scope(&sm.model, &ty, config, overrides);
+        let local = match scope_stats(&plan, &scope, stats, keys_from) {
+            Ok(local) => local,
+            Err(missing) => {
+                let reason = format!(
+                    "in `{label}`: no statistics for its tensor(s) {} (no calibration sample takes it)",
+                    missing
+                        .iter()
+                        .take(3)
+                        .map(|m| format!("`{m}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let g = control::subgraph(model, &scope).cloned();
+                done.untaken(&label, graph_nodes, reason, g.as_ref());
+                float_scopes.push(scope);
+                continue;
+            }
         };
-        let mut missing = Vec::new();
-        for t in plan.observed() {
-            let key = Scoped {
-                scope: scope.clone(),
-                name: t.clone(),
-            }
-            .key(keys_from);
-            match stats.tensors.get(&key) {
-                Some(s) => {
-                    local.tensors.insert(t, s.clone());
-                }
-                None => missing.push(t),
-            }
-        }
-        if !missing.is_empty() {
-            let reason = format!(
-                "in `{label}`: no statistics for its tensor(s) {} (no calibration sample takes it)",
-                missing
-                    .iter()
-                    .take(3)
-                    .map(|m| format!("`{m}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let g = control::subgraph(model, &scope).cloned();
-            untaken(reason, &mut done, g.as_ref());
-            float_scopes.push(scope);
-            continue;
-        }
         let scope_model = &sm.model;
-        let replan = |o: &Overrides| {
-            let mut p = policy::plan(scope_model, &ty, config, o);
-            if p.upgrade.take().is_some() || p.blocked.is_some() {
-                p.blocked = None;
-                p.weights.iter_mut().for_each(|w| w.axis = None);
-            }
-            p
-        };
+        let replan = |o: &Overrides| plan_in_scope(scope_model, &ty, config, o);
         let (plan, act, reports) = super::settle_on_statistics(
             plan, &sm.model, &local, config, source, overrides, &replan,
         )?;
-        let mut sm = sm;
         let rewritten = rewrite::run(&mut sm.model, &plan, &act, external)?;
-        let quantized_nodes = plan.nodes.iter().filter(|n| n.quantized).count();
-        for n in &plan.nodes {
-            done.nodes.push(NodeDecision {
-                id: usize::MAX,
-                name: format!("{label}/{}", n.name),
-                ..n.clone()
-            });
-        }
-        done.notes
-            .extend(plan.notes.iter().map(|n| format!("`{label}`: {n}")));
-        done.activations.extend(reports.into_iter().map(|mut r| {
-            r.tensor = format!("{label}::{}", r.tensor);
-            r
-        }));
-        let weights = rewritten.weights.len();
-        done.weights
-            .extend(rewritten.weights.into_iter().map(|mut w| {
-                w.name = format!("{label}::{}", w.name);
-                w
-            }));
-        done.subgraphs.push(SubgraphReport {
-            scope: label.clone(),
-            nodes: graph_nodes,
-            quantized_nodes,
-            activations: plan.activations.len(),
-            weights,
-            reason: None,
-        });
+        done.quantized(&label, graph_nodes, &plan, reports, rewritten.weights);
         let copied = sm.copied.clone();
         let g = sm.into_graph();
         *control::subgraph_mut(model, &scope).ok_or_else(|| {

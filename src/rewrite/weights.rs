@@ -141,6 +141,9 @@ struct Encoded {
     zeros: TensorProto,
 }
 
+/// A weight's float values, dims, and the nodes computing it (a constant computed by nodes).
+type WeightValues = (Vec<f32>, Vec<usize>, Option<Vec<usize>>);
+
 /// The float values and dims of weight `w`: an initializer (payload sizes checked by
 /// `ir::verify`; read through `external` when still on disk), or a constant computed by
 /// nodes, with the chain of nodes computing it.
@@ -148,7 +151,7 @@ fn weight_values(
     index: &Index,
     w: &str,
     external: super::ExternalValues,
-) -> Result<(Vec<f32>, Vec<usize>, Option<Vec<usize>>), Error> {
+) -> Result<WeightValues, Error> {
     match index.initializer(w) {
         Some(init) => {
             let data = if is_external(init) {

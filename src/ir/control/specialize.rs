@@ -128,63 +128,15 @@ fn run(
         if candidates.is_empty() {
             return vec![st];
         }
-        let mut eligible: Vec<(usize, Vec<String>)> = Vec::new();
-        let mut waiting = Vec::new();
-        // decidable in principle, not here: (node, reason)
-        let mut undecided: Vec<(usize, String)> = Vec::new();
-        for &i in &candidates {
-            match st.needs(i) {
-                Err(reason) => st.keep(i, reason),
-                Ok(needs) => {
-                    let cone = cone(&st.graph, &needs);
-                    if cone.control {
-                        waiting.push(i);
-                        continue;
-                    }
-                    let varying: Vec<&String> = cone
-                        .value_inputs
-                        .iter()
-                        .filter(|n| !fixed.contains(*n))
-                        .collect();
-                    if !varying.is_empty() {
-                        let names: Vec<String> = varying.iter().map(|n| format!("`{n}`")).collect();
-                        let reason = format!(
-                            "its {} depends on input(s) {} whose value varies across the calibration samples",
-                            st.what_decides(i),
-                            names.join(", ")
-                        );
-                        undecided.push((i, reason));
-                        continue;
-                    }
-                    eligible.push((i, needs));
-                }
-            }
-        }
+        let Sorted {
+            eligible,
+            waiting,
+            mut undecided,
+        } = st.sort(&candidates, fixed);
         if !eligible.is_empty() {
-            let all: Vec<String> = eligible
-                .iter()
-                .flat_map(|(_, n)| n.iter().cloned())
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect();
-            let cone_model = cone_model(model, &st.graph, &all);
-            match eval(&cone_model, &all) {
-                Ok(values) if values.len() == all.len() => {
-                    let value_of: HashMap<&str, &Vec<i64>> =
-                        all.iter().map(|s| s.as_str()).zip(&values).collect();
-                    // highest index first: a replacement only moves the nodes after it
-                    for (i, needs) in eligible.iter().rev() {
-                        let v: Vec<&Vec<i64>> =
-                            needs.iter().map(|n| value_of[n.as_str()]).collect();
-                        st.decide(*i, &v);
-                    }
-                    continue;
-                }
-                other => {
-                    let e = match other {
-                        Err(e) => e,
-                        Ok(_) => "no value".into(),
-                    };
+            match st.compute(model, &eligible, eval) {
+                Ok(()) => continue,
+                Err(e) => {
                     for (i, _) in &eligible {
                         let reason =
                             format!("its {} could not be computed: {e}", st.what_decides(*i));
@@ -224,6 +176,85 @@ fn run(
                 }
             }
         }
+    }
+}
+
+/// The undecided control nodes of one round, sorted.
+struct Sorted {
+    /// Decidable now: (node, the tensors deciding it).
+    eligible: Vec<(usize, Vec<String>)>,
+    /// Waiting for other control flow to be decided first.
+    waiting: Vec<usize>,
+    /// Decidable in principle, not here: (node, reason).
+    undecided: Vec<(usize, String)>,
+}
+
+impl State {
+    /// Sorts `candidates` by what decides them; those that can never be decided are kept.
+    fn sort(&mut self, candidates: &[usize], fixed: &BTreeSet<String>) -> Sorted {
+        let mut out = Sorted {
+            eligible: Vec::new(),
+            waiting: Vec::new(),
+            undecided: Vec::new(),
+        };
+        for &i in candidates {
+            match self.needs(i) {
+                Err(reason) => self.keep(i, reason),
+                Ok(needs) => {
+                    let cone = cone(&self.graph, &needs);
+                    if cone.control {
+                        out.waiting.push(i);
+                        continue;
+                    }
+                    let varying: Vec<&String> = cone
+                        .value_inputs
+                        .iter()
+                        .filter(|n| !fixed.contains(*n))
+                        .collect();
+                    if !varying.is_empty() {
+                        let names: Vec<String> = varying.iter().map(|n| format!("`{n}`")).collect();
+                        let reason = format!(
+                            "its {} depends on input(s) {} whose value varies across the calibration samples",
+                            self.what_decides(i),
+                            names.join(", ")
+                        );
+                        out.undecided.push((i, reason));
+                        continue;
+                    }
+                    out.eligible.push((i, needs));
+                }
+            }
+        }
+        out
+    }
+
+    /// Computes what decides the `eligible` nodes (one run of the model of their cone) and
+    /// decides them; `Err` says why it could not be computed.
+    fn compute(
+        &mut self,
+        model: &ModelProto,
+        eligible: &[(usize, Vec<String>)],
+        eval: Evaluate,
+    ) -> Result<(), String> {
+        let all: Vec<String> = eligible
+            .iter()
+            .flat_map(|(_, n)| n.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let cone_model = cone_model(model, &self.graph, &all);
+        let values = eval(&cone_model, &all)?;
+        if values.len() != all.len() {
+            return Err("no value".into());
+        }
+        let value_of: HashMap<&str, &Vec<i64>> =
+            all.iter().map(|s| s.as_str()).zip(&values).collect();
+        // highest index first: a replacement only moves the nodes after it
+        for (i, needs) in eligible.iter().rev() {
+            let v: Vec<&Vec<i64>> = needs.iter().map(|n| value_of[n.as_str()]).collect();
+            self.decide(*i, &v);
+        }
+        Ok(())
     }
 }
 
