@@ -79,13 +79,15 @@ impl State {
             );
         }
         let scans = body.output.len() - 1 - carried;
-        let mut used = self.names_outside(i);
-        let mut nodes = Vec::new();
-        let mut origin = Vec::new();
+        let mut e = Emitted {
+            used: self.names_outside(i),
+            nodes: Vec::new(),
+            origin: Vec::new(),
+        };
         // initializers of the body are constant: inlined once for every iteration
         let mut shared = BTreeMap::new();
         for t in &body.initializer {
-            let to = fresh(&mut used, t.name());
+            let to = fresh(&mut e.used, t.name());
             shared.insert(t.name().to_string(), to.clone());
             self.graph.initializer.push(TensorProto {
                 name: Some(to),
@@ -97,40 +99,7 @@ impl State {
         let base = label_of(&node);
         for t in 0..trips {
             let inst = self.child(i, "body", Some(t));
-            let mut rename = shared.clone();
-            let iter_name = fresh(&mut used, &format!("{}__{t}", body.input[0].name()));
-            nodes.push(constant_node(
-                fresh(&mut used, &format!("{base}_iteration_{t}")),
-                &iter_name,
-                scalar_i64(t as i64),
-            ));
-            origin.push(None);
-            rename.insert(body.input[0].name().to_string(), iter_name);
-            let cond_name = fresh(&mut used, &format!("{}__{t}", body.input[1].name()));
-            nodes.push(constant_node(
-                fresh(&mut used, &format!("{base}_condition_{t}")),
-                &cond_name,
-                scalar_bool(true),
-            ));
-            origin.push(None);
-            rename.insert(body.input[1].name().to_string(), cond_name);
-            for (j, v) in body.input[2..].iter().enumerate() {
-                rename.insert(v.name().to_string(), prev[j].clone());
-            }
-            for n in &body.node {
-                for o in n.output.iter().filter(|o| !o.is_empty()) {
-                    let to = if used.contains(o) {
-                        fresh(&mut used, &format!("{o}__{t}"))
-                    } else {
-                        fresh(&mut used, o)
-                    };
-                    rename.insert(o.clone(), to);
-                }
-            }
-            for n in &body.node {
-                nodes.push(renamed_node(n, &rename, &mut used));
-                origin.push(Some((inst.clone(), node_key(n))));
-            }
+            let rename = iteration(&body, t, &base, shared.clone(), &prev, &inst, &mut e);
             let out = |k: usize| -> String {
                 let name = body.output[k].name();
                 rename
@@ -148,17 +117,32 @@ impl State {
             if out.is_empty() {
                 continue;
             }
-            nodes.push(NodeProto {
-                name: Some(fresh(&mut used, &format!("{base}_final_{j}"))),
+            let name = fresh(&mut e.used, &format!("{base}_final_{j}"));
+            e.push(NodeProto {
+                name: Some(name),
                 op_type: Some("Identity".into()),
                 input: vec![prev[j].clone()],
                 output: vec![out.clone()],
                 ..Default::default()
             });
-            origin.push(None);
         }
-        let axes = (self.opset >= 13 && scans > 0).then(|| {
-            let name = fresh(&mut used, &format!("{base}_axes"));
+        self.stack_scans(&node, carried, &scanned, &base, &mut e);
+        self.graph.node.splice(i..=i, e.nodes);
+        self.origin.splice(i..=i, e.origin);
+    }
+
+    /// Each scan output of the loop `node` as the Concat of its iterations' values, each
+    /// Unsqueezed on a new first axis.
+    fn stack_scans(
+        &mut self,
+        node: &NodeProto,
+        carried: usize,
+        scanned: &[Vec<String>],
+        base: &str,
+        e: &mut Emitted,
+    ) {
+        let axes = (self.opset >= 13 && !scanned.is_empty()).then(|| {
+            let name = fresh(&mut e.used, &format!("{base}_axes"));
             self.graph.initializer.push(TensorProto {
                 name: Some(name.clone()),
                 dims: vec![1],
@@ -174,9 +158,9 @@ impl State {
             };
             let mut stacked = Vec::new();
             for (t, v) in list.iter().enumerate() {
-                let to = fresh(&mut used, &format!("{out}__{t}"));
+                let to = fresh(&mut e.used, &format!("{out}__{t}"));
                 let mut u = NodeProto {
-                    name: Some(fresh(&mut used, &format!("{base}_stack_{s}_{t}"))),
+                    name: Some(fresh(&mut e.used, &format!("{base}_stack_{s}_{t}"))),
                     op_type: Some("Unsqueeze".into()),
                     input: vec![v.clone()],
                     output: vec![to.clone()],
@@ -186,23 +170,75 @@ impl State {
                     Some(a) => u.input.push(a.clone()),
                     None => u.attribute.push(ints_attr("axes", &[0])),
                 }
-                nodes.push(u);
-                origin.push(None);
+                e.push(u);
                 stacked.push(to);
             }
-            nodes.push(NodeProto {
-                name: Some(fresh(&mut used, &format!("{base}_scan_{s}"))),
+            let name = fresh(&mut e.used, &format!("{base}_scan_{s}"));
+            e.push(NodeProto {
+                name: Some(name),
                 op_type: Some("Concat".into()),
                 input: stacked,
                 output: vec![out.clone()],
                 attribute: vec![crate::ir::int_attr("axis", 0)],
                 ..Default::default()
             });
-            origin.push(None);
         }
-        self.graph.node.splice(i..=i, nodes);
-        self.origin.splice(i..=i, origin);
     }
+}
+
+/// Nodes an unrolling emits, with their origin, and the names taken so far.
+struct Emitted {
+    used: HashSet<String>,
+    nodes: Vec<NodeProto>,
+    origin: Vec<Option<(Instance, String)>>,
+}
+
+impl Emitted {
+    /// A node the unrolling adds (no subgraph node is its origin).
+    fn push(&mut self, n: NodeProto) {
+        self.nodes.push(n);
+        self.origin.push(None);
+    }
+}
+
+/// Iteration `t` of a loop `body`: constants for the iteration number and the condition, the
+/// carried values read from `prev`, every body node copied under fresh names. The renaming of
+/// the body's names for this iteration.
+fn iteration(
+    body: &GraphProto,
+    t: usize,
+    base: &str,
+    mut rename: BTreeMap<String, String>,
+    prev: &[String],
+    inst: &Instance,
+    e: &mut Emitted,
+) -> BTreeMap<String, String> {
+    let iter_name = fresh(&mut e.used, &format!("{}__{t}", body.input[0].name()));
+    let name = fresh(&mut e.used, &format!("{base}_iteration_{t}"));
+    e.push(constant_node(name, &iter_name, scalar_i64(t as i64)));
+    rename.insert(body.input[0].name().to_string(), iter_name);
+    let cond_name = fresh(&mut e.used, &format!("{}__{t}", body.input[1].name()));
+    let name = fresh(&mut e.used, &format!("{base}_condition_{t}"));
+    e.push(constant_node(name, &cond_name, scalar_bool(true)));
+    rename.insert(body.input[1].name().to_string(), cond_name);
+    for (j, v) in body.input[2..].iter().enumerate() {
+        rename.insert(v.name().to_string(), prev[j].clone());
+    }
+    for n in &body.node {
+        for o in n.output.iter().filter(|o| !o.is_empty()) {
+            let to = if e.used.contains(o) {
+                fresh(&mut e.used, &format!("{o}__{t}"))
+            } else {
+                fresh(&mut e.used, o)
+            };
+            rename.insert(o.clone(), to);
+        }
+    }
+    for n in &body.node {
+        e.nodes.push(renamed_node(n, &rename, &mut e.used));
+        e.origin.push(Some((inst.clone(), node_key(n))));
+    }
+    rename
 }
 
 /// A copy of `n` reading and writing renamed tensors (its subgraphs' captured names too), with
