@@ -383,6 +383,8 @@ impl Builder<'_> {
 
 /// The float model computing what `model`'s QDQ nodes compute. `Err` names every node it
 /// cannot simulate (per-channel activations, QuantizeLinear read by a QLinear op, ...).
+// The driver: the float16 refusal, the Q -> DQ pairs, the lone DequantizeLinear nodes and the
+// unread constants (each a function), then the patch applied.
 pub fn simulate(model: &ModelProto) -> Result<Simulated, String> {
     let graph = model.graph.as_ref().ok_or("model has no graph")?;
     let index = Index::new(graph);

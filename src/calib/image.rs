@@ -84,6 +84,8 @@ pub struct ImagePlan {
 
 impl ImagePlan {
     /// The plan for `spec`, or why images cannot feed it.
+    // Long by design: each check of the input against the image options is a few lines and
+    // names what does not fit (type, rank, layout, channels, size, mean/std lengths).
     pub fn new(spec: &InputSpec, options: &ImageOptions) -> Result<ImagePlan, String> {
         let dims = &spec.dims;
         let shape = || {

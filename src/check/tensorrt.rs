@@ -2,6 +2,8 @@
 
 use super::*;
 
+// Long by design: TensorRT's rules for one node one after another (QOperator, type,
+// zero-point, scale, per-channel axis), each independent.
 pub(super) fn tensorrt_node(c: &mut Ctx, node: &NodeProto, id: NodeId) {
     if QOPERATORS.contains(&node.op_type()) {
         let op = node.op_type().to_string();

@@ -14,6 +14,8 @@ use super::args::{self, CalibrateArgs, MergeStatsArgs, QuantizeArgs};
 use super::output::{check_side_output, warn, write_json, write_text};
 use super::settings::{data_source, input_shapes, resolve_config, usage};
 
+// The flags turned into the job (the checks in check_combinations), the job run, then its side
+// outputs (plot, settings file, report, summary) in order.
 pub fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
     let from_cache = args.stats.as_deref().is_some_and(stats::is_trt_cache);
     let mut settings = resolve_config(&args.ranges, from_cache)?;

@@ -246,6 +246,7 @@ fn decode_matcher(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Match
     m
 }
 
+// Long by design: one short branch per key of an override's `activations:`.
 fn decode_activations(node: &Node, path: &str, problems: &mut Vec<Problem>) -> ActivationOverride {
     let mut a = ActivationOverride::default();
     let allowed = [

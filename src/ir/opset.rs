@@ -37,6 +37,8 @@ fn ir_for(opset: i64) -> i64 {
 
 /// Plans the upgrade of `model` to opset `target` (13 for per-channel weights, 19 for float16
 /// scales). `Err` lists every blocking node with the reason.
+// One loop over the main graph's nodes (their subgraphs through convert_graph): the PRelu and
+// Softmax cases, then convert_node, every blocker collected so that all are reported at once.
 pub fn plan_upgrade(
     model: &ModelProto,
     names: &mut Names,
@@ -231,6 +233,8 @@ fn convert_graph(
 
 /// Converts one node from opset `from` to its form at `target`. `Ok(true)` when changed, `Err`
 /// when it cannot be.
+// Long by design: one short, independent arm per op whose attributes became inputs or whose
+// meaning changed between opsets; together they are the conversion table.
 fn convert_node(
     node: &mut NodeProto,
     (from, target): (i64, i64),

@@ -60,6 +60,8 @@ impl Patch {
 /// node of the graph before the patch now stands (new nodes shift ids). On error the message
 /// names the broken invariant; the model must then be considered corrupt (callers stop).
 /// Removed nodes map to `usize::MAX`.
+// One transaction: replace, rewire, insert, remove, re-sort, initializers, declarations,
+// opset, verify; the steps share the producer map and the node-id bookkeeping.
 pub fn apply(model: &mut ModelProto, patch: Patch) -> Result<Vec<NodeId>, String> {
     let graph = model.graph.as_mut().ok_or("model has no graph")?;
     let n = graph.node.len();

@@ -399,6 +399,8 @@ const CLIP_RATIOS: usize = 20;
 /// [0, 15]. With `search`, the range shrunk by the ratio r = 1, 0.975, ..., 0.525 with the least
 /// squared error over the group (rounding against clipping). `floors` and `f16` as for
 /// [`quantize_weight`] (floors per channel, for int32 biases).
+// One pass per group (tensor, channel or block) with the clipping search inline: the group
+// iteration and the search share the group's index arithmetic.
 pub fn quantize_weight_4bit(
     data: &[f32],
     dims: &[usize],

@@ -231,6 +231,8 @@ pub struct PairFix {
 /// [`SCALE_STEPS`] larger ones up to the scale that fits the channel's worst pair, whichever
 /// leaves the least squared error.
 /// `CpuOverflow::All` requantizes every channel to 7 bits. `None` when nothing changed.
+// One function: the per-channel search (current scale, larger ones, 7-bit) shares the channel's
+// members, its pairs and the closures over them; each step is commented inside.
 pub fn fix(
     data: &[f32],
     dims: &[usize],

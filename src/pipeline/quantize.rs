@@ -26,6 +26,8 @@ use super::{
 };
 
 /// Runs the quantize job. Warnings go to `warn` as soon as they are known (and into the report).
+// The job's stages in order, one call each (load, smoothquant, plan, hold_out, calibrate,
+// build, mixed precision, finish); what stays inline threads their results to the next.
 pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error> {
     let mut clock = Clock::new();
     let (mut model, labels) = load(job, warn)?;

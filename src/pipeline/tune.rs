@@ -212,6 +212,8 @@ pub struct SensitivityReport {
 }
 
 /// Quantizes each layer alone (and all but each layer) and ranks the layers by the harm done.
+// The sensitivity job's stages in order (open, plan, statistics, bench, rank), one call each;
+// what stays inline threads their results to the next.
 pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<SensitivityReport, Error> {
     let start = Instant::now();
     let model = open_model(&job.input, &job.planning.input_shapes)?;

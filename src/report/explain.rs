@@ -159,33 +159,7 @@ fn explain_nodes(
             .iter()
             .filter(|w| w.consumers.iter().any(|c| c.0 == d.id))
         {
-            let layout = weight_layout(w);
-            let mut by = w.decided_by.clone();
-            let keys = match (w.dtype, w.block) {
-                (WeightType::Int8, _) => &["weights.per_channel"][..],
-                (WeightType::Int4 | WeightType::Uint4 | WeightType::Fp8, None) => {
-                    &["weights.dtype", "weights.per_channel"]
-                }
-                (_, Some(_)) => &["weights.dtype", "weights.block_size"],
-            };
-            for key in keys {
-                let leaf = key.trim_start_matches("weights.");
-                if !by.iter().any(|b| b.starts_with(leaf)) {
-                    by.push(format!("{key}: {}", source(resolved, key)));
-                }
-            }
-            let range = match w.dtype {
-                WeightType::Int8 => "int8 [-127, 127]",
-                WeightType::Int4 => "int4 [-8, 7]",
-                WeightType::Uint4 => "uint4 [0, 15] with zero-points",
-                WeightType::Fp8 => "fp8 e4m3 [-448, 448]",
-            };
-            let _ = writeln!(
-                out,
-                "  weight `{}`: {range}, {layout} ({})",
-                w.initializer,
-                by.join(", ")
-            );
+            let _ = writeln!(out, "{}", weight_line(w, resolved));
         }
         for b in plan.biases.iter().filter(|b| b.node == d.id) {
             let _ = writeln!(
@@ -336,4 +310,34 @@ fn weight_layout(w: &crate::policy::WeightSite) -> String {
         (None, Some(a)) => format!("per channel on axis {a}"),
         (None, None) => "per tensor".into(),
     }
+}
+
+/// How a weight is quantized, and which setting or override decided it.
+fn weight_line(w: &crate::policy::WeightSite, resolved: &Resolved) -> String {
+    let layout = weight_layout(w);
+    let mut by = w.decided_by.clone();
+    let keys = match (w.dtype, w.block) {
+        (WeightType::Int8, _) => &["weights.per_channel"][..],
+        (WeightType::Int4 | WeightType::Uint4 | WeightType::Fp8, None) => {
+            &["weights.dtype", "weights.per_channel"]
+        }
+        (_, Some(_)) => &["weights.dtype", "weights.block_size"],
+    };
+    for key in keys {
+        let leaf = key.trim_start_matches("weights.");
+        if !by.iter().any(|b| b.starts_with(leaf)) {
+            by.push(format!("{key}: {}", source(resolved, key)));
+        }
+    }
+    let range = match w.dtype {
+        WeightType::Int8 => "int8 [-127, 127]",
+        WeightType::Int4 => "int4 [-8, 7]",
+        WeightType::Uint4 => "uint4 [0, 15] with zero-points",
+        WeightType::Fp8 => "fp8 e4m3 [-448, 448]",
+    };
+    format!(
+        "  weight `{}`: {range}, {layout} ({})",
+        w.initializer,
+        by.join(", ")
+    )
 }

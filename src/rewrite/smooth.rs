@@ -91,6 +91,8 @@ pub fn groups(model: &ModelProto) -> Vec<Group> {
 /// Applies SmoothQuant with strength `alpha` to `groups` of `model`, given the per-channel
 /// maxima of each group's tensor (`amax[tensor]`, one value per channel). Returns a note per
 /// group smoothed (its largest and median factor).
+// One group after another: factors from the maxima, then the LayerNormalization and every
+// weight reading it rescaled in one patch; the steps share the group's channel count.
 pub fn apply(
     model: &mut ModelProto,
     groups: &[Group],
