@@ -198,6 +198,17 @@ pub enum CalibError {
     Unobserved { tensors: Vec<String> },
 }
 
+impl CalibError {
+    /// `Err(Unobserved)` naming `tensors` (already quoted), unless there are none.
+    pub fn unless_all_observed(tensors: Vec<String>) -> Result<(), CalibError> {
+        if tensors.is_empty() {
+            Ok(())
+        } else {
+            Err(CalibError::Unobserved { tensors })
+        }
+    }
+}
+
 /// Problems writing the results.
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {

@@ -283,12 +283,7 @@ impl Runner {
             .filter(|(_, s)| !s.minmax.is_observed())
             .map(|(t, _)| format!("`{t}`"))
             .collect();
-        if !unobserved.is_empty() {
-            return Err(CalibError::Unobserved {
-                tensors: unobserved,
-            }
-            .into());
-        }
+        CalibError::unless_all_observed(unobserved)?;
         Ok(StatsTable {
             samples: total,
             tensors: tensors.iter().cloned().zip(stats).collect(),

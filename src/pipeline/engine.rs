@@ -210,12 +210,7 @@ impl Engine {
             .filter(|t| t.scope.is_empty() && !merged.contains_key(&t.name))
             .map(|t| format!("`{}`", t.name))
             .collect();
-        if !unobserved.is_empty() {
-            return Err(CalibError::Unobserved {
-                tensors: unobserved,
-            }
-            .into());
-        }
+        CalibError::unless_all_observed(unobserved)?;
         Ok(StatsTable {
             samples,
             tensors: merged,

@@ -37,31 +37,19 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         StatsSource::File(_) | StatsSource::None => None,
     };
     let smooth_notes = smoothquant(job, &mut model, data_src, &mut clock)?;
-    let planned = plan_model(&model, data_src, &job.planning.rules(warn))?;
+    let p: Planned = plan_model(&model, data_src, &job.planning.rules(warn))?;
     clock.lap("plan");
-    let Planned {
-        engine,
-        plan,
-        written,
-        data,
-        types,
-        kept,
-        sub_observed,
-        sub_channels,
-        sub_observe,
-        prep,
-        ..
-    } = planned;
+    let (engine, plan, written) = (p.engine, p.plan, p.written);
     let subs = Subs {
-        types: &types,
-        kept: &kept,
+        types: &p.types,
+        kept: &p.kept,
         overrides: &job.planning.overrides,
-        prep: &prep,
-        data: data.is_some(),
+        prep: &p.prep,
+        data: p.data.is_some(),
     };
-    let (calib_part, holdout) = hold_out(job, data, data_src)?;
-    let observe = observe_for(&job.planning.config, &plan).union(sub_observe);
-    let observed = (sub_observed.as_slice(), &sub_channels);
+    let (calib_part, holdout) = hold_out(job, p.data, data_src)?;
+    let observe = observe_for(&job.planning.config, &plan).union(p.sub_observe);
+    let observed = (p.sub_observed.as_slice(), &p.sub_channels);
     let (mut stats, calibration, source) = match (&job.stats, calib_part.clone()) {
         (StatsSource::Calibrate(d), Some(data)) => {
             let m = calibrate(&engine, &plan, observed, data, d, observe, warn)?;

@@ -227,20 +227,9 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         (Some(path), Some(values)) => Some(Labels { path, values }),
         _ => None,
     };
-    let Planned {
-        engine,
-        plan,
-        written,
-        data,
-        types,
-        kept,
-        sub_observed,
-        sub_channels,
-        sub_observe,
-        prep,
-        ..
-    } = plan_model(&model, Some(&job.data), &job.planning.rules(warn))?;
-    let set = data.expect("planned with data");
+    let p: Planned = plan_model(&model, Some(&job.data), &job.planning.rules(warn))?;
+    let (engine, plan, written) = (p.engine, p.plan, p.written);
+    let set = p.data.expect("planned with data");
     let config = &job.planning.config;
     let (calib, measure, mut stats, source) = match &job.stats {
         Some(path) => (None, set, load_stats(path, &job.input, warn)?, path.clone()),
@@ -254,10 +243,10 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
             let m = super::calibrate::calibrate(
                 &engine,
                 &plan,
-                (&sub_observed, &sub_channels),
+                (&p.sub_observed, &p.sub_channels),
                 head.clone(),
                 &job.data,
-                observe_for(config, &plan).union(sub_observe),
+                observe_for(config, &plan).union(p.sub_observe),
                 warn,
             )?;
             (Some(head), tail, m.stats, job.data.path.clone())
@@ -284,10 +273,10 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         input: &job.input,
         written: &written,
         subs: super::build::Subs {
-            types: &types,
-            kept: &kept,
+            types: &p.types,
+            kept: &p.kept,
             overrides: &job.planning.overrides,
-            prep: &prep,
+            prep: &p.prep,
             data: true,
         },
         config,
