@@ -155,21 +155,26 @@ impl Net {
             name: Some(n.clone()),
             ..Default::default()
         };
-        ModelProto {
-            ir_version: Some(8),
-            opset_import: vec![OperatorSetIdProto {
-                domain: Some(String::new()),
-                version: Some(13),
-            }],
-            graph: Some(GraphProto {
-                name: Some("g".into()),
-                node: self.nodes.clone(),
-                initializer: self.inits.clone(),
-                input: self.inputs.iter().map(vi).collect(),
-                output: self.outputs.iter().map(vi).collect(),
-                ..Default::default()
-            }),
+        model_of(GraphProto {
+            name: Some("g".into()),
+            node: self.nodes.clone(),
+            initializer: self.inits.clone(),
+            input: self.inputs.iter().map(vi).collect(),
+            output: self.outputs.iter().map(vi).collect(),
             ..Default::default()
-        }
+        })
+    }
+}
+
+/// A model of IR 8 and opset 13 holding `graph`.
+pub fn model_of(graph: GraphProto) -> ModelProto {
+    ModelProto {
+        ir_version: Some(8),
+        opset_import: vec![OperatorSetIdProto {
+            domain: Some(String::new()),
+            version: Some(13),
+        }],
+        graph: Some(graph),
+        ..Default::default()
     }
 }

@@ -305,3 +305,13 @@ pub(super) fn apply_input_shapes(
     }
     Ok(())
 }
+
+/// Shows the warnings loading `model` gave and reads the labels file, if any.
+pub(super) fn warnings_and_labels(
+    model: &Model,
+    labels: Option<&Path>,
+    warn: &dyn Fn(&str),
+) -> Result<Option<Vec<i64>>, Error> {
+    model.loaded.warnings.iter().for_each(|w| warn(w));
+    Ok(labels.map(crate::calib::read_labels).transpose()?)
+}

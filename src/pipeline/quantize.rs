@@ -228,12 +228,7 @@ fn load(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<(Model, Option<Vec<i64
     check_output(&job.input, &[], &job.output, true)?;
     let model = open_model(&job.input, &job.planning.input_shapes)?;
     check_output(&job.input, &model.loaded.side_files, &job.output, true)?;
-    model.loaded.warnings.iter().for_each(|w| warn(w));
-    let labels = job
-        .labels
-        .as_deref()
-        .map(crate::calib::read_labels)
-        .transpose()?;
+    let labels = super::open::warnings_and_labels(&model, job.labels.as_deref(), warn)?;
     Ok((model, labels))
 }
 

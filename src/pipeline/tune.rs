@@ -217,12 +217,7 @@ pub struct SensitivityReport {
 pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<SensitivityReport, Error> {
     let start = Instant::now();
     let model = open_model(&job.input, &job.planning.input_shapes)?;
-    model.loaded.warnings.iter().for_each(|w| warn(w));
-    let labels = job
-        .labels
-        .as_deref()
-        .map(crate::calib::read_labels)
-        .transpose()?;
+    let labels = super::open::warnings_and_labels(&model, job.labels.as_deref(), warn)?;
     let label_ref = match (&job.labels, &labels) {
         (Some(path), Some(values)) => Some(Labels { path, values }),
         _ => None,

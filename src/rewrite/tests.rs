@@ -14,6 +14,15 @@ fn no_external(t: &crate::proto::TensorProto) -> Result<Vec<f32>, crate::error::
     panic!("no external data here: {}", t.name())
 }
 
+/// Conv -> BatchNormalization folded: one Conv with the folded weight and a bias.
+const FOLDED: &str = "model ir_version=8 opset=ai.onnx:13
+input x: (non-tensor)
+output y: (non-tensor)
+init w_bn_folded: float32[2,2,1,1]
+init a_bn_folded_bias: float32[2]
+node conv: Conv(x, w_bn_folded, a_bn_folded_bias) -> y
+";
+
 /// Conv [2, 2, 1, 1] -> BatchNormalization.
 fn conv_bn() -> Net {
     let mut n = Net::new(&["x"]);
@@ -50,16 +59,7 @@ fn values(m: &crate::proto::ModelProto, name: &str) -> Vec<f32> {
 fn golden_fold_batchnorm() {
     let (folded, count) = fold_batchnorm(&conv_bn().model()).unwrap();
     assert_eq!(count, 1);
-    assert_eq!(
-        dump(&folded),
-        "model ir_version=8 opset=ai.onnx:13
-input x: (non-tensor)
-output y: (non-tensor)
-init w_bn_folded: float32[2,2,1,1]
-init a_bn_folded_bias: float32[2]
-node conv: Conv(x, w_bn_folded, a_bn_folded_bias) -> y
-"
-    );
+    assert_eq!(dump(&folded), FOLDED);
     // factors 2 / 1 and 0.5 / 2
     assert_eq!(values(&folded, "w_bn_folded"), [2.0, 4.0, 0.75, 1.0]);
     assert_eq!(values(&folded, "a_bn_folded_bias"), [1.0, -1.5]);
@@ -150,16 +150,7 @@ fn golden_prepare_folds_batchnorm_then_relu_for_ort() {
     y.output = vec!["b".into()];
     n.node("Relu", "relu", &["b"], &["y"]);
     let (m, prep) = super::prepare(&n.model(), &Config::preset("ort")).unwrap();
-    assert_eq!(
-        dump(&m),
-        "model ir_version=8 opset=ai.onnx:13
-input x: (non-tensor)
-output y: (non-tensor)
-init w_bn_folded: float32[2,2,1,1]
-init a_bn_folded_bias: float32[2]
-node conv: Conv(x, w_bn_folded, a_bn_folded_bias) -> y
-"
-    );
+    assert_eq!(dump(&m), FOLDED);
     assert_eq!(prep.notes.len(), 2, "{:?}", prep.notes);
     assert!(prep.notes[0].contains("BatchNormalization"));
     assert_eq!(prep.folded_relus.len(), 1);

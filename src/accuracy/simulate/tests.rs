@@ -96,7 +96,7 @@ fn reads_packed_int4_and_typed_fields() {
 }
 
 fn tiny_qdq_model() -> ModelProto {
-    use crate::proto::{GraphProto, OperatorSetIdProto, ValueInfoProto};
+    use crate::proto::{GraphProto, ValueInfoProto};
     let vi = |n: &str| ValueInfoProto {
         name: Some(n.into()),
         ..Default::default()
@@ -133,15 +133,7 @@ fn tiny_qdq_model() -> ModelProto {
         output: vec![vi("y")],
         ..Default::default()
     };
-    ModelProto {
-        ir_version: Some(8),
-        opset_import: vec![OperatorSetIdProto {
-            domain: Some(String::new()),
-            version: Some(13),
-        }],
-        graph: Some(graph),
-        ..Default::default()
-    }
+    crate::ir::testnet::model_of(graph)
 }
 
 #[test]
