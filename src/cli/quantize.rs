@@ -113,33 +113,23 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Flags that do not go together (`target`: an accuracy target was given).
+/// Flags that do not go together (`target`: an accuracy target was given), checked before
+/// the calibration data is looked at.
 fn check_combinations(
     args: &QuantizeArgs,
     config: &config::Config,
     target: bool,
     per_layer: bool,
 ) -> Result<(), Error> {
-    let acc = &args.accuracy;
-    if args.stats.is_some() && (target || per_layer) {
-        return Err(usage(
-            "--target-sqnr, --max-top1-drop, --per-layer and --plot measure the model on data: give --calib, not --stats",
-        ));
-    }
-    if !target && (acc.holdout.is_some() || acc.write_config.is_some()) {
-        return Err(usage(
-            "--holdout and --write-config go with --target-sqnr or --max-top1-drop",
-        ));
-    }
-    if acc.holdout == Some(0) {
-        return Err(usage("--holdout must be at least 1"));
-    }
-    if config.smoothquant.is_some() && (config.weight_only || args.calib.is_none()) {
-        return Err(usage(
-            "SmoothQuant measures activations and changes the float model: it needs --calib (not --stats), and quantized activations (not weight_only)",
-        ));
-    }
-    Ok(())
+    let c = onnx_quant::pipeline::Combination {
+        stats_file: args.stats.is_some(),
+        calib: args.calib.is_some(),
+        target,
+        per_layer,
+        holdout: args.accuracy.holdout,
+        write_config: args.accuracy.write_config.is_some(),
+    };
+    onnx_quant::pipeline::combinations(&c, config)
 }
 
 /// The header of the settings file `--write-config` writes: what chose its layers.

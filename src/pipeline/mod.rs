@@ -80,6 +80,62 @@ pub struct QuantizeJob {
     pub per_layer: bool,
 }
 
+impl QuantizeJob {
+    /// Refuses settings of the job that do not go together, as the command line does: library
+    /// callers get the same checks (`pipeline::quantize` runs it first).
+    pub fn check(&self) -> Result<(), Error> {
+        combinations(
+            &Combination {
+                stats_file: matches!(self.stats, StatsSource::File(_)),
+                calib: matches!(self.stats, StatsSource::Calibrate(_)),
+                target: self.mixed.is_some(),
+                per_layer: self.per_layer,
+                holdout: self.mixed.as_ref().and_then(|m| m.holdout),
+                write_config: false,
+            },
+            &self.planning.config,
+        )
+    }
+}
+
+/// What a quantize run asks for, as far as which settings go together.
+pub struct Combination {
+    /// Statistics from a file (`--stats`).
+    pub stats_file: bool,
+    /// Calibration data (`--calib`).
+    pub calib: bool,
+    /// An accuracy target (`--target-sqnr`, `--max-top1-drop`).
+    pub target: bool,
+    /// Per-layer accuracy (`--per-layer`, `--plot`).
+    pub per_layer: bool,
+    /// Held-out samples asked for (`--holdout`).
+    pub holdout: Option<usize>,
+    /// A settings file of the chosen layers asked for (`--write-config`).
+    pub write_config: bool,
+}
+
+/// Refuses what does not go together in a quantize run (one message, the first that applies).
+pub fn combinations(c: &Combination, config: &crate::config::Config) -> Result<(), Error> {
+    let usage = |m: &str| Err(UsageError::Invalid(m.into()).into());
+    if c.stats_file && (c.target || c.per_layer) {
+        return usage(
+            "--target-sqnr, --max-top1-drop, --per-layer and --plot measure the model on data: give --calib, not --stats",
+        );
+    }
+    if !c.target && (c.holdout.is_some() || c.write_config) {
+        return usage("--holdout and --write-config go with --target-sqnr or --max-top1-drop");
+    }
+    if c.holdout == Some(0) {
+        return usage("--holdout must be at least 1");
+    }
+    if config.smoothquant.is_some() && (config.weight_only || !c.calib) {
+        return usage(
+            "SmoothQuant measures activations and changes the float model: it needs --calib (not --stats), and quantized activations (not weight_only)",
+        );
+    }
+    Ok(())
+}
+
 /// Automatic mixed precision settings.
 #[derive(Clone, Debug)]
 pub struct MixedJob {
@@ -146,5 +202,52 @@ pub fn check_output(
             input: protected[i].to_path_buf(),
         }
         .into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(stats: StatsSource, per_layer: bool, config: crate::config::Config) -> QuantizeJob {
+        QuantizeJob {
+            input: "in.onnx".into(),
+            output: "out.onnx".into(),
+            stats,
+            planning: Planning {
+                config,
+                overrides: Default::default(),
+                allow_unmatched: false,
+                input_shapes: Default::default(),
+            },
+            sources: Default::default(),
+            trt_cache: None,
+            labels: None,
+            mixed: None,
+            per_layer,
+        }
+    }
+
+    /// Library callers get the command line's checks: per-layer accuracy needs data, not a
+    /// statistics file; SmoothQuant needs calibration data.
+    #[test]
+    fn a_job_refuses_what_does_not_go_together() {
+        let tensorrt = crate::config::Config::preset("tensorrt");
+        let e = job(StatsSource::File("s.json".into()), true, tensorrt.clone())
+            .check()
+            .unwrap_err();
+        assert!(e.to_string().contains("give --calib, not --stats"), "{e}");
+        assert!(matches!(e, Error::Usage(_)), "{e:?}");
+        assert!(
+            job(StatsSource::File("s.json".into()), false, tensorrt.clone())
+                .check()
+                .is_ok()
+        );
+        let mut smooth = tensorrt;
+        smooth.smoothquant = Some(0.5);
+        let e = job(StatsSource::File("s.json".into()), false, smooth)
+            .check()
+            .unwrap_err();
+        assert!(e.to_string().contains("SmoothQuant"), "{e}");
     }
 }

@@ -29,6 +29,7 @@ use super::{
 // The job's stages in order, one call each (load, smoothquant, plan, hold_out, calibrate,
 // build, mixed precision, finish); what stays inline threads their results to the next.
 pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error> {
+    job.check()?;
     let mut clock = Clock::new();
     let (mut model, labels) = load(job, warn)?;
     clock.lap("load");
