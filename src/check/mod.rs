@@ -144,7 +144,7 @@ fn is_qdq(node: &NodeProto) -> bool {
 /// Checks `model` against `target`'s rules (`tensorrt`, `ort` or `openvino`): the main graph
 /// and every subgraph (If branches, Loop and Scan bodies), whose findings name the subgraph.
 pub fn check(model: &ModelProto, target: &str) -> CheckReport {
-    let main = model.graph.as_ref().expect("loaded models have a graph");
+    let main = crate::ir::graph(model);
     let mut graphs = vec![(String::new(), main)];
     for scope in control::scopes(model) {
         if let Some(g) = control::subgraph(model, &scope) {

@@ -377,3 +377,13 @@ impl Names {
         name
     }
 }
+
+/// The main graph of a loaded model (`onnx::load` refuses a model without one).
+pub fn graph(model: &ModelProto) -> &GraphProto {
+    model.graph.as_ref().expect("loaded models have a graph")
+}
+
+/// The main graph of a loaded model, to change it.
+pub fn graph_mut(model: &mut ModelProto) -> &mut GraphProto {
+    model.graph.as_mut().expect("loaded models have a graph")
+}

@@ -52,7 +52,7 @@ pub fn plan_upgrade(
     if from >= target {
         return Ok(up);
     }
-    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    let graph = crate::ir::graph(model);
     let mut blockers = Vec::new();
     for (id, node) in graph.node.iter().enumerate() {
         // a one-value slope means the same in every PRelu version
@@ -185,13 +185,11 @@ fn softmax_as_flattened(node: &NodeProto, id: NodeId, names: &mut Names, up: &mu
 /// IR versions before 4 had to list as graph inputs are removed from the inputs (from IR 4 on,
 /// such an input may be fed, and runtimes stop treating the tensor as a constant).
 pub fn upgrade_in_place(model: &mut ModelProto) -> Result<Vec<String>, Vec<String>> {
-    let mut names = super::Names::new(&super::Index::new(
-        model.graph.as_ref().expect("loaded models have a graph"),
-    ));
+    let mut names = super::Names::new(&super::Index::new(crate::ir::graph(model)));
     let mut up = plan_upgrade(model, &mut names, 13)?;
     if model.ir_version() < 4 {
         // initializers need not be inputs any more: callers may no longer override them
-        let g = model.graph.as_ref().expect("loaded models have a graph");
+        let g = crate::ir::graph(model);
         let inits: std::collections::HashSet<&str> =
             g.initializer.iter().map(|t| t.name()).collect();
         up.patch.remove_inputs = g

@@ -16,7 +16,7 @@ pub fn input_specs(
     model: &crate::proto::ModelProto,
     path: &Path,
 ) -> Result<Vec<InputSpec>, ModelError> {
-    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    let graph = crate::ir::graph(model);
     let index = crate::ir::Index::new(graph);
     let unsupported = |what: String| ModelError::Unsupported {
         path: path.to_path_buf(),

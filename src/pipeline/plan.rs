@@ -108,11 +108,8 @@ pub(super) fn plan_model(
         .iter()
         .filter_map(|s| crate::ir::control::subgraph(&written, s))
         .collect();
-    let missing = policy::unmatched_anywhere(
-        rules.overrides,
-        written.graph.as_ref().expect("loaded models have a graph"),
-        &subgraphs,
-    );
+    let missing =
+        policy::unmatched_anywhere(rules.overrides, crate::ir::graph(&written), &subgraphs);
     if !missing.is_empty() {
         if !rules.allow_unmatched {
             return Err(UsageError::Unmatched {

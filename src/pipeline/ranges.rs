@@ -219,7 +219,7 @@ pub(crate) fn settle_on_statistics(
 ) -> Result<(QuantPlan, ActivationParams, Vec<ActivationReport>), Error> {
     let (mut act, mut reports) = activation_params_of(&mut plan, model, stats, config, source)?;
     let mut overrides = overrides.clone();
-    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    let graph = crate::ir::graph(model);
     for _ in 0..STATISTICS_ROUNDS {
         let more: Vec<(String, String)> =
             kept_float_by_statistics(&plan, model, &act, stats, config)
@@ -287,7 +287,7 @@ pub(super) fn kept_float_by_statistics(
     let mut decided =
         plan.noisy_convolutions(model, &steps, &spread, config.placement.min_conv_sqnr);
     decided.extend(plan.small_log_inputs(model, &steps, &share, &amax));
-    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    let graph = crate::ir::graph(model);
     let mut out = BTreeMap::new();
     for (id, why) in decided {
         out.entry(crate::ir::node_label(&graph.node[id], id))

@@ -12,7 +12,7 @@ impl QuantPlan {
     /// The shared-scale groups holding a Concat output that a Conv reads quantized (OpenVINO
     /// computes those wrongly in int8: `activations.concat_uint8`).
     pub fn concat_conv_groups(&self, model: &ModelProto) -> std::collections::BTreeSet<usize> {
-        let graph = model.graph.as_ref().expect("loaded models have a graph");
+        let graph = crate::ir::graph(model);
         let index = ir::Index::new(graph);
         self.activations
             .iter()
@@ -36,7 +36,7 @@ impl QuantPlan {
         model: &ModelProto,
         ranges: &HashMap<String, (f32, f32)>,
     ) -> Vec<String> {
-        let graph = model.graph.as_ref().expect("loaded models have a graph");
+        let graph = crate::ir::graph(model);
         let mut notes = Vec::new();
         for (id, node) in graph.node.iter().enumerate() {
             if node.op_type() != "Concat" {

@@ -22,7 +22,7 @@ impl QuantPlan {
         share: &dyn Fn(&str, f64) -> Option<f64>,
         amax: &dyn Fn(&str) -> Option<f32>,
     ) -> Vec<(NodeId, String)> {
-        let graph = model.graph.as_ref().expect("loaded models have a graph");
+        let graph = crate::ir::graph(model);
         let index = ir::Index::new(graph);
         let mut out: Vec<(NodeId, String)> = Vec::new();
         // tensors whose small values int8 would erase, with why: then also every tensor they
@@ -112,7 +112,7 @@ impl QuantPlan {
         spread: &dyn Fn(&str) -> Option<Vec<f64>>,
         floor_db: f64,
     ) -> Vec<(NodeId, String)> {
-        let graph = model.graph.as_ref().expect("loaded models have a graph");
+        let graph = crate::ir::graph(model);
         let index = ir::Index::new(graph);
         let mut out = Vec::new();
         for p in &self.depthwise {

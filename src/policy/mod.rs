@@ -196,7 +196,7 @@ pub fn plan(
     config: &Config,
     overrides: &Overrides,
 ) -> QuantPlan {
-    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    let graph = crate::ir::graph(model);
     let mut b = rules::Builder::new(model, graph, types, config, overrides);
     for id in 0..graph.node.len() {
         b.node(id);
@@ -383,7 +383,7 @@ fn plan_opset(
     if opset >= target {
         return Ok(None);
     }
-    let index = ir::Index::new(model.graph.as_ref().expect("loaded models have a graph"));
+    let index = ir::Index::new(crate::ir::graph(model));
     match ir::plan_upgrade(model, &mut ir::Names::new(&index), target) {
         Ok(up) => {
             notes.push(format!("opset raised from {opset} to {target} for {why}"));
@@ -418,7 +418,7 @@ fn plan_opset_13(
     if opset >= 13 || weights.iter().all(|w| w.axis.is_none()) {
         return None;
     }
-    let index = ir::Index::new(model.graph.as_ref().expect("loaded models have a graph"));
+    let index = ir::Index::new(crate::ir::graph(model));
     match ir::plan_upgrade(model, &mut ir::Names::new(&index), 13) {
         Ok(up) => {
             notes.push(format!(

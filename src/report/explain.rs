@@ -85,7 +85,7 @@ fn activation_line(site: &ActivationSite, resolved: &Resolved) -> String {
 /// its own plan, or why it stays float.
 pub fn explain(ex: &Explained, resolved: &Resolved) -> String {
     let mut out = String::new();
-    let graph = ex.model.graph.as_ref().expect("loaded models have a graph");
+    let graph = crate::ir::graph(&ex.model);
     explain_graph(&mut out, &ex.plan, graph, resolved, "");
     for sub in &ex.subgraphs {
         match &sub.plan {
@@ -228,7 +228,7 @@ pub fn init_config(ex: &Explained, resolved: &Resolved, model: &str) -> String {
          # zero_point}}`, `weights: {{dtype, per_channel, axis, block_size}}`. The nodes the {target} placement quantizes:\n\
          overrides:"
     );
-    let graph = ex.model.graph.as_ref().expect("loaded models have a graph");
+    let graph = crate::ir::graph(&ex.model);
     override_lines(&mut out, &ex.plan, graph, None);
     for sub in &ex.subgraphs {
         if let Some((plan, model)) = &sub.plan {

@@ -78,7 +78,7 @@ fn fold(
 
 /// A copy of `model` with every qualifying Conv → BatchNormalization pair folded, and how many.
 pub fn fold_batchnorm(model: &ModelProto) -> Result<(ModelProto, usize), Error> {
-    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    let graph = crate::ir::graph(model);
     let index = Index::new(graph);
     let mut names = Names::new(&index);
     let mut patch = Patch::default();

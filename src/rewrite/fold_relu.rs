@@ -28,7 +28,7 @@ pub(super) fn restore_relus(
     plan: &crate::policy::QuantPlan,
     act: &ActivationParams,
 ) -> (Patch, Vec<String>) {
-    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    let graph = crate::ir::graph(model);
     let index = Index::new(graph);
     let mut patch = Patch::default();
     let mut restored = Vec::new();
@@ -64,7 +64,7 @@ pub fn fold_relu(
     model: &ModelProto,
     ops: &[String],
 ) -> Result<(ModelProto, Vec<FoldedRelu>), Error> {
-    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    let graph = crate::ir::graph(model);
     let index = Index::new(graph);
     let mut patch = Patch::default();
     let mut folded = Vec::new();

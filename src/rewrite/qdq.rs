@@ -20,7 +20,7 @@ pub(super) fn insert_qdq(
     act: &ActivationParams,
     ids: &IdMap,
 ) -> Result<Patch, Error> {
-    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    let graph = crate::ir::graph(model);
     let index = Index::new(graph);
     let mut x = Insert {
         index: &index,

@@ -28,7 +28,7 @@ pub struct Group {
 
 /// The groups of `model`, in graph order.
 pub fn groups(model: &ModelProto) -> Vec<Group> {
-    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    let graph = crate::ir::graph(model);
     let index = Index::new(graph);
     let single_use = |t: &str| {
         index.consumers(t).len() == 1 && !index.is_graph_output(t) && !index.is_captured(t)
@@ -99,7 +99,7 @@ pub fn apply(
     amax: &HashMap<String, Vec<f32>>,
     alpha: f64,
 ) -> Result<Vec<String>, String> {
-    let graph = model.graph.as_mut().expect("loaded models have a graph");
+    let graph = crate::ir::graph_mut(model);
     let position: HashMap<String, usize> = graph
         .initializer
         .iter()

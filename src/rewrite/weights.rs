@@ -62,7 +62,7 @@ pub(super) fn quantize_weights(
     ids: &IdMap,
     external: super::ExternalValues,
 ) -> Result<(Patch, Vec<WeightReport>), Error> {
-    let graph = model.graph.as_ref().expect("loaded models have a graph");
+    let graph = crate::ir::graph(model);
     let index = Index::new(graph);
     let mut names = Names::new(&index);
     let mut patch = Patch::default();
