@@ -76,31 +76,22 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     if let (Some(mixed), Some(holdout), Some(d), Some(engine)) =
         (&job.mixed, holdout.as_ref(), data_src, engine.as_ref())
     {
-        let reference = Source {
-            model: &model.loaded.model,
-            path: &job.input,
-        };
-        let bench = tune::Bench {
-            fallback: mixed.fallback,
-            input: &job.input,
+        let versions = tune::Versions {
             written: &written,
             subs,
             config,
             engine,
-            inputs: &model.inputs,
+            fallback: mixed.fallback,
+        };
+        let scoring = tune::Scoring {
             calib: calib_part,
             src: d,
             stats: &mut stats,
             source: &source,
-            reference: compare::Reference::new(
-                reference,
-                &model.inputs,
-                holdout.clone(),
-                &opts(d),
-            )?,
+            held_out: holdout.clone(),
             labels,
-            output: &job.output,
         };
+        let bench = tune::Bench::new(&model, (&job.input, &job.output), versions, scoring)?;
         mixed_report = Some(tune::mixed_precision(bench, mixed, &mut built, warn)?);
         clock.lap("mixed-precision");
     }

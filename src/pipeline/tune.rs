@@ -57,6 +57,64 @@ pub(super) struct Bench<'a> {
     pub output: &'a Path,
 }
 
+/// What a [`Bench`] builds versions of the model from.
+pub(super) struct Versions<'a> {
+    pub written: &'a ModelProto,
+    pub subs: super::build::Subs<'a>,
+    pub config: &'a Config,
+    pub engine: &'a super::Engine,
+    /// What the layers taken out of 8 bits become.
+    pub fallback: super::Fallback,
+}
+
+/// What a [`Bench`] scores versions with.
+pub(super) struct Scoring<'a> {
+    pub calib: Option<Dataset>,
+    pub src: &'a DataSource,
+    pub stats: &'a mut StatsTable,
+    pub source: &'a Path,
+    /// The samples scores are measured on.
+    pub held_out: Dataset,
+    pub labels: Option<Labels<'a>>,
+}
+
+impl<'a> Bench<'a> {
+    /// The bench of `model` (loaded from `input`; versions named after `output`): the float
+    /// outputs of the held-out samples computed once.
+    pub fn new(
+        model: &'a super::open::Model,
+        (input, output): (&'a Path, &'a Path),
+        v: Versions<'a>,
+        s: Scoring<'a>,
+    ) -> Result<Bench<'a>, Error> {
+        let opts = RunOptions {
+            threads: s.src.threads.max(1),
+            progress: false,
+        };
+        let float = Source {
+            model: &model.loaded.model,
+            path: input,
+        };
+        let reference = Reference::new(float, &model.inputs, s.held_out, &opts)?;
+        Ok(Bench {
+            fallback: v.fallback,
+            input,
+            written: v.written,
+            subs: v.subs,
+            config: v.config,
+            engine: v.engine,
+            inputs: &model.inputs,
+            calib: s.calib,
+            src: s.src,
+            stats: s.stats,
+            source: s.source,
+            reference,
+            labels: s.labels,
+            output,
+        })
+    }
+}
+
 impl Bench<'_> {
     fn opts(&self) -> RunOptions {
         RunOptions {
@@ -252,20 +310,8 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
     } else {
         stats.samples
     };
-    let opts = RunOptions {
-        threads: job.data.threads.max(1),
-        progress: false,
-    };
     let units = units(&plan);
-    let input = Source {
-        model: &model.loaded.model,
-        path: &job.input,
-    };
-    let reference = Reference::new(input, &model.inputs, measure, &opts)?;
-    let samples = reference.samples();
-    let mut bench = Bench {
-        fallback: super::Fallback::Float,
-        input: &job.input,
+    let versions = Versions {
         written: &written,
         subs: super::build::Subs {
             types: &p.types,
@@ -276,15 +322,18 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         },
         config,
         engine: &engine,
-        inputs: &model.inputs,
+        fallback: super::Fallback::Float,
+    };
+    let scoring = Scoring {
         calib,
         src: &job.data,
         stats: &mut stats,
         source: &source,
-        reference,
+        held_out: measure,
         labels: label_ref,
-        output: &job.input,
     };
+    let mut bench = Bench::new(&model, (&job.input, &job.input), versions, scoring)?;
+    let samples = bench.reference.samples();
     let (baseline, layers, evaluations) =
         crate::accuracy::mixed::sensitivity(&units, &mut |f| bench.score(f))?;
     Ok(SensitivityReport {
