@@ -6,6 +6,7 @@
 //! `calib::run_models`).
 
 pub mod compare;
+mod exact;
 pub mod mixed;
 mod plot;
 pub mod simulate;
@@ -14,16 +15,20 @@ pub use plot::layers_svg;
 
 use serde::Serialize;
 
-/// Error of one tensor against its reference, accumulated over samples.
+use exact::ExactSum;
+
+/// Error of one tensor against its reference, accumulated over samples: each sample's sums in
+/// f64 in a fixed order, then added exactly, so that the figures do not depend on how samples
+/// were spread over threads.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ErrorStats {
     /// Σ r² (the reference's energy).
-    pub signal: f64,
+    signal: ExactSum,
     /// Σ (r - t)².
-    pub noise: f64,
+    noise: ExactSum,
     /// Σ r·t and Σ t², for the cosine.
-    pub dot: f64,
-    pub test_energy: f64,
+    dot: ExactSum,
+    test_energy: ExactSum,
     pub max_abs: f64,
     pub count: u64,
 }
@@ -31,46 +36,49 @@ pub struct ErrorStats {
 impl ErrorStats {
     /// Folds in one sample (`reference` and `test` of equal length).
     pub fn add(&mut self, reference: &[f32], test: &[f32]) {
+        let (mut signal, mut noise, mut dot, mut test_energy) = (0.0, 0.0, 0.0, 0.0);
         for (&r, &t) in reference.iter().zip(test) {
             let (r, t) = (f64::from(r), f64::from(t));
             let d = r - t;
-            self.signal += r * r;
-            self.noise += d * d;
-            self.dot += r * t;
-            self.test_energy += t * t;
+            signal += r * r;
+            noise += d * d;
+            dot += r * t;
+            test_energy += t * t;
             self.max_abs = self.max_abs.max(d.abs());
         }
+        self.signal.add(signal);
+        self.noise.add(noise);
+        self.dot.add(dot);
+        self.test_energy.add(test_energy);
         self.count += reference.len().min(test.len()) as u64;
     }
 
     pub fn merge(&mut self, o: &ErrorStats) {
-        self.signal += o.signal;
-        self.noise += o.noise;
-        self.dot += o.dot;
-        self.test_energy += o.test_energy;
+        self.signal.merge(&o.signal);
+        self.noise.merge(&o.noise);
+        self.dot.merge(&o.dot);
+        self.test_energy.merge(&o.test_energy);
         self.max_abs = self.max_abs.max(o.max_abs);
         self.count += o.count;
     }
 
     /// Signal-to-quantization-noise ratio in dB; `None` when the two are identical.
     pub fn sqnr_db(&self) -> Option<f64> {
-        if self.noise == 0.0 {
+        let (signal, noise) = (self.signal.value(), self.noise.value());
+        if noise == 0.0 {
             return None;
         }
-        Some(10.0 * (self.signal / self.noise).log10())
+        Some(10.0 * (signal / noise).log10())
     }
 
     /// Cosine similarity of the two, over all samples (1 when both are zero).
     pub fn cosine(&self) -> f64 {
-        let den = (self.signal * self.test_energy).sqrt();
+        let (signal, test_energy) = (self.signal.value(), self.test_energy.value());
+        let den = (signal * test_energy).sqrt();
         if den == 0.0 {
-            return if self.signal == self.test_energy {
-                1.0
-            } else {
-                0.0
-            };
+            return if signal == test_energy { 1.0 } else { 0.0 };
         }
-        self.dot / den
+        self.dot.value() / den
     }
 }
 

@@ -420,3 +420,47 @@ fn the_convolution_guard_keeps_the_conv_reading_an_outlier_channel_float() {
         drop_points(&v)
     );
 }
+
+/// The figures `eval` and `sensitivity` report do not depend on how many threads ran the
+/// samples (sums are exact, so their order does not matter): the same JSON, timings aside,
+/// with 1, 2 and 3 threads.
+#[test]
+fn reported_figures_do_not_depend_on_the_thread_count() {
+    let dir = scratch();
+    let q = dir.path().join("q.onnx");
+    quantize_ok(&fixture(OUTLIER), &fixture(OUTLIER_CALIB), &q, &[]);
+    let without_time = |mut v: Value| {
+        let m = v.as_object_mut().expect("an object");
+        m.remove("seconds");
+        m.remove("timings_ms");
+        v
+    };
+    let mut evals = Vec::new();
+    let mut ranks = Vec::new();
+    for threads in ["1", "2", "3"] {
+        let v = eval_json(&fixture(DIGITS), &q, &["--per-layer", "--threads", threads]);
+        evals.push(without_time(v));
+        let out = dir.path().join(format!("sensitivity{threads}.json"));
+        let o = run([
+            "sensitivity".as_ref(),
+            fixture(OUTLIER).as_os_str(),
+            "--calib".as_ref(),
+            fixture(OUTLIER_CALIB).as_os_str(),
+            "--threads".as_ref(),
+            threads.as_ref(),
+            "--json".as_ref(),
+            out.as_os_str(),
+        ]);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        ranks.push(without_time(json(&out)));
+    }
+    assert!(
+        evals[0]["layers"].as_array().is_some_and(|l| !l.is_empty()),
+        "{}",
+        evals[0]
+    );
+    assert_eq!(evals[0], evals[1]);
+    assert_eq!(evals[0], evals[2]);
+    assert_eq!(ranks[0], ranks[1]);
+    assert_eq!(ranks[0], ranks[2]);
+}
