@@ -84,6 +84,7 @@ impl ExactSum {
         for (a, b) in self.chunks.iter_mut().zip(o.chunks) {
             *a += b;
         }
+        // both sides were carried: each chunk now holds under 2^33, like a few additions
         self.pending = 2;
         self.special += o.special;
     }

@@ -86,17 +86,9 @@ pub fn le_bytes(t: &TensorProto) -> Result<Cow<'_, [u8]>, String> {
     })?;
     let n = element_count(&t.dims).ok_or("has invalid dims")?;
     let need = n.checked_mul(bits).ok_or("has invalid dims")?.div_ceil(8);
-    let typed_len = match bits {
-        64 if t.data_type() == DataType::Double as i32 => t.double_data.len(),
-        64 if t.data_type() == DataType::Int64 as i32 => t.int64_data.len(),
-        64 => t.uint64_data.len(),
-        32 if t.data_type() == DataType::Float as i32 => t.float_data.len(),
-        32 if t.data_type() == DataType::Uint32 as i32 => t.uint64_data.len(),
-        _ => t.int32_data.len(),
-    };
+    // an empty typed field gives no bytes, as an empty raw_data does
     let bytes: Cow<[u8]> = match t.raw_data.as_deref() {
-        Some(raw) if !raw.is_empty() || typed_len == 0 => Cow::Borrowed(raw),
-        None if typed_len == 0 => Cow::Borrowed(&[]),
+        Some(raw) if !raw.is_empty() => Cow::Borrowed(raw),
         _ => Cow::Owned(typed_bytes(t, bits)),
     };
     if bytes.len() != need {

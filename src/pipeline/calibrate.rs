@@ -244,10 +244,7 @@ pub fn run_job(
     let engine = Engine::new(&model.loaded.model, input, &model.inputs);
     // every part's copy compiled before the clock starts
     engine.all_legs(Some(&set))?;
-    let opts = RunOptions {
-        threads: data.threads.max(1),
-        progress: data.progress,
-    };
+    let opts = data.run_options(true);
     let start = Instant::now();
     let n = engine.infer(set, &opts)?;
     Ok((n, start.elapsed().as_secs_f64()))

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::accuracy::compare::{Comparison, Labels, Measure, Source, compare, same_outputs};
-use crate::calib::{Dataset, RunOptions};
+use crate::calib::Dataset;
 use crate::error::Error;
 
 use super::{DataSource, InputShapes, open_model};
@@ -62,10 +62,7 @@ pub fn evaluate(job: &EvalJob, warn: &dyn Fn(&str)) -> Result<EvalReport, Error>
         .as_deref()
         .map(crate::calib::read_labels)
         .transpose()?;
-    let opts = RunOptions {
-        threads: job.data.threads.max(1),
-        progress: job.data.progress,
-    };
+    let opts = job.data.run_options(true);
     let comparison = compare(
         float,
         quant,

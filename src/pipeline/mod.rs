@@ -50,6 +50,17 @@ pub struct DataSource {
     pub images: crate::calib::ImageOptions,
 }
 
+impl DataSource {
+    /// How to run models over this data: its threads (at least one), a progress bar when
+    /// `progress` and the data asks for one.
+    pub(crate) fn run_options(&self, progress: bool) -> crate::calib::RunOptions {
+        crate::calib::RunOptions {
+            threads: self.threads.max(1),
+            progress: progress && self.progress,
+        }
+    }
+}
+
 /// Where activation statistics come from.
 #[derive(Clone, Debug)]
 pub enum StatsSource {

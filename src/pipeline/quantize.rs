@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::accuracy::compare::{self, Comparison, Labels, Measure, Source};
-use crate::calib::{Dataset, RunOptions};
+use crate::calib::Dataset;
 use crate::config::Config;
 use crate::error::{Error, ModelError};
 use crate::onnx::{SaveOptions, Saved};
@@ -88,9 +88,9 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             src: d,
             stats: &mut stats,
             source: &source,
-            held_out: holdout.clone(),
             labels,
         };
+        let scoring = (scoring, holdout.clone());
         let bench = tune::Bench::new(&model, (&job.input, &job.output), versions, scoring)?;
         mixed_report = Some(tune::mixed_precision(bench, mixed, &mut built, warn)?);
         clock.lap("mixed-precision");
@@ -256,13 +256,6 @@ fn read_statistics(
     Ok((stats, report, path.clone()))
 }
 
-fn opts(d: &DataSource) -> RunOptions {
-    RunOptions {
-        threads: d.threads.max(1),
-        progress: false,
-    }
-}
-
 /// `--high-precision fp16`: the unquantized rest in float16, and the opset the output has.
 fn to_float16(
     job: &QuantizeJob,
@@ -346,7 +339,15 @@ fn per_layer(
         keep_outputs: false,
         labels_window: job.mixed.is_some(),
     };
-    compare::compare(original, quantized, inputs, set, &opts(d), labels, measure)
+    compare::compare(
+        original,
+        quantized,
+        inputs,
+        set,
+        &d.run_options(false),
+        labels,
+        measure,
+    )
 }
 
 /// The report of what was read, written and decided; the caller adds what later stages measured.

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::calib::{Collect, Dataset, Floats, RunOptions, Runner, Sample, run_models};
+use crate::calib::{Collect, Dataset, Floats, Runner, Sample, run_models};
 use crate::error::Error;
 use crate::rewrite::smooth;
 
@@ -57,10 +57,7 @@ pub(super) fn smooth_model(
         &model.inputs,
         &shapes,
     )?;
-    let opts = RunOptions {
-        threads: data.threads.max(1),
-        progress: false,
-    };
+    let opts = data.run_options(false);
     let parts = run_models(&[&compiled], set, &opts, || {
         ChannelMax(vec![Vec::new(); tensors.len()])
     })?;

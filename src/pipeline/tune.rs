@@ -18,7 +18,7 @@ use super::plan::{Planned, Planning, plan_model, replan};
 use super::ranges::observe_for;
 use crate::accuracy::compare::{Labels, Reference, Source};
 use crate::accuracy::mixed::{LayerEffect, Score};
-use crate::calib::{Dataset, InputSpec, Observe, RunOptions};
+use crate::calib::{Dataset, InputSpec, Observe};
 use crate::config::Config;
 use crate::error::Error;
 use crate::policy::{Overrides, QuantPlan};
@@ -36,30 +36,20 @@ pub(super) fn units(plan: &QuantPlan) -> Vec<String> {
 
 /// Everything needed to build and score a version of the model.
 pub(super) struct Bench<'a> {
-    /// What the layers taken out of 8 bits become.
-    pub fallback: super::Fallback,
     /// The model `written` was loaded from (its deferred weights are read from there).
-    pub input: &'a Path,
-    pub written: &'a ModelProto,
-    /// The types, preparation and control nodes kept of the plan, the user's overrides.
-    pub subs: super::build::Subs<'a>,
-    pub config: &'a Config,
-    pub engine: &'a super::Engine,
-    pub inputs: &'a [InputSpec],
-    /// Calibration samples, to measure tensors a version needs and the statistics lack
-    /// (`None`: statistics from a file; such a version is an error).
-    pub calib: Option<Dataset>,
-    pub src: &'a DataSource,
-    pub stats: &'a mut StatsTable,
-    pub source: &'a Path,
+    input: &'a Path,
+    /// The path versions are named after.
+    output: &'a Path,
+    inputs: &'a [InputSpec],
+    v: Versions<'a>,
+    s: Scoring<'a>,
     pub reference: Reference,
-    pub labels: Option<Labels<'a>>,
-    pub output: &'a Path,
 }
 
 /// What a [`Bench`] builds versions of the model from.
 pub(super) struct Versions<'a> {
     pub written: &'a ModelProto,
+    /// The types, preparation and control nodes kept of the plan, the user's overrides.
     pub subs: super::build::Subs<'a>,
     pub config: &'a Config,
     pub engine: &'a super::Engine,
@@ -69,81 +59,62 @@ pub(super) struct Versions<'a> {
 
 /// What a [`Bench`] scores versions with.
 pub(super) struct Scoring<'a> {
+    /// Calibration samples, to measure tensors a version needs and the statistics lack
+    /// (`None`: statistics from a file; such a version is an error).
     pub calib: Option<Dataset>,
     pub src: &'a DataSource,
     pub stats: &'a mut StatsTable,
     pub source: &'a Path,
-    /// The samples scores are measured on.
-    pub held_out: Dataset,
     pub labels: Option<Labels<'a>>,
 }
 
 impl<'a> Bench<'a> {
     /// The bench of `model` (loaded from `input`; versions named after `output`): the float
-    /// outputs of the held-out samples computed once.
+    /// outputs of the `held_out` samples computed once.
     pub fn new(
         model: &'a super::open::Model,
         (input, output): (&'a Path, &'a Path),
         v: Versions<'a>,
-        s: Scoring<'a>,
+        (s, held_out): (Scoring<'a>, Dataset),
     ) -> Result<Bench<'a>, Error> {
-        let opts = RunOptions {
-            threads: s.src.threads.max(1),
-            progress: false,
-        };
         let float = Source {
             model: &model.loaded.model,
             path: input,
         };
-        let reference = Reference::new(float, &model.inputs, s.held_out, &opts)?;
+        let reference = Reference::new(float, &model.inputs, held_out, &s.src.run_options(false))?;
         Ok(Bench {
-            fallback: v.fallback,
             input,
-            written: v.written,
-            subs: v.subs,
-            config: v.config,
-            engine: v.engine,
-            inputs: &model.inputs,
-            calib: s.calib,
-            src: s.src,
-            stats: s.stats,
-            source: s.source,
-            reference,
-            labels: s.labels,
             output,
+            inputs: &model.inputs,
+            v,
+            s,
+            reference,
         })
     }
 }
 
 impl Bench<'_> {
-    fn opts(&self) -> RunOptions {
-        RunOptions {
-            threads: self.src.threads.max(1),
-            progress: false,
-        }
-    }
-
     /// The model with the layers in `float` kept float.
     pub fn build(&mut self, float: &[String]) -> Result<Built, Error> {
-        let overrides = with_exceptions(self.subs.overrides, float, self.fallback);
+        let overrides = with_exceptions(self.v.subs.overrides, float, self.v.fallback);
         let plan = replan(
-            self.written,
-            &self.subs.types.main,
-            self.config,
+            self.v.written,
+            &self.v.subs.types.main,
+            self.v.config,
             &overrides,
-            self.subs.prep,
+            self.v.subs.prep,
         );
         self.ensure_stats(&plan)?;
         build(
-            self.written,
+            self.v.written,
             self.input,
             plan,
-            self.stats,
-            self.config,
-            self.source,
+            self.s.stats,
+            self.v.config,
+            self.s.source,
             super::build::Subs {
                 overrides: &overrides,
-                ..self.subs
+                ..self.v.subs
             },
         )
     }
@@ -155,9 +126,12 @@ impl Bench<'_> {
             model: &b.model,
             path: self.output,
         };
-        let c = self
-            .reference
-            .compare(q, self.inputs, &self.opts(), self.labels)?;
+        let c = self.reference.compare(
+            q,
+            self.inputs,
+            &self.s.src.run_options(false),
+            self.s.labels,
+        )?;
         Ok(Score {
             sqnr_db: c.worst_sqnr(),
             top1_drop: c.labels.as_ref().map(|l| l.top1_drop),
@@ -170,17 +144,17 @@ impl Bench<'_> {
         let missing: Vec<String> = plan
             .observed()
             .into_iter()
-            .filter(|t| !self.stats.tensors.contains_key(t))
+            .filter(|t| !self.s.stats.tensors.contains_key(t))
             .collect();
-        let Some(data) = self.calib.clone() else {
+        let Some(data) = self.s.calib.clone() else {
             return Ok(());
         };
         if missing.is_empty() {
             return Ok(());
         }
         let observe = Observe {
-            skip_non_finite: self.src.skip_non_finite,
-            ..observe_for(self.config, plan)
+            skip_non_finite: self.s.src.skip_non_finite,
+            ..observe_for(self.v.config, plan)
         };
         let wanted: Vec<super::Scoped> = missing.iter().map(|t| super::Scoped::main(t)).collect();
         let channels = plan
@@ -189,10 +163,14 @@ impl Bench<'_> {
             .filter(|t| missing.contains(t))
             .map(|t| super::Scoped::main(t))
             .collect();
-        let more = self
-            .engine
-            .calibrate(&wanted, &channels, data, &self.opts(), observe)?;
-        self.stats.tensors.extend(more.tensors);
+        let more = self.v.engine.calibrate(
+            &wanted,
+            &channels,
+            data,
+            &self.s.src.run_options(false),
+            observe,
+        )?;
+        self.s.stats.tensors.extend(more.tensors);
         Ok(())
     }
 }
@@ -329,10 +307,14 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
         src: &job.data,
         stats: &mut stats,
         source: &source,
-        held_out: measure,
         labels: label_ref,
     };
-    let mut bench = Bench::new(&model, (&job.input, &job.input), versions, scoring)?;
+    let mut bench = Bench::new(
+        &model,
+        (&job.input, &job.input),
+        versions,
+        (scoring, measure),
+    )?;
     let samples = bench.reference.samples();
     let (baseline, layers, evaluations) =
         crate::accuracy::mixed::sensitivity(&units, &mut |f| bench.score(f))?;
