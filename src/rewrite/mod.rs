@@ -180,37 +180,30 @@ struct Ctx<'a> {
 type RewriteFn = fn(&ModelProto, &Ctx, &IdMap, &mut RewriteReport) -> Result<ir::Patch, Error>;
 
 /// The rewrite passes, in order.
-pub const REWRITE: [&str; 4] = [
-    "opset-upgrade",
-    "restore-relu",
-    "quantize-weights",
-    "insert-qdq",
-];
-
-const REWRITE_FNS: [RewriteFn; 4] = [
-    |_, c, _, report| {
+const REWRITE: [(&str, RewriteFn); 4] = [
+    ("opset-upgrade", |_, c, _, report| {
         let Some(up) = &c.plan.upgrade else {
             return Ok(ir::Patch::default());
         };
         report.opset = up.patch.opset;
         Ok(up.patch.clone())
-    },
-    |model, c, _, report| {
+    }),
+    ("restore-relu", |model, c, _, report| {
         let (patch, restored) = fold_relu::restore_relus(model, c.plan, c.act);
         report.restored_relus = restored;
         Ok(patch)
-    },
-    |model, c, ids, report| {
+    }),
+    ("quantize-weights", |model, c, ids, report| {
         let (patch, weights) = weights::quantize_weights(model, c.plan, c.act, ids, c.external)?;
         report.weights = weights;
         report.int32_biases = c.plan.biases.len();
         Ok(patch)
-    },
-    |model, c, ids, report| {
+    }),
+    ("insert-qdq", |model, c, ids, report| {
         let patch = qdq::insert_qdq(model, c.plan, c.act, ids)?;
         report.activations = c.plan.activations.len();
         Ok(patch)
-    },
+    }),
 ];
 
 /// Rewrites `model` (the graph `plan` was made from) in place, pass by pass ([`REWRITE`]).
@@ -230,7 +223,7 @@ pub fn run(
         act,
         external,
     };
-    for (name, pass) in REWRITE.iter().zip(REWRITE_FNS) {
+    for (name, pass) in REWRITE {
         let patch = pass(model, &ctx, &ids, &mut report)?;
         step(name, model, patch, &mut ids)?;
     }
@@ -250,10 +243,8 @@ type PrepareFn = fn(&ModelProto, &Config, &mut Prep) -> Result<Option<ModelProto
 
 /// The preparation passes [`prepare`] runs, in order (SmoothQuant runs before them, where
 /// calibration data is at hand: see the module's table).
-pub const PREPARE: [&str; 2] = ["fold-batchnorm", "fold-relu"];
-
-const PREPARE_FNS: [PrepareFn; 2] = [
-    |model, config, prep| {
+pub const PREPARE: [(&str, PrepareFn); 2] = [
+    ("fold-batchnorm", |model, config, prep| {
         if !config.placement.fold_batchnorm {
             return Ok(None);
         }
@@ -264,8 +255,8 @@ const PREPARE_FNS: [PrepareFn; 2] = [
             ));
         }
         Ok(Some(m))
-    },
-    |model, config, prep| {
+    }),
+    ("fold-relu", |model, config, prep| {
         let p = &config.placement;
         if !p.fold_relu || config.activation.symmetric {
             return Ok(None);
@@ -281,18 +272,19 @@ const PREPARE_FNS: [PrepareFn; 2] = [
         }
         prep.folded_relus = relus;
         Ok(Some(folded))
-    },
+    }),
 ];
 
 /// The model the quantized one is made from: `model` with the preparation passes ([`PREPARE`])
 /// the preset asks for (BatchNormalization folded into Convs, Relus into node units).
 pub fn prepare(model: &ModelProto, config: &Config) -> Result<(ModelProto, Prep), Error> {
     let mut prep = Prep::default();
-    let mut m = model.clone();
-    for pass in PREPARE_FNS {
-        if let Some(next) = pass(&m, config, &mut prep)? {
-            m = next;
+    // the input is copied once: by the first pass that changes it, or at the end
+    let mut m: Option<ModelProto> = None;
+    for (_, pass) in PREPARE {
+        if let Some(next) = pass(m.as_ref().unwrap_or(model), config, &mut prep)? {
+            m = Some(next);
         }
     }
-    Ok((m, prep))
+    Ok((m.unwrap_or_else(|| model.clone()), prep))
 }
