@@ -287,6 +287,7 @@ impl Runner {
         Ok(StatsTable {
             samples: total,
             tensors: tensors.iter().cloned().zip(stats).collect(),
+            ..Default::default()
         })
     }
 

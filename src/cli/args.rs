@@ -196,6 +196,14 @@ pub struct RangeArgs {
     /// LayerNormalization that feeds MatMul/Gemm move into their weights (needs --calib).
     #[arg(long, value_name = "ALPHA")]
     pub smoothquant: Option<f64>,
+    /// Cross-layer equalization: the channels of Conv/Gemm pairs joined by a Relu rescaled so
+    /// their weight ranges match (a ReLU6 between them becomes a Relu)
+    #[arg(long)]
+    pub equalize: bool,
+    /// Bias correction: each layer's bias absorbs the mean output shift its rounded weights
+    /// cause on the calibration data (needs --calib)
+    #[arg(long)]
+    pub bias_correction: bool,
     /// Type of what stays unquantized: fp16 converts it to float16 (float16 scales, opset 19,
     /// fp32 graph inputs and outputs) [preset: fp32]
     #[arg(long, value_name = "TYPE")]

@@ -152,6 +152,12 @@ fn flag_layer(args: &RangeArgs, cache_source: bool) -> Result<Layer, Error> {
         set("smoothquant_alpha", Value::Float(a), "--smoothquant")?;
         set("smoothquant", Value::Bool(true), "--smoothquant")?;
     }
+    if args.equalize {
+        set("equalize", Value::Bool(true), "--equalize")?;
+    }
+    if args.bias_correction {
+        set("bias_correction", Value::Bool(true), "--bias-correction")?;
+    }
     if let Some(h) = args.high_precision {
         set(
             "high_precision",

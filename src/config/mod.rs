@@ -267,6 +267,14 @@ impl Resolved {
             smoothquant: self
                 .bool("smoothquant")
                 .then(|| self.number("smoothquant_alpha")),
+            equalize: self
+                .bool("equalize")
+                .then(|| match self.word("equalize_clip") {
+                    "relu" => crate::rewrite::equalize::ClipMode::Relu,
+                    "skip" => crate::rewrite::equalize::ClipMode::Skip,
+                    _ => crate::rewrite::equalize::ClipMode::Bound,
+                }),
+            bias_correction: self.bool("bias_correction"),
             bias_int32: self.word("bias") == "int32",
             fp16: self.word("high_precision") == "fp16",
             placement: Placement {
@@ -365,6 +373,10 @@ pub struct Config {
     pub weight_only: bool,
     /// SmoothQuant's alpha, when on.
     pub smoothquant: Option<f64>,
+    /// Cross-layer equalization (`rewrite::equalize`), and what it does through a ReLU6.
+    pub equalize: Option<crate::rewrite::equalize::ClipMode>,
+    /// Bias correction from the calibration data's layer-input means.
+    pub bias_correction: bool,
     pub bias_int32: bool,
     /// `high_precision: fp16`: scales rounded up to float16 values, and what stays unquantized
     /// converted to float16 after the rewrite.

@@ -122,6 +122,21 @@ pub const KEYS: &[Key] = &[
         doc: "SmoothQuant's migration strength: factor max|x|^alpha / max|w|^(1-alpha)",
     },
     Key {
+        path: "equalize",
+        ty: Ty::Bool,
+        doc: "cross-layer equalization: the channels of two Conv/Gemm/MatMul joined by Relu, LeakyRelu, zero Pad or MaxPool rescaled so their weight ranges match (exact); through a Clip from 0 (ReLU6) the Clip becomes a Relu (an approximation); BatchNormalization is folded first",
+    },
+    Key {
+        path: "equalize_clip",
+        ty: Ty::Enum(&["bound", "relu", "skip"]),
+        doc: "a Clip from 0 to M (ReLU6) between equalized layers: bound becomes Relu then Min with each channel's bound M/s (exact), relu becomes Relu (an approximation: outputs change where the pre-activation exceeded M), skip leaves the pair unequalized",
+    },
+    Key {
+        path: "bias_correction",
+        ty: Ty::Bool,
+        doc: "empirical bias correction: each quantized Conv/Gemm/MatMul's bias absorbs the mean output shift its rounded weights cause on the calibration data (a layer without a bias gains one)",
+    },
+    Key {
         path: "bias",
         ty: Ty::Enum(&["float", "int32"]),
         doc: "float: biases untouched; int32: quantized with scale s_x·s_w",

@@ -46,6 +46,7 @@ pub(super) fn calibrate(
         StatsTable {
             samples,
             tensors: BTreeMap::new(),
+            ..Default::default()
         }
     } else {
         let opts = RunOptions {
@@ -133,6 +134,7 @@ pub(super) fn load_stats(
         return Ok(StatsTable {
             samples: 0,
             tensors,
+            ..Default::default()
         });
     }
     let file = stats::load(path)?;
@@ -146,6 +148,7 @@ pub(super) fn load_stats(
     Ok(StatsTable {
         samples: file.samples,
         tensors: file.tensors,
+        ..Default::default()
     })
 }
 

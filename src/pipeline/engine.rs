@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::calib::{Array, Dataset, InputSpec, Observe, Part, RunOptions, Runner, TensorInfo};
+use crate::calib::{
+    Array, Collect, Dataset, InputSpec, Observe, Part, RunOptions, Runner, TensorInfo, run_models,
+};
 use crate::error::{CalibError, Error};
 use crate::ir::control::{self, Flat, Step};
 use crate::proto::ModelProto;
@@ -214,7 +216,29 @@ impl Engine {
         Ok(StatsTable {
             samples,
             tensors: merged,
+            ..Default::default()
         })
+    }
+
+    /// Main-graph `tensors` computed over `data`, handed to collectors from `make` (one per
+    /// thread and part; the caller merges them).
+    pub fn collect<C: Collect>(
+        &self,
+        tensors: &[String],
+        data: Dataset,
+        opts: &RunOptions,
+        make: impl Fn() -> C + Sync,
+    ) -> Result<Vec<C>, Error> {
+        let mut out = Vec::new();
+        for part in self.parts(Some(&data))? {
+            let legs = self.legs(&part)?;
+            let compiled = legs[0]
+                .runner
+                .compile(Some(tensors), &self.inputs, &part.shapes)?;
+            let part_data = part.data.clone().expect("parts of data hold data");
+            out.extend(run_models(&[&compiled], part_data, opts, &make)?);
+        }
+        Ok(out)
     }
 
     /// Runs the model as it is over `data`; the number of samples run.

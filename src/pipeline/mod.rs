@@ -12,6 +12,7 @@ mod build;
 mod calibrate;
 mod engine;
 mod eval;
+mod layers;
 mod open;
 mod plan;
 mod quantize;

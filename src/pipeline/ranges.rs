@@ -70,6 +70,12 @@ pub(super) fn activation_params_of(
         clip_search: config.clip_search,
         cpu_overflow: config.cpu_overflow,
         float_reads_per_axis: config.placement.float_reads_per_axis,
+        input_means: stats
+            .layers
+            .iter()
+            .filter(|_| config.bias_correction)
+            .map(|(w, p)| (w.clone(), p.means()))
+            .collect(),
         ..ActivationParams::default()
     };
     let mut reports = Vec::new();

@@ -332,6 +332,7 @@ fn scope_stats(
     let mut local = StatsTable {
         samples: stats.samples,
         tensors: BTreeMap::new(),
+        ..Default::default()
     };
     let mut missing = Vec::new();
     for t in plan.observed() {

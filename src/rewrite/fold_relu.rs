@@ -114,7 +114,10 @@ pub fn fold_relu(
 
 /// A Clip's bounds when both are constants (inputs 1 and 2 from opset 11, attributes before);
 /// an absent upper bound is `None`.
-fn clip_bounds(index: &Index, clip: &crate::proto::NodeProto) -> Option<(f32, Option<f32>)> {
+pub(super) fn clip_bounds(
+    index: &Index,
+    clip: &crate::proto::NodeProto,
+) -> Option<(f32, Option<f32>)> {
     let scalar = |slot: usize| -> Option<Option<f32>> {
         match clip.input.get(slot).filter(|n| !n.is_empty()) {
             None => Some(None),

@@ -5,6 +5,7 @@
 //! | stage | pass | what |
 //! |---|---|---|
 //! | prepare | `smoothquant` | per-channel factors folded into a LayerNormalization and the weights reading it (`smooth.rs`; the maxima are measured by `pipeline/smooth.rs` with tract) |
+//! | prepare | `equalize` | cross-layer equalization (`equalize.rs`; BatchNormalization folded first, on the model tract calibrates too) |
 //! | prepare | `fold-batchnorm` | Conv → BatchNormalization folded into the Conv (`placement.fold_batchnorm`) |
 //! | prepare | `fold-relu` | Relus and Clips from 0 dropped after node units (`placement.fold_relu`, asymmetric ranges) |
 //! | rewrite | `opset-upgrade` | the opset the plan needs (13 for per-channel weights, 21 for int4/int16) |
@@ -19,6 +20,8 @@
 //! graph themselves. Rules are directional: a tensor already behind a DequantizeLinear is never
 //! planned again (policy refuses it), so running onnx-quant on its own output adds nothing.
 
+mod bias;
+pub mod equalize;
 mod fold_bn;
 mod fold_relu;
 pub mod fp16;
@@ -55,6 +58,8 @@ pub struct ActivationParams {
     /// Float Conv/ConvTranspose/Gemm read quantized tensors through a per-axis
     /// DequantizeLinear (`placement.float_reads_per_axis`).
     pub float_reads_per_axis: bool,
+    /// Bias correction: the mean input patch of each layer, by weight (`stats::PatchSums`).
+    pub input_means: BTreeMap<String, Vec<f64>>,
 }
 
 /// What the weight pass did to one weight.
@@ -76,6 +81,9 @@ pub struct WeightReport {
     /// What keeping its pairs inside int16 changed (`weights.cpu_overflow`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pairs: Option<crate::params::pairs::PairFix>,
+    /// The mean output shift bias correction removed (`bias_correction`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bias_correction: Option<bias::BiasCorrection>,
 }
 
 /// Summary of a rewrite.

@@ -18,7 +18,7 @@ use crate::params::{
 use crate::policy::{BiasSite, QuantPlan};
 use crate::proto::{ModelProto, TensorProto};
 
-use super::{ActivationParams, IdMap, QdqNames, WeightReport};
+use super::{ActivationParams, IdMap, QdqNames, WeightReport, bias};
 
 fn internal(e: impl std::fmt::Display) -> Error {
     Error::Internal(e.to_string())
@@ -69,16 +69,22 @@ pub(super) fn quantize_weights(
     let mut reports = Vec::new();
     let floors = bias_floors(&index, plan, act)?;
     let mut all_scales: HashMap<String, Vec<f32>> = HashMap::new();
+    // corrected values of the planned (int32) biases, by bias
+    let mut biases: HashMap<String, Vec<f32>> = HashMap::new();
     for site in &plan.weights {
         let w = site.initializer.as_str();
         let (data, dims, chain) = weight_values(&index, w, external)?;
         let floor = floors.get(w).map_or(&[][..], |f| f.as_slice());
         let n = QdqNames::new(&mut names, w);
         let mut pair_fix = None;
+        // the values the rounded weight stands for, where bias correction needs them
+        let corrects = act.input_means.contains_key(w);
+        let mut hat = None;
         let e = match site.dtype {
             WeightType::Int8 => {
                 let mut q = quantize_weight(&data, &dims, site.axis, floor, act.f16_scales);
                 pair_fix = keep_pairs(&index, ids, plan, site, &data, &dims, &mut q, act);
+                hat = corrects.then(|| bias::dequantized(&q, &dims, None));
                 let param_dims = site.axis.map(|_| vec![q.scales.len()]).unwrap_or_default();
                 Encoded {
                     values: i8_tensor(&n.quantized, &dims, &q.values),
@@ -99,7 +105,25 @@ pub(super) fn quantize_weights(
                     axis: site.axis,
                 }
             }
-            WeightType::Int4 | WeightType::Uint4 => encode_4bit(site, &data, &dims, floor, act, &n),
+            WeightType::Int4 | WeightType::Uint4 => {
+                let (e, q) = encode_4bit(site, &data, &dims, floor, act, &n);
+                hat = corrects.then(|| bias::dequantized(&q, &dims, site.block));
+                e
+            }
+        };
+        let corrected = match (hat, act.input_means.get(w)) {
+            (Some(hat), Some(means)) => correct_bias(
+                &index,
+                &mut names,
+                ids,
+                plan,
+                site,
+                (&data, &hat, &dims),
+                means,
+                &mut patch,
+                &mut biases,
+            )?,
+            _ => None,
         };
         patch.add_initializers.push(e.values);
         patch
@@ -122,11 +146,22 @@ pub(super) fn quantize_weights(
             float_kept,
             decided_by: site.decided_by.clone(),
             pairs: pair_fix,
+            bias_correction: corrected,
         });
         all_scales.insert(w.to_string(), e.scales);
     }
     for b in &plan.biases {
-        quantize_bias(&index, &mut names, b, act, &all_scales, ids, &mut patch)?;
+        let values = biases.get(&b.bias).cloned();
+        quantize_bias(
+            &index,
+            &mut names,
+            b,
+            act,
+            &all_scales,
+            ids,
+            values,
+            &mut patch,
+        )?;
     }
     Ok((patch, reports))
 }
@@ -177,7 +212,7 @@ fn encode_4bit(
     floor: &[f32],
     act: &ActivationParams,
     n: &QdqNames,
-) -> Encoded {
+) -> (Encoded, crate::params::QuantizedWeight) {
     let layout = match (site.block, site.axis) {
         (Some((axis, size)), _) => Int4Layout::Blocks { axis, size },
         (None, Some(a)) => Int4Layout::PerChannel(a),
@@ -206,13 +241,14 @@ fn encode_4bit(
             i4_tensor(&n.zero_point, &param_dims, &vec![0; q.scales.len()]),
         )
     };
-    Encoded {
-        scales: q.scales,
+    let e = Encoded {
+        scales: q.scales.clone(),
         param_dims,
         axis: q.axis,
         values,
         zeros,
-    }
+    };
+    (e, q)
 }
 
 /// The weight's DequantizeLinear `dq` placed before its first planned reader, every planned
@@ -304,6 +340,8 @@ fn keep_pairs(
     total
 }
 
+/// Bias `b` as int32 (its `corrected` values when bias correction changed them).
+#[allow(clippy::too_many_arguments)]
 fn quantize_bias(
     index: &Index,
     names: &mut Names,
@@ -311,14 +349,18 @@ fn quantize_bias(
     act: &ActivationParams,
     scales: &HashMap<String, Vec<f32>>,
     ids: &IdMap,
+    corrected: Option<Vec<f32>>,
     patch: &mut Patch,
 ) -> Result<(), Error> {
-    let bias = f32_data(
-        index
-            .initializer(&b.bias)
-            .ok_or_else(|| internal(format!("bias `{}` vanished", b.bias)))?,
-    )
-    .map_err(internal)?;
+    let bias = match corrected {
+        Some(v) => v,
+        None => f32_data(
+            index
+                .initializer(&b.bias)
+                .ok_or_else(|| internal(format!("bias `{}` vanished", b.bias)))?,
+        )
+        .map_err(internal)?,
+    };
     let s_x = act.tensors[&b.activation].1.scale;
     let s_w = scales.get(&b.weight).ok_or_else(|| {
         internal(format!(
@@ -372,6 +414,79 @@ fn quantize_bias(
     patch.rewire.push((node, 2, n.dequantized.clone()));
     patch.remove_initializers.push(b.bias.clone());
     Ok(())
+}
+
+/// Bias correction of the one layer reading `site`'s weight (`w`: float values, rounded values,
+/// dims), from its mean input patch: a planned (int32) bias's corrected values go to `biases`
+/// for its quantization; a float bias is replaced by a corrected copy; a Conv or Gemm without
+/// bias gains one. `None` when the layer is not one bias correction knows.
+#[allow(clippy::too_many_arguments)]
+fn correct_bias(
+    index: &Index,
+    names: &mut Names,
+    ids: &IdMap,
+    plan: &QuantPlan,
+    site: &crate::policy::WeightSite,
+    (data, hat, dims): (&[f32], &[f64], &[usize]),
+    means: &[f64],
+    patch: &mut Patch,
+    biases: &mut HashMap<String, Vec<f32>>,
+) -> Result<Option<bias::BiasCorrection>, Error> {
+    let [(id, 1)] = site.consumers[..] else {
+        return Ok(None);
+    };
+    let id = ids.get(id);
+    let node = index.node(id);
+    let Some(shift) = bias::shift(node, data, hat, dims, means) else {
+        return Ok(None);
+    };
+    let n = shift.len();
+    let existing = node.input.get(2).filter(|b| !b.is_empty());
+    let old = match existing {
+        Some(b) => match index.initializer(b).map(f32_data) {
+            Some(Ok(v)) if v.len() == n => v,
+            // a broadcast or computed bias: left alone
+            _ => return Ok(None),
+        },
+        None if node.op_type() == "MatMul" => return Ok(None),
+        None => vec![0.0; n],
+    };
+    let new: Vec<f32> = old
+        .iter()
+        .zip(&shift)
+        .map(|(&b, &s)| (f64::from(b) + s) as f32)
+        .collect();
+    let report = bias::BiasCorrection {
+        shift_rms: (shift.iter().map(|s| s * s).sum::<f64>() / n.max(1) as f64).sqrt(),
+        shift_max: shift.iter().fold(0f64, |m, s| m.max(s.abs())),
+        bias_added: existing.is_none(),
+    };
+    match existing {
+        Some(b) if plan.biases.iter().any(|s| &s.bias == b) => {
+            biases.insert(b.clone(), new);
+        }
+        Some(b) => {
+            let name = names.fresh(&format!("{b}_corrected"));
+            patch.add_initializers.push(f32_tensor(&name, &[n], &new));
+            patch.rewire.push((id, 2, name));
+            let only_here = index.consumers(b).iter().all(|c| c.0 == id)
+                && !index.is_graph_output(b)
+                && !index.is_captured(b)
+                && !index.is_graph_input(b);
+            if only_here {
+                patch.remove_initializers.push(b.clone());
+            }
+        }
+        None => {
+            let name = names.fresh(&format!("{}_bias_corrected", site.initializer));
+            patch.add_initializers.push(f32_tensor(&name, &[n], &new));
+            let mut with_bias = node.clone();
+            with_bias.input.resize(2, String::new());
+            with_bias.input.push(name);
+            patch.replace.push((id, with_bias));
+        }
+    }
+    Ok(Some(report))
 }
 
 /// Removes the nodes computing a constant weight that nothing reads any more; whether all went.

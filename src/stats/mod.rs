@@ -7,6 +7,7 @@
 mod channels;
 mod file;
 mod histogram;
+mod layers;
 mod minmax;
 mod trt_cache;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use channels::ChannelMoments;
 pub use file::{StatsFile, is_scoped, load, merge_files, save};
 pub use histogram::Histogram;
+pub use layers::PatchSums;
 pub use minmax::MinMax;
 pub use trt_cache::{is_trt_cache, read_trt_cache, write_trt_cache};
 
@@ -102,4 +104,7 @@ impl TensorStats {
 pub struct StatsTable {
     pub samples: usize,
     pub tensors: BTreeMap<String, TensorStats>,
+    /// The input patches of the layers bias correction adjusts, by weight initializer (measured
+    /// by the quantize job with `bias_correction: true`; not kept in statistics files).
+    pub layers: BTreeMap<String, PatchSums>,
 }

@@ -1,0 +1,311 @@
+//! Bias correction's measurement: the mean input patch of every layer whose weights are
+//! quantized (Conv: each input channel × kernel tap, the zero padding at the borders counted as
+//! the layer sees it; Gemm and MatMul: each input feature), over the calibration samples, in
+//! the copy tract runs. `rewrite` turns them into each layer's mean output shift.
+
+use std::collections::BTreeMap;
+
+use crate::calib::{Collect, Dataset, Floats, Sample};
+use crate::error::Error;
+use crate::ir::{self, Index};
+use crate::policy::QuantPlan;
+use crate::proto::{ModelProto, NodeProto};
+use crate::stats::PatchSums;
+
+use super::{DataSource, Engine};
+
+/// How a layer forms its input patches.
+#[derive(Clone, Debug, PartialEq)]
+enum Geometry {
+    /// A 2-D Conv: kernel, strides, dilations, pads (top, left, bottom, right) or `SAME_*`.
+    Conv {
+        kernel: [usize; 2],
+        strides: [usize; 2],
+        dilations: [usize; 2],
+        pads: Pads,
+    },
+    /// Gemm (`transA` 0) or MatMul: one patch per row, the input's last axis.
+    Matrix,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Pads {
+    Explicit([usize; 4]),
+    /// `auto_pad` SAME_UPPER (`true`: the extra row after) or SAME_LOWER.
+    Same(bool),
+}
+
+/// One layer to measure: its weight (the key), its data input, how it reads it.
+#[derive(Clone, Debug)]
+struct Site {
+    weight: String,
+    /// Index of its input among the tensors computed.
+    tensor: usize,
+    geometry: Geometry,
+}
+
+fn ints(node: &NodeProto, name: &str) -> Option<Vec<usize>> {
+    ir::attr(node, name).map(|a| a.ints.iter().map(|&v| v.max(0) as usize).collect())
+}
+
+/// How `node` reads its input, when bias correction knows.
+fn geometry(node: &NodeProto, weight_dims: &[usize]) -> Option<Geometry> {
+    match node.op_type() {
+        "Conv" if weight_dims.len() == 4 => {
+            let two = |name: &str| -> Option<[usize; 2]> {
+                match ints(node, name).as_deref() {
+                    None => Some([1, 1]),
+                    Some([a, b]) if *a > 0 && *b > 0 => Some([*a, *b]),
+                    _ => None,
+                }
+            };
+            let pads = match ir::attr(node, "auto_pad")
+                .map(|a| a.s().to_vec())
+                .as_deref()
+            {
+                None | Some(b"NOTSET") => match ints(node, "pads").as_deref() {
+                    None => Pads::Explicit([0; 4]),
+                    Some(&[t, l, b, r]) => Pads::Explicit([t, l, b, r]),
+                    _ => return None,
+                },
+                Some(b"VALID") => Pads::Explicit([0; 4]),
+                Some(b"SAME_UPPER") => Pads::Same(true),
+                Some(b"SAME_LOWER") => Pads::Same(false),
+                _ => return None,
+            };
+            Some(Geometry::Conv {
+                kernel: [weight_dims[2], weight_dims[3]],
+                strides: two("strides")?,
+                dilations: two("dilations")?,
+                pads,
+            })
+        }
+        "Gemm" if ir::attr_int(node, "transA").unwrap_or(0) == 0 => Some(Geometry::Matrix),
+        "MatMul" if weight_dims.len() == 2 => Some(Geometry::Matrix),
+        _ => None,
+    }
+}
+
+/// The layers of `plan` bias correction adjusts: a weight read by one Conv/Gemm/MatMul as its
+/// weight, and that layer's data input; the input tensors in order.
+fn sites(model: &ModelProto, plan: &QuantPlan) -> (Vec<Site>, Vec<String>) {
+    let graph = ir::graph(model);
+    let index = Index::new(graph);
+    let mut tensors: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for w in &plan.weights {
+        let [(node, 1)] = w.consumers[..] else {
+            continue;
+        };
+        let node = index.node(node);
+        let Some(geometry) = geometry(node, &w.dims) else {
+            continue;
+        };
+        let Some(x) = node.input.first().filter(|x| !x.is_empty()) else {
+            continue;
+        };
+        let tensor = match tensors.iter().position(|t| t == x) {
+            Some(i) => i,
+            None => {
+                tensors.push(x.clone());
+                tensors.len() - 1
+            }
+        };
+        out.push(Site {
+            weight: w.initializer.clone(),
+            tensor,
+            geometry,
+        });
+    }
+    (out, tensors)
+}
+
+/// Output size and the padding before, along one axis.
+fn axis(size: usize, k: usize, s: usize, d: usize, pads: Pads, which: usize) -> (usize, i64) {
+    let span = d * (k - 1) + 1;
+    match pads {
+        Pads::Explicit(p) => {
+            let (before, after) = (p[which], p[which + 2]);
+            let out = (size + before + after).saturating_sub(span) / s + 1;
+            (out, before as i64)
+        }
+        Pads::Same(upper) => {
+            let out = size.div_ceil(s);
+            let total = ((out - 1) * s + span).saturating_sub(size);
+            let before = if upper { total / 2 } else { total - total / 2 };
+            (out, before as i64)
+        }
+    }
+}
+
+/// The sums of a 2-D Conv's input patches over one input `[N, C, H, W]`: one per channel and
+/// tap, and the number of patches.
+fn conv_sums(x: &Floats, g: &Geometry) -> Result<(Vec<f64>, u64), String> {
+    let Geometry::Conv {
+        kernel: [kh, kw],
+        strides: [sh, sw],
+        dilations: [dh, dw],
+        pads,
+    } = g
+    else {
+        unreachable!("a Conv's geometry")
+    };
+    let &[n, c, h, w] = x.shape else {
+        return Err(format!("has shape {:?}, not [N, C, H, W]", x.shape));
+    };
+    let (oh, top) = axis(h, *kh, *sh, *dh, *pads, 0);
+    let (ow, left) = axis(w, *kw, *sw, *dw, *pads, 1);
+    // the input rows (columns) each tap reads, over the output positions
+    let taps = |k: usize, s: usize, d: usize, out: usize, before: i64, size: usize| {
+        (0..k)
+            .map(|t| {
+                (0..out)
+                    .map(|o| (o * s + t * d) as i64 - before)
+                    .filter(|&i| i >= 0 && (i as usize) < size)
+                    .map(|i| i as usize)
+                    .collect::<Vec<usize>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let rows = taps(*kh, *sh, *dh, oh, top, h);
+    let cols = taps(*kw, *sw, *dw, ow, left, w);
+    let mut sums = vec![0f64; c * kh * kw];
+    let mut row_sums = vec![0f64; h * kw];
+    for b in 0..n {
+        for ch in 0..c {
+            let plane = &x.data[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
+            for r in 0..h {
+                for (j, cs) in cols.iter().enumerate() {
+                    row_sums[r * kw + j] = cs.iter().map(|&q| f64::from(plane[r * w + q])).sum();
+                }
+            }
+            for (i, rs) in rows.iter().enumerate() {
+                for j in 0..*kw {
+                    sums[(ch * kh + i) * kw + j] +=
+                        rs.iter().map(|&r| row_sums[r * kw + j]).sum::<f64>();
+                }
+            }
+        }
+    }
+    Ok((sums, (n * oh * ow) as u64))
+}
+
+/// The sums of a matrix layer's input rows `[..., K]`.
+fn matrix_sums(x: &Floats) -> Result<(Vec<f64>, u64), String> {
+    let k = *x.shape.last().ok_or("is a scalar")?;
+    let mut sums = vec![0f64; k];
+    if k == 0 {
+        return Ok((sums, 0));
+    }
+    for row in x.data.chunks(k) {
+        for (s, v) in sums.iter_mut().zip(row) {
+            *s += f64::from(*v);
+        }
+    }
+    Ok((sums, (x.data.len() / k) as u64))
+}
+
+/// One thread's sums.
+struct Patches<'a> {
+    sites: &'a [Site],
+    names: &'a [String],
+    acc: Vec<PatchSums>,
+}
+
+impl Collect for Patches<'_> {
+    fn collect(&mut self, _: &Sample, outputs: &[Vec<Floats>]) -> Result<(), Error> {
+        for (site, acc) in self.sites.iter().zip(&mut self.acc) {
+            let x = &outputs[0][site.tensor];
+            match site.geometry {
+                Geometry::Matrix => matrix_sums(x),
+                _ => conv_sums(x, &site.geometry),
+            }
+            .and_then(|(sums, count)| acc.add(&sums, count))
+            .map_err(|e| {
+                Error::Internal(format!(
+                    "bias correction: input `{}` of weight `{}` {e}",
+                    self.names[site.tensor], site.weight
+                ))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The input patch sums of every layer of `plan` (in `model`, the written model's graph) bias
+/// correction adjusts, over `data`, by weight.
+pub(super) fn measure(
+    engine: &Engine,
+    model: &ModelProto,
+    plan: &QuantPlan,
+    data: Dataset,
+    src: &DataSource,
+) -> Result<BTreeMap<String, PatchSums>, Error> {
+    let (sites, tensors) = sites(model, plan);
+    if sites.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let threads = engine.collect(&tensors, data, &src.run_options(src.progress), || Patches {
+        sites: &sites,
+        names: &tensors,
+        acc: vec![PatchSums::default(); sites.len()],
+    })?;
+    let mut merged = vec![PatchSums::default(); sites.len()];
+    for t in threads {
+        for (m, a) in merged.iter_mut().zip(&t.acc) {
+            m.merge(a).map_err(Error::Internal)?;
+        }
+    }
+    Ok(sites.into_iter().map(|s| s.weight).zip(merged).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The patch sums of a padded, strided conv, against every patch formed one by one.
+    #[test]
+    fn conv_patch_sums_count_the_padding_as_zeros() {
+        let (n, c, h, w) = (2, 3, 5, 6);
+        let data: Vec<f32> = (0..n * c * h * w)
+            .map(|i| ((i * 7919) % 23) as f32 - 11.0)
+            .collect();
+        let x = Floats {
+            shape: &[n, c, h, w],
+            data: &data,
+        };
+        for pads in [
+            Pads::Explicit([1, 0, 2, 1]),
+            Pads::Same(true),
+            Pads::Same(false),
+        ] {
+            let g = Geometry::Conv {
+                kernel: [3, 2],
+                strides: [2, 1],
+                dilations: [1, 2],
+                pads,
+            };
+            let (sums, count) = conv_sums(&x, &g).unwrap();
+            let (oh, top) = axis(h, 3, 2, 1, pads, 0);
+            let (ow, left) = axis(w, 2, 1, 2, pads, 1);
+            let mut want = vec![0f64; c * 6];
+            for b in 0..n {
+                for ch in 0..c {
+                    for (i, j) in (0..3).flat_map(|i| (0..2).map(move |j| (i, j))) {
+                        for (y, z) in (0..oh).flat_map(|y| (0..ow).map(move |z| (y, z))) {
+                            let r = (y * 2 + i) as i64 - top;
+                            let q = (z + j * 2) as i64 - left;
+                            if r >= 0 && q >= 0 && (r as usize) < h && (q as usize) < w {
+                                want[(ch * 3 + i) * 2 + j] += f64::from(
+                                    data[((b * c + ch) * h + r as usize) * w + q as usize],
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(count, (n * oh * ow) as u64);
+            assert_eq!(sums, want, "{pads:?}");
+        }
+    }
+}

@@ -1,0 +1,680 @@
+//! Pass `equalize`: cross-layer equalization (Nagel et al., "Data-Free Quantization Through
+//! Weight Equalization and Bias Correction", 2019).
+//!
+//! Two linear layers joined by ops that commute with a positive per-channel factor — layer 1
+//! (Conv, Gemm or MatMul) → [Relu | LeakyRelu | Pad with zeros | MaxPool]* → layer 2 — compute
+//! the same function when output channel `c` of layer 1 (its weights and bias) is divided by
+//! `s_c > 0` and input channel `c` of layer 2 is multiplied by it. With
+//! `s_c = sqrt(r1_c / r2_c)` (`r1_c`: largest |weight| of layer 1's output channel `c`, `r2_c`:
+//! of layer 2's input channel `c`) both become `sqrt(r1_c · r2_c)`: the channels of each weight
+//! tensor are as even as the pair allows, so one scale per tensor (per-tensor weights, and the
+//! activation between the layers) no longer serves a few wide channels at the expense of the
+//! rest. Depthwise convolutions take part as either layer; chains (pointwise → depthwise →
+//! pointwise) are equalized pair by pair until the factors settle. Computed in f64, written as
+//! float32.
+//!
+//! Exact: Relu, LeakyRelu, Pad (constant 0) and MaxPool commute with the factors, so the float
+//! function is unchanged up to float32 rounding. An approximation: a Clip from 0 to `M`
+//! (ReLU6) does not — its bound would have to become `M / s_c`, per channel — so a pair through
+//! one is equalized with the Clip turned into a Relu, as DFQ and AIMET do: the output differs
+//! wherever the pre-activation exceeded `M` (measured in docs/accuracy.md), and the report
+//! names every Clip replaced. BatchNormalization after layer 1 must be folded first
+//! (`fold_batchnorm`): its factors are part of the weights being equalized.
+//!
+//! Pure: the caller folds BatchNormalization and reads external weights first.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::ir::{self, Index, NodeId, Patch};
+use crate::onnx::tensor::{f32_data, f32_tensor};
+use crate::proto::{ModelProto, NodeProto};
+
+/// The factors of a round change the weights less than this (|ln s|): equalized.
+const SETTLED: f64 = 1e-9;
+/// Rounds over the pairs at most (chains of two pairs settle in a few dozen).
+const MAX_ROUNDS: usize = 500;
+
+/// What happens to a pair joined through a Clip from 0 to `M` (ReLU6), which no single
+/// factor commutes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClipMode {
+    /// Exact: the Clip becomes a Relu and a Min with the bound of each channel, `M / s_c`.
+    Bound,
+    /// An approximation (DFQ, AIMET): the Clip becomes a Relu; outputs change wherever the
+    /// pre-activation exceeded `M`.
+    Relu,
+    /// Exact: pairs through such a Clip are left as they are.
+    Skip,
+}
+
+/// What equalization did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Equalized {
+    /// The pairs equalized: (layer 1, layer 2) by node label.
+    pub pairs: Vec<(String, String)>,
+    /// Clips from 0 to a bound rewritten (`ClipMode::Bound`, `Relu`), by node label.
+    pub clips: Vec<String>,
+    /// Rounds until the factors settled.
+    pub rounds: usize,
+    /// Median over the pairs' layers of (largest / smallest channel range), before and after.
+    pub spread_before: f64,
+    pub spread_after: f64,
+}
+
+/// How a layer's weight is laid out.
+#[derive(Clone, Copy, Debug)]
+enum Layout {
+    /// Conv `[M, C/g, k...]` with `g` groups.
+    Conv { group: usize },
+    /// A 2-D `[K, N]` (Gemm, MatMul) or `[N, K]` (Gemm with `transB`).
+    Matrix { transposed: bool },
+}
+
+/// One linear layer taking part in a pair.
+#[derive(Clone, Debug)]
+struct Layer {
+    node: NodeId,
+    weight: String,
+    bias: Option<String>,
+    layout: Layout,
+}
+
+/// A float weight being equalized.
+struct Values {
+    dims: Vec<usize>,
+    v: Vec<f64>,
+}
+
+impl Layout {
+    /// Output channels and input channels of a weight of `dims`.
+    fn channels(self, dims: &[usize]) -> Option<(usize, usize)> {
+        match self {
+            Layout::Conv { group } => {
+                let m = *dims.first()?;
+                (dims.len() >= 3 && group > 0 && m % group == 0).then(|| (m, dims[1] * group))
+            }
+            Layout::Matrix { transposed } => match dims {
+                [k, n] if !transposed => Some((*n, *k)),
+                [n, k] => Some((*n, *k)),
+                _ => None,
+            },
+        }
+    }
+
+    /// The flat indices of output channel `c`'s weights.
+    fn out_indices(self, dims: &[usize], c: usize) -> Vec<usize> {
+        match self {
+            Layout::Conv { .. } => {
+                let per: usize = dims[1..].iter().product();
+                (c * per..(c + 1) * per).collect()
+            }
+            Layout::Matrix { transposed: false } => (0..dims[0]).map(|k| k * dims[1] + c).collect(),
+            Layout::Matrix { transposed: true } => (c * dims[1]..(c + 1) * dims[1]).collect(),
+        }
+    }
+
+    /// The flat indices of the weights reading input channel `c`.
+    fn in_indices(self, dims: &[usize], c: usize) -> Vec<usize> {
+        match self {
+            Layout::Conv { group } => {
+                let (m, cpg) = (dims[0], dims[1]);
+                let taps: usize = dims[2..].iter().product();
+                let per = cpg * taps;
+                let (g, j) = (c / cpg, c % cpg);
+                let opg = m / group;
+                (g * opg..(g + 1) * opg)
+                    .flat_map(|row| {
+                        let start = row * per + j * taps;
+                        start..start + taps
+                    })
+                    .collect()
+            }
+            Layout::Matrix { transposed: false } => (c * dims[1]..(c + 1) * dims[1]).collect(),
+            Layout::Matrix { transposed: true } => (0..dims[0]).map(|n| n * dims[1] + c).collect(),
+        }
+    }
+}
+
+/// A float initializer nothing but `node` reads (not a graph input or output, not captured).
+fn own_float<'g>(
+    index: &Index<'g>,
+    name: &str,
+    node: NodeId,
+) -> Option<&'g crate::proto::TensorProto> {
+    let t = index.initializer(name)?;
+    let ok = index.consumers(name).iter().all(|&(n, _)| n == node)
+        && !index.is_graph_input(name)
+        && !index.is_graph_output(name)
+        && !index.is_captured(name)
+        && t.data_type == Some(crate::proto::tensor_proto::DataType::Float as i32);
+    ok.then_some(t)
+}
+
+/// `node` as a layer whose weights can be rescaled (`first`: as layer 1, whose bias scales too).
+fn layer(index: &Index, id: NodeId, first: bool) -> Option<Layer> {
+    let node = index.node(id);
+    if !ir::is_default_domain(node.domain()) {
+        return None;
+    }
+    let weight = node.input.get(1)?;
+    let w = own_float(index, weight, id)?;
+    let layout = match node.op_type() {
+        "Conv" => Layout::Conv {
+            group: usize::try_from(ir::attr_int(node, "group").unwrap_or(1)).ok()?,
+        },
+        "Gemm" if ir::attr_int(node, "transA").unwrap_or(0) == 0 => Layout::Matrix {
+            transposed: ir::attr_int(node, "transB").unwrap_or(0) != 0,
+        },
+        "MatMul" if w.dims.len() == 2 => Layout::Matrix { transposed: false },
+        _ => return None,
+    };
+    let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
+    let (out, _) = layout.channels(&dims)?;
+    let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
+        None => None,
+        Some(b) if first => {
+            let t = own_float(index, b, id)?;
+            // a bias per output channel ([N] or [1, N]); a broadcast scalar cannot be scaled
+            (t.dims.iter().product::<i64>() == out as i64 && t.dims.last() == Some(&(out as i64)))
+                .then(|| b.clone())?
+                .into()
+        }
+        Some(_) => None,
+    };
+    Some(Layer {
+        node: id,
+        weight: weight.clone(),
+        bias,
+        layout,
+    })
+}
+
+/// Whether `node`, between the layers, commutes with positive per-channel factors (`Some(false)`)
+/// or is a Clip from 0 that will become a Relu (`Some(true)`). Ops of a pair of Convs only
+/// where noted.
+fn between(index: &Index, node: &NodeProto, convs: bool) -> Option<bool> {
+    if !ir::is_default_domain(node.domain())
+        || node.output.iter().filter(|o| !o.is_empty()).count() != 1
+    {
+        return None;
+    }
+    match node.op_type() {
+        "Relu" => Some(false),
+        "LeakyRelu" => Some(false),
+        "Clip" => match super::fold_relu::clip_bounds(index, node)? {
+            (0.0, None) => Some(false),
+            (lo, Some(hi)) if lo == 0.0 && hi > 0.0 => Some(true),
+            _ => None,
+        },
+        "MaxPool" if convs => Some(false),
+        "Pad" if convs => {
+            let mode = ir::attr(node, "mode").map(|a| a.s().to_vec());
+            let constant = mode.is_none_or(|m| m == b"constant");
+            let zero = match node.input.get(2).filter(|v| !v.is_empty()) {
+                None => true,
+                Some(v) => index
+                    .initializer(v)
+                    .and_then(|t| f32_data(t).ok())
+                    .is_some_and(|v| v.iter().all(|&x| x == 0.0)),
+            };
+            // opset < 11 keeps pads and value as attributes
+            let attr_zero = ir::attr(node, "value").is_none_or(|a| a.f() == 0.0);
+            (constant && zero && attr_zero && node.input.get(3).is_none_or(|a| a.is_empty()))
+                .then_some(false)
+        }
+        _ => None,
+    }
+}
+
+/// The pairs of `model`'s main graph: (layer 1, layer 2, Clips between them).
+fn pairs(index: &Index, graph: &crate::proto::GraphProto) -> Vec<(Layer, Layer, Vec<NodeId>)> {
+    let mut out = Vec::new();
+    for id in 0..graph.node.len() {
+        let Some(first) = layer(index, id, true) else {
+            continue;
+        };
+        let convs = matches!(first.layout, Layout::Conv { .. });
+        let mut clips = Vec::new();
+        let mut t = match graph.node[id].output.first() {
+            Some(t) => t.clone(),
+            None => continue,
+        };
+        let second = loop {
+            let single = index.consumers(&t).len() == 1
+                && !index.is_graph_output(&t)
+                && !index.is_captured(&t);
+            let &[(next, slot)] = index.consumers(&t) else {
+                break None;
+            };
+            if !single || slot != 0 {
+                break None;
+            }
+            let node = index.node(next);
+            if let Some(second) = layer(index, next, false) {
+                break Some(second);
+            }
+            match between(index, node, convs) {
+                Some(clip) => {
+                    if clip {
+                        clips.push(next);
+                    }
+                    t = node.output[0].clone();
+                }
+                None => break None,
+            }
+        };
+        let Some(second) = second else {
+            continue;
+        };
+        if convs != matches!(second.layout, Layout::Conv { .. }) {
+            continue;
+        }
+        out.push((first, second, clips));
+    }
+    out
+}
+
+/// Largest |w| of each of `n` channels, given their indices.
+fn ranges(v: &Values, n: usize, indices: impl Fn(usize) -> Vec<usize>) -> Vec<f64> {
+    (0..n)
+        .map(|c| indices(c).iter().map(|&i| v.v[i].abs()).fold(0.0, f64::max))
+        .collect()
+}
+
+fn spread(r: &[f64]) -> f64 {
+    let hi = r.iter().copied().fold(0.0, f64::max);
+    let lo = r
+        .iter()
+        .copied()
+        .filter(|&x| x > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    if lo.is_finite() { hi / lo } else { 1.0 }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return 1.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Equalizes every pair of `model`'s main graph in place. Weights still in external files
+/// are not touched (the caller reads them in first); a model without pairs is left as it is.
+// The steps share the pairs and the weights being rescaled: find the pairs, read their weights
+// in f64, rescale round after round until the factors settle, write the weights back and turn
+// the Clips between rescaled layers into Relus.
+pub fn equalize(model: &mut ModelProto, clip_mode: ClipMode) -> Result<Equalized, String> {
+    let graph = ir::graph(model);
+    let index = Index::new(graph);
+    let mut found = pairs(&index, graph);
+    if clip_mode == ClipMode::Skip {
+        found.retain(|(_, _, clips)| clips.is_empty());
+    }
+    // channel counts must agree
+    let mut values: BTreeMap<String, Values> = BTreeMap::new();
+    let mut read = |name: &str| -> Result<(), String> {
+        if !values.contains_key(name) {
+            let t = index
+                .initializer(name)
+                .ok_or_else(|| format!("no initializer `{name}`"))?;
+            let v = f32_data(t).map_err(|e| format!("`{name}` {e}"))?;
+            let dims = t.dims.iter().map(|&d| d as usize).collect();
+            values.insert(
+                name.to_string(),
+                Values {
+                    dims,
+                    v: v.into_iter().map(f64::from).collect(),
+                },
+            );
+        }
+        Ok(())
+    };
+    for (a, b, _) in &found {
+        read(&a.weight)?;
+        read(&b.weight)?;
+        if let Some(bias) = &a.bias {
+            read(bias)?;
+        }
+    }
+    found.retain(|(a, b, _)| {
+        let ca = a.layout.channels(&values[&a.weight].dims).map(|c| c.0);
+        let cb = b.layout.channels(&values[&b.weight].dims).map(|c| c.1);
+        ca.is_some() && ca == cb
+    });
+    let mut report = Equalized::default();
+    if found.is_empty() {
+        return Ok(report);
+    }
+    let layer_spreads = |values: &BTreeMap<String, Values>| {
+        let mut s = Vec::new();
+        for (a, b, _) in &found {
+            for l in [a, b] {
+                let v = &values[&l.weight];
+                let (o, _) = l.layout.channels(&v.dims).expect("checked");
+                s.push(spread(&ranges(v, o, |c| l.layout.out_indices(&v.dims, c))));
+            }
+        }
+        median(s)
+    };
+    report.spread_before = layer_spreads(&values);
+    // the product of each pair's factors per channel (layer 1's output channel `c` is divided
+    // by it): the bound of a Clip between them
+    let mut factors: Vec<Vec<f64>> = found
+        .iter()
+        .map(|(a, _, _)| {
+            vec![
+                1.0;
+                a.layout
+                    .channels(&values[&a.weight].dims)
+                    .expect("checked")
+                    .0
+            ]
+        })
+        .collect();
+    for round in 1..=MAX_ROUNDS {
+        let mut largest = 0f64;
+        for (p, (a, b, _)) in found.iter().enumerate() {
+            let (va, vb) = (&values[&a.weight], &values[&b.weight]);
+            let n = a.layout.channels(&va.dims).expect("checked").0;
+            let r1 = ranges(va, n, |c| a.layout.out_indices(&va.dims, c));
+            let r2 = ranges(vb, n, |c| b.layout.in_indices(&vb.dims, c));
+            let s: Vec<f64> = r1
+                .iter()
+                .zip(&r2)
+                .map(|(&x, &y)| {
+                    if x > 0.0 && y > 0.0 {
+                        (x / y).sqrt()
+                    } else {
+                        1.0
+                    }
+                })
+                .collect();
+            for (c, &f) in s.iter().enumerate() {
+                largest = largest.max(f.ln().abs());
+                if f == 1.0 {
+                    continue;
+                }
+                factors[p][c] *= f;
+                let wa = values.get_mut(&a.weight).expect("read");
+                for i in a.layout.out_indices(&wa.dims, c) {
+                    wa.v[i] /= f;
+                }
+                if let Some(bias) = &a.bias {
+                    values.get_mut(bias).expect("read").v[c] /= f;
+                }
+                let wb = values.get_mut(&b.weight).expect("read");
+                for i in b.layout.in_indices(&wb.dims, c) {
+                    wb.v[i] *= f;
+                }
+            }
+        }
+        report.rounds = round;
+        if largest < SETTLED {
+            break;
+        }
+    }
+    report.spread_after = layer_spreads(&values);
+    let labels = |id: NodeId| ir::node_label(&graph.node[id], id);
+    report.pairs = found
+        .iter()
+        .map(|(a, b, _)| (labels(a.node), labels(b.node)))
+        .collect();
+    let mut patch = Patch::default();
+    let mut replaced = Vec::new();
+    let mut names = ir::Names::new(&index);
+    for ((a, _, clips), s) in found.iter().zip(&factors) {
+        if s.iter().all(|&f| f == 1.0) {
+            continue;
+        }
+        for &c in clips {
+            let clip = &graph.node[c];
+            report.clips.push(labels(c));
+            replaced.push(c);
+            let relu = NodeProto {
+                op_type: Some("Relu".into()),
+                input: vec![clip.input[0].clone()],
+                attribute: Vec::new(),
+                ..clip.clone()
+            };
+            if clip_mode != ClipMode::Bound {
+                patch.replace.push((c, relu));
+                continue;
+            }
+            // Relu → Min(·, M / s): the Clip, channel by channel
+            let (_, Some(hi)) = super::fold_relu::clip_bounds(&index, clip).expect("a Clip from 0")
+            else {
+                unreachable!("only bounded Clips are recorded")
+            };
+            let bound: Vec<f32> = s.iter().map(|&f| (f64::from(hi) / f) as f32).collect();
+            let dims = match a.layout {
+                Layout::Conv { .. } => {
+                    let rank = values[&a.weight].dims.len();
+                    let mut d = vec![bound.len()];
+                    d.resize(rank - 1, 1);
+                    d
+                }
+                Layout::Matrix { .. } => vec![bound.len()],
+            };
+            let base = clip.name().to_string();
+            let (relu_out, bound_name) = (
+                names.fresh(&format!("{}_relu", clip.output[0])),
+                names.fresh(&format!("{base}_bound")),
+            );
+            patch
+                .add_initializers
+                .push(f32_tensor(&bound_name, &dims, &bound));
+            let relu = NodeProto {
+                output: vec![relu_out.clone()],
+                ..relu
+            };
+            let min = NodeProto {
+                name: Some(names.fresh(&format!("{base}_min"))),
+                op_type: Some("Min".into()),
+                input: vec![relu_out, bound_name],
+                output: vec![clip.output[0].clone()],
+                ..Default::default()
+            };
+            patch.replace.push((c, relu));
+            patch
+                .nodes
+                .push((ir::Placement::After(clip.input[0].clone()), min));
+        }
+    }
+    // the bounds the Relus no longer read, where nothing else reads them
+    for &c in &replaced {
+        for b in graph.node[c].input.iter().skip(1).filter(|b| !b.is_empty()) {
+            let unread = index.consumers(b).iter().all(|(n, _)| replaced.contains(n));
+            if unread
+                && index.initializer(b).is_some()
+                && !index.is_graph_input(b)
+                && !index.is_graph_output(b)
+                && !index.is_captured(b)
+                && !patch.remove_initializers.contains(b)
+            {
+                patch.remove_initializers.push(b.clone());
+            }
+        }
+    }
+    let graph = ir::graph_mut(model);
+    for t in graph.initializer.iter_mut() {
+        if let Some(v) = values.get(t.name()) {
+            let f: Vec<f32> = v.v.iter().map(|&x| x as f32).collect();
+            *t = f32_tensor(t.name(), &v.dims, &f);
+        }
+    }
+    if !patch.is_empty() {
+        ir::apply(model, patch).map_err(|e| format!("pass `equalize` broke the graph: {e}"))?;
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::testnet::Net;
+
+    /// A small deterministic generator (xorshift), uniform in [-1, 1).
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as f64 / (1u64 << 52) as f64 - 1.0
+        }
+    }
+
+    fn values(model: &ModelProto, name: &str) -> Vec<f64> {
+        let t = ir::graph(model)
+            .initializer
+            .iter()
+            .find(|t| t.name() == name)
+            .unwrap();
+        f32_data(t).unwrap().into_iter().map(f64::from).collect()
+    }
+
+    /// `x [B, K] · W [K, N] + b` (`W` stored `[N, K]` when `transposed`).
+    fn gemm(x: &[f64], k: usize, w: &[f64], b: &[f64], transposed: bool) -> Vec<f64> {
+        let n = b.len();
+        x.chunks(k)
+            .flat_map(|row| {
+                (0..n).map(move |j| {
+                    let at = |i: usize| {
+                        if transposed {
+                            w[j * k + i]
+                        } else {
+                            w[i * n + j]
+                        }
+                    };
+                    (0..k).map(|i| row[i] * at(i)).sum::<f64>() + b[j]
+                })
+            })
+            .collect()
+    }
+
+    /// Gemm (W1 `[N, K]`, transB) → Relu or Clip(0, 6) → Gemm (W2 `[K2, N]`... as `[N, M]`),
+    /// output channels of the first spread over three orders of magnitude.
+    fn pair(clip: bool) -> (ModelProto, Vec<f64>) {
+        let (k, n, m) = (6, 5, 4);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let spread: Vec<f64> = (0..n).map(|c| 10f64.powf(c as f64 * 0.75 - 1.5)).collect();
+        let w1: Vec<f32> = (0..n * k)
+            .map(|i| (rng.next() * spread[i / k]) as f32)
+            .collect();
+        let b1: Vec<f32> = (0..n).map(|c| (rng.next() * spread[c]) as f32).collect();
+        let w2: Vec<f32> = (0..n * m).map(|_| rng.next() as f32).collect();
+        let b2: Vec<f32> = (0..m).map(|_| rng.next() as f32).collect();
+        let mut net = Net::new(&["x"]);
+        net.typed("x", &[3, k]);
+        net.init(f32_tensor("w1", &[n, k], &w1))
+            .init(f32_tensor("b1", &[n], &b1));
+        net.init(f32_tensor("w2", &[n, m], &w2))
+            .init(f32_tensor("b2", &[m], &b2));
+        net.node("Gemm", "first", &["x", "w1", "b1"], &["h"])
+            .attr_int("transB", 1);
+        if clip {
+            net.init(f32_tensor("lo", &[], &[0.0]))
+                .init(f32_tensor("hi", &[], &[6.0]));
+            net.node("Clip", "act", &["h", "lo", "hi"], &["a"]);
+        } else {
+            net.node("Relu", "act", &["h"], &["a"]);
+        }
+        net.node("Gemm", "second", &["a", "w2", "b2"], &["y"]);
+        net.typed("h", &[3, n])
+            .typed("a", &[3, n])
+            .typed("y", &[3, m])
+            .output("y");
+        let x: Vec<f64> = (0..3 * k).map(|_| rng.next() * 3.0).collect();
+        (net.model(), x)
+    }
+
+    /// The float function of [`pair`]'s model (with its Clip, or Relu then Min, when there).
+    fn run(model: &ModelProto, x: &[f64]) -> Vec<f64> {
+        let g = ir::graph(model);
+        let h = gemm(x, 6, &values(model, "w1"), &values(model, "b1"), true);
+        let bound: Option<Vec<f64>> = g
+            .node
+            .iter()
+            .find(|n| n.op_type() == "Min")
+            .map(|n| values(model, &n.input[1]));
+        let clip = g.node.iter().any(|n| n.op_type() == "Clip");
+        let a: Vec<f64> = h
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let r = v.max(0.0);
+                match (&bound, clip) {
+                    (Some(b), _) => r.min(b[i % b.len()]),
+                    (None, true) => r.min(6.0),
+                    (None, false) => r,
+                }
+            })
+            .collect();
+        gemm(&a, 5, &values(model, "w2"), &values(model, "b2"), false)
+    }
+
+    fn out_ranges(model: &ModelProto) -> Vec<f64> {
+        let w = values(model, "w1");
+        w.chunks(6)
+            .map(|r| r.iter().fold(0f64, |m, v| m.max(v.abs())))
+            .collect()
+    }
+
+    fn close(a: &[f64], b: &[f64]) {
+        let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= 1e-5 * scale, "{x} vs {y} (scale {scale})");
+        }
+    }
+
+    #[test]
+    fn a_relu_pair_keeps_its_float_function_and_evens_its_ranges() {
+        let (mut model, x) = pair(false);
+        let before = run(&model, &x);
+        let spread_before = spread(&out_ranges(&model));
+        let e = equalize(&mut model, ClipMode::Bound).unwrap();
+        assert_eq!(e.pairs.len(), 1);
+        assert!(e.clips.is_empty());
+        close(&run(&model, &x), &before);
+        // one pair settles in one round: both layers' channel ranges become sqrt(r1 · r2)
+        let (r1, w2) = (out_ranges(&model), values(&model, "w2"));
+        for (c, r) in r1.iter().enumerate() {
+            let r2 = w2[c * 4..c * 4 + 4]
+                .iter()
+                .fold(0f64, |m, v| m.max(v.abs()));
+            assert!((r - r2).abs() <= 1e-6 * r, "channel {c}: {r} vs {r2}");
+        }
+        assert!(
+            spread_before > 500.0 && spread(&r1) < spread_before / 10.0,
+            "{spread_before} → {}",
+            spread(&r1)
+        );
+    }
+
+    #[test]
+    fn a_relu6_pair_is_exact_with_bounds_and_left_alone_with_skip() {
+        let (mut model, x) = pair(true);
+        let before = run(&model, &x);
+        let mut skipped = model.clone();
+        let e = equalize(&mut model, ClipMode::Bound).unwrap();
+        assert_eq!(e.clips, vec!["act".to_string()]);
+        let ops: Vec<&str> = ir::graph(&model).node.iter().map(|n| n.op_type()).collect();
+        assert_eq!(ops, ["Gemm", "Relu", "Min", "Gemm"]);
+        close(&run(&model, &x), &before);
+        // the bounds the Clip read are gone with it
+        assert!(
+            ir::graph(&model)
+                .initializer
+                .iter()
+                .all(|t| t.name() != "hi")
+        );
+        let e = equalize(&mut skipped, ClipMode::Skip).unwrap();
+        assert!(e.pairs.is_empty());
+        assert_eq!(run(&skipped, &x), before);
+    }
+}

@@ -1,0 +1,90 @@
+//! What a linear layer's input looks like from the layer's side: the mean of every entry of
+//! its input patches (Conv: input channel × kernel tap, borders' zero padding included; Gemm
+//! and MatMul: input feature), for bias correction. Kept as fixed-point sums, like
+//! [`super::ChannelMoments`], so shards and threads merge exactly in any order.
+
+use serde::{Deserialize, Serialize};
+
+/// Sums are added as `round(s · 2^40)` (each sample's sum formed in f64 first).
+const SUM_SCALE: f64 = (1u64 << 40) as f64;
+
+/// The sums of a layer's input patches.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PatchSums {
+    /// One per patch entry (`[C_in / groups... ]` flattened as the weight's input side is:
+    /// channel-major, then taps).
+    pub sums: Vec<i128>,
+    /// Patches (output positions) seen.
+    pub count: u64,
+}
+
+impl PatchSums {
+    /// Adds the f64 sums of `count` more patches.
+    pub fn add(&mut self, sums: &[f64], count: u64) -> Result<(), String> {
+        if self.sums.is_empty() {
+            self.sums = vec![0; sums.len()];
+        } else if self.sums.len() != sums.len() {
+            return Err(format!(
+                "patches of {} entries here and {} before",
+                sums.len(),
+                self.sums.len()
+            ));
+        }
+        for (a, s) in self.sums.iter_mut().zip(sums) {
+            *a = a.saturating_add((s * SUM_SCALE).round() as i128);
+        }
+        self.count += count;
+        Ok(())
+    }
+
+    pub fn merge(&mut self, other: &PatchSums) -> Result<(), String> {
+        if other.sums.is_empty() {
+            return Ok(());
+        }
+        if self.sums.is_empty() {
+            *self = other.clone();
+            return Ok(());
+        }
+        if self.sums.len() != other.sums.len() {
+            return Err(format!(
+                "patches of {} entries and of {}",
+                self.sums.len(),
+                other.sums.len()
+            ));
+        }
+        for (a, b) in self.sums.iter_mut().zip(&other.sums) {
+            *a = a.saturating_add(*b);
+        }
+        self.count += other.count;
+        Ok(())
+    }
+
+    /// The mean of each entry (zeros before any patch).
+    pub fn means(&self) -> Vec<f64> {
+        let n = self.count.max(1) as f64;
+        self.sums
+            .iter()
+            .map(|&s| s as f64 / SUM_SCALE / n)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn means_and_exact_merging() {
+        let mut all = PatchSums::default();
+        all.add(&[1.5, -3.0], 3).unwrap();
+        all.add(&[0.25, 1e-9], 1).unwrap();
+        let (mut a, mut b) = (PatchSums::default(), PatchSums::default());
+        a.add(&[0.25, 1e-9], 1).unwrap();
+        b.add(&[1.5, -3.0], 3).unwrap();
+        a.merge(&b).unwrap();
+        assert_eq!(a, all);
+        let m = all.means();
+        assert!((m[0] - 1.75 / 4.0).abs() < 1e-12 && (m[1] + 0.75).abs() < 1e-9);
+        assert!(all.add(&[0.0], 1).is_err());
+    }
+}
