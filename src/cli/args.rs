@@ -196,6 +196,10 @@ pub struct RangeArgs {
     /// LayerNormalization that feeds MatMul/Gemm move into their weights (needs --calib).
     #[arg(long, value_name = "ALPHA")]
     pub smoothquant: Option<f64>,
+    /// How weights are rounded: nearest, or gptq (levels chosen to minimise each layer's output
+    /// error on the calibration data) [preset: nearest]
+    #[arg(long, value_name = "HOW")]
+    pub rounding: Option<Rounding>,
     /// Cross-layer equalization: the channels of Conv/Gemm pairs joined by a Relu rescaled so
     /// their weight ranges match (a ReLU6 between them becomes a Relu)
     #[arg(long)]
@@ -208,6 +212,12 @@ pub struct RangeArgs {
     /// fp32 graph inputs and outputs) [preset: fp32]
     #[arg(long, value_name = "TYPE")]
     pub high_precision: Option<HighPrecision>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Rounding {
+    Nearest,
+    Gptq,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

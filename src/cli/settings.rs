@@ -152,6 +152,9 @@ fn flag_layer(args: &RangeArgs, cache_source: bool) -> Result<Layer, Error> {
         set("smoothquant_alpha", Value::Float(a), "--smoothquant")?;
         set("smoothquant", Value::Bool(true), "--smoothquant")?;
     }
+    if let Some(r) = args.rounding {
+        set("weights.rounding", Value::Word(name_of(r)), "--rounding")?;
+    }
     if args.equalize {
         set("equalize", Value::Bool(true), "--equalize")?;
     }

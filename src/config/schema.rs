@@ -102,6 +102,11 @@ pub const KEYS: &[Key] = &[
         doc: "int4: each scale clips the range where the squared rounding error is least, instead of at the absolute maximum",
     },
     Key {
+        path: "weights.rounding",
+        ty: Ty::Enum(&["nearest", "gptq"]),
+        doc: "nearest: each weight to its nearest level; gptq: the levels chosen row by row to minimise the layer's output error on the calibration data (GPTQ, on the scales nearest would use; H in diagonal blocks of 128 input entries)",
+    },
+    Key {
         path: "weights.cpu_overflow",
         ty: Ty::Enum(&["none", "auto", "all"]),
         doc: "int8 weight pairs x86 CPUs without VNNI add into a saturating int16 (VPMADDUBSW): none leaves them, auto rounds only the pairs that could saturate (least error per channel), all uses 7 bits everywhere",

@@ -11,6 +11,7 @@
 
 use serde::Serialize;
 
+pub mod gptq;
 pub mod pairs;
 pub mod range;
 
@@ -392,6 +393,44 @@ impl Int4Layout {
 
 /// Clipping ratios the int4 search tries: the scale is `ratio · amax / 7`.
 const CLIP_RATIOS: usize = 20;
+
+/// Where each value of a weight of `dims` finds its scale (and zero-point) in `q`: one scale,
+/// one per channel of `q.axis`, or blocks of `block.1` along `block.0`.
+pub fn scale_index(
+    dims: &[usize],
+    q: &QuantizedWeight,
+    block: Option<(usize, usize)>,
+) -> impl Fn(usize) -> usize + use<> {
+    let strides: Vec<usize> = (0..dims.len())
+        .map(|a| dims[a + 1..].iter().product())
+        .collect();
+    let dims = dims.to_vec();
+    let axis = q.axis;
+    let single = q.scales.len() == 1;
+    move |i: usize| {
+        if single {
+            return 0;
+        }
+        match (block, axis) {
+            (Some((a, size)), _) => {
+                // the scale tensor has the weight's dims, axis `a` divided into blocks
+                let mut at = 0;
+                for (d, (&n, &s)) in dims.iter().zip(&strides).enumerate() {
+                    let idx = (i / s) % n;
+                    let (idx, n) = if d == a {
+                        (idx / size, n.div_ceil(size))
+                    } else {
+                        (idx, n)
+                    };
+                    at = at * n + idx;
+                }
+                at
+            }
+            (None, Some(a)) => (i / strides[a]) % dims[a],
+            (None, None) => 0,
+        }
+    }
+}
 
 /// Quantizes `data` (row-major, shape `dims`) to 4 bits, one scale per group of `layout`.
 /// int4: symmetric in [-8, 7], `amax / 7`. uint4 (`unsigned`): the range `[lo, hi]` widened to

@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use crate::calib::{Collect, Dataset, Floats, Sample};
 use crate::error::Error;
 use crate::ir::{self, Index};
+use crate::params::gptq;
 use crate::policy::QuantPlan;
 use crate::proto::{ModelProto, NodeProto};
-use crate::stats::PatchSums;
+use crate::stats::{Gram, PatchSums, StatsTable};
 
 use super::{DataSource, Engine};
 
@@ -42,7 +43,13 @@ struct Site {
     /// Index of its input among the tensors computed.
     tensor: usize,
     geometry: Geometry,
+    /// GPTQ: the empty Gram matrix to accumulate into.
+    gram: Option<Gram>,
 }
+
+/// Patches per sample and layer whose products GPTQ's Gram matrix sums (spread evenly over the
+/// output positions): the products of all of them would cost more than running the network.
+pub(crate) const ROWS_PER_SAMPLE: usize = 64;
 
 fn ints(node: &NodeProto, name: &str) -> Option<Vec<usize>> {
     ir::attr(node, name).map(|a| a.ints.iter().map(|&v| v.max(0) as usize).collect())
@@ -86,9 +93,30 @@ fn geometry(node: &NodeProto, weight_dims: &[usize]) -> Option<Geometry> {
     }
 }
 
-/// The layers of `plan` bias correction adjusts: a weight read by one Conv/Gemm/MatMul as its
-/// weight, and that layer's data input; the input tensors in order.
-fn sites(model: &ModelProto, plan: &QuantPlan) -> (Vec<Site>, Vec<String>) {
+/// What the measuring pass collects: the mean input patches (bias correction), and for the
+/// weights `gptq` selects the Gram matrices (inputs within the calibrated range of each
+/// layer's input in `stats`, `samples` of them).
+pub(super) struct Wanted<'a> {
+    pub(super) gptq: &'a dyn Fn(&str) -> bool,
+    /// Statistics holding the range of each layer input GPTQ reads (`inputs` lists them).
+    pub(super) stats: &'a StatsTable,
+    pub(super) samples: usize,
+}
+
+/// The data inputs of the layers of `plan` that bias correction or GPTQ may adjust.
+pub(super) fn inputs(model: &ModelProto, plan: &QuantPlan) -> Vec<String> {
+    let none = StatsTable::default();
+    let wanted = Wanted {
+        gptq: &|_| false,
+        stats: &none,
+        samples: 0,
+    };
+    sites(model, plan, &wanted).1
+}
+
+/// The layers of `plan` bias correction or GPTQ adjust: a weight read by one Conv/Gemm/MatMul
+/// as its weight, and that layer's data input; the input tensors in order.
+fn sites(model: &ModelProto, plan: &QuantPlan, wanted: &Wanted) -> (Vec<Site>, Vec<String>) {
     let graph = ir::graph(model);
     let index = Index::new(graph);
     let mut tensors: Vec<String> = Vec::new();
@@ -111,10 +139,29 @@ fn sites(model: &ModelProto, plan: &QuantPlan) -> (Vec<Site>, Vec<String>) {
                 tensors.len() - 1
             }
         };
+        // the input's calibrated range bounds the products (an unobserved input: no GPTQ)
+        let amax = wanted
+            .stats
+            .tensors
+            .get(x)
+            .filter(|s| s.minmax.is_observed())
+            .map(|s| f64::from(s.minmax.min.abs().max(s.minmax.max.abs())));
+        let gram = match amax {
+            Some(a) if (wanted.gptq)(&w.initializer) && a.is_finite() => {
+                let rows = (wanted.samples * ROWS_PER_SAMPLE) as u64;
+                Some(Gram::new(
+                    gptq::blocks(crate::rewrite::rows_of(node), &w.dims),
+                    a,
+                    rows,
+                ))
+            }
+            _ => None,
+        };
         out.push(Site {
             weight: w.initializer.clone(),
             tensor,
             geometry,
+            gram,
         });
     }
     (out, tensors)
@@ -205,6 +252,106 @@ fn matrix_sums(x: &Floats) -> Result<(Vec<f64>, u64), String> {
     Ok((sums, (x.data.len() / k) as u64))
 }
 
+/// The patch of output position `p` (of `oh · ow` per image) of a Conv input: each channel's
+/// taps, zero outside the input.
+#[allow(clippy::too_many_arguments)]
+fn conv_patch(x: &Floats, g: &Geometry, p: usize, out: &mut [f64]) {
+    let Geometry::Conv {
+        kernel: [kh, kw],
+        strides: [sh, sw],
+        dilations: [dh, dw],
+        pads,
+    } = g
+    else {
+        unreachable!("a Conv's geometry")
+    };
+    let &[_, c, h, w] = x.shape else {
+        unreachable!("checked by conv_sums")
+    };
+    let (oh, top) = axis(h, *kh, *sh, *dh, *pads, 0);
+    let (ow, left) = axis(w, *kw, *sw, *dw, *pads, 1);
+    let (b, y, z) = (p / (oh * ow), (p / ow) % oh, p % ow);
+    for ch in 0..c {
+        let plane = &x.data[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
+        for i in 0..*kh {
+            let r = (y * sh + i * dh) as i64 - top;
+            for j in 0..*kw {
+                let q = (z * sw + j * dw) as i64 - left;
+                let inside = r >= 0 && q >= 0 && (r as usize) < h && (q as usize) < w;
+                out[(ch * kh + i) * kw + j] = if inside {
+                    f64::from(plane[r as usize * w + q as usize])
+                } else {
+                    0.0
+                };
+            }
+        }
+    }
+}
+
+/// Adds the products of up to [`ROWS_PER_SAMPLE`] patches of input `x` (evenly spread) to `g`.
+fn add_products(g: &mut Gram, x: &Floats, geometry: &Geometry) {
+    let (patches, k) = match geometry {
+        Geometry::Matrix => {
+            let k = x.shape.last().copied().unwrap_or(0);
+            (x.data.len().checked_div(k).unwrap_or(0), k)
+        }
+        Geometry::Conv {
+            kernel: [kh, kw],
+            strides: [sh, sw],
+            dilations: [dh, dw],
+            pads,
+        } => {
+            let &[n, c, h, w] = x.shape else { return };
+            let (oh, _) = axis(h, *kh, *sh, *dh, *pads, 0);
+            let (ow, _) = axis(w, *kw, *sw, *dw, *pads, 1);
+            (n * oh * ow, c * kh * kw)
+        }
+    };
+    let r = patches.min(ROWS_PER_SAMPLE);
+    if r == 0 || k == 0 || g.blocks.last().is_some_and(|b| b.0 + b.1 > k) {
+        return;
+    }
+    let mut rows = vec![0f64; r * k];
+    for (j, row) in rows.chunks_mut(k).enumerate() {
+        let p = j * patches / r;
+        match geometry {
+            Geometry::Matrix => {
+                for (o, v) in row.iter_mut().zip(&x.data[p * k..(p + 1) * k]) {
+                    *o = f64::from(*v);
+                }
+            }
+            _ => conv_patch(x, geometry, p, row),
+        }
+    }
+    for b in 0..g.blocks.len() {
+        let (s, len) = g.blocks[b];
+        let mut sums = vec![0f64; len * len];
+        // sums = Xᵀ X over the block's columns of the rows (row-major r × k)
+        // SAFETY: the pointers and strides describe `rows` (r × k, from column `s`, `len`
+        // columns) and `sums` (len × len), all in bounds.
+        unsafe {
+            matrixmultiply::dgemm(
+                len,
+                r,
+                len,
+                1.0,
+                rows.as_ptr().add(s),
+                1,
+                k as isize,
+                rows.as_ptr().add(s),
+                k as isize,
+                1,
+                0.0,
+                sums.as_mut_ptr(),
+                len as isize,
+                1,
+            );
+        }
+        g.add_block(b, &sums);
+    }
+    g.rows += r as u64;
+}
+
 /// One thread's sums.
 struct Patches<'a> {
     sites: &'a [Site],
@@ -221,6 +368,11 @@ impl Collect for Patches<'_> {
                 _ => conv_sums(x, &site.geometry),
             }
             .and_then(|(sums, count)| acc.add(&sums, count))
+            .map(|_| {
+                if let Some(g) = &mut acc.gram {
+                    add_products(g, x, &site.geometry);
+                }
+            })
             .map_err(|e| {
                 Error::Internal(format!(
                     "bias correction: input `{}` of weight `{}` {e}",
@@ -240,17 +392,30 @@ pub(super) fn measure(
     plan: &QuantPlan,
     data: Dataset,
     src: &DataSource,
+    wanted: &Wanted,
 ) -> Result<BTreeMap<String, PatchSums>, Error> {
-    let (sites, tensors) = sites(model, plan);
+    let (sites, tensors) = sites(model, plan, wanted);
     if sites.is_empty() {
         return Ok(BTreeMap::new());
     }
     let threads = engine.collect(&tensors, data, &src.run_options(src.progress), || Patches {
         sites: &sites,
         names: &tensors,
-        acc: vec![PatchSums::default(); sites.len()],
+        acc: sites
+            .iter()
+            .map(|s| PatchSums {
+                gram: s.gram.clone(),
+                ..PatchSums::default()
+            })
+            .collect(),
     })?;
-    let mut merged = vec![PatchSums::default(); sites.len()];
+    let mut merged: Vec<PatchSums> = sites
+        .iter()
+        .map(|s| PatchSums {
+            gram: s.gram.clone(),
+            ..PatchSums::default()
+        })
+        .collect();
     for t in threads {
         for (m, a) in merged.iter_mut().zip(&t.acc) {
             m.merge(a).map_err(Error::Internal)?;

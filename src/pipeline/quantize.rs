@@ -61,14 +61,43 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         (stats, _) => read_statistics(stats, &job.input, warn)?,
     };
     clock.lap("calibrate");
-    if job.planning.config.bias_correction
+    let config = &job.planning.config;
+    if (config.bias_correction || config.gptq)
         && let (Some(d), Some(data)) = (data_src, calib_part.clone())
     {
-        stats.layers = super::layers::measure(&engine, &written, &plan, data, d)?;
-        clock.lap("bias-correction");
+        let gptq = |w: &str| {
+            config.gptq
+                && plan
+                    .weights
+                    .iter()
+                    .any(|s| s.initializer == w && s.dtype != crate::params::WeightType::Fp8)
+        };
+        // GPTQ sizes its sums by each layer input's range: inputs calibration did not observe
+        // (weight-only) are observed first
+        let unobserved: Vec<super::Scoped> = super::layers::inputs(&written, &plan)
+            .iter()
+            .filter(|t| config.gptq && !stats.tensors.contains_key(*t))
+            .map(|t| super::Scoped::main(t))
+            .collect();
+        let mut ranges = StatsTable::default();
+        if !unobserved.is_empty() {
+            let opts = d.run_options(d.progress);
+            let none = Default::default();
+            ranges =
+                engine.calibrate(&unobserved, &none, data.clone(), &opts, Default::default())?;
+        }
+        ranges
+            .tensors
+            .extend(stats.tensors.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let wanted = super::layers::Wanted {
+            gptq: &gptq,
+            stats: &ranges,
+            samples: data.len(),
+        };
+        stats.layers = super::layers::measure(&engine, &written, &plan, data, d, &wanted)?;
+        clock.lap("layer-inputs");
     }
 
-    let config = &job.planning.config;
     // tract's copy of the weights goes before the rewrite reads them (unless mixed precision
     // still runs versions of the model)
     let engine = job.mixed.is_some().then_some(engine);

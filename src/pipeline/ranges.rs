@@ -76,6 +76,12 @@ pub(super) fn activation_params_of(
             .filter(|_| config.bias_correction)
             .map(|(w, p)| (w.clone(), p.means()))
             .collect(),
+        grams: stats
+            .layers
+            .iter()
+            .filter(|_| config.gptq)
+            .filter_map(|(w, p)| Some((w.clone(), p.gram.clone()?)))
+            .collect(),
         ..ActivationParams::default()
     };
     let mut reports = Vec::new();

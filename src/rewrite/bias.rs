@@ -7,6 +7,7 @@
 use serde::Serialize;
 
 use crate::params::QuantizedWeight;
+use crate::params::gptq::Rows;
 use crate::proto::NodeProto;
 
 /// What bias correction did to one layer.
@@ -20,41 +21,14 @@ pub struct BiasCorrection {
     pub bias_added: bool,
 }
 
-/// Where each value of a weight of `dims` finds its scale (and zero-point) in `q`: one scale,
-/// one per channel of `q.axis`, or blocks of `block.1` along `block.0`.
-fn scale_index(
-    dims: &[usize],
-    q: &QuantizedWeight,
-    block: Option<(usize, usize)>,
-) -> impl Fn(usize) -> usize {
-    let strides: Vec<usize> = (0..dims.len())
-        .map(|a| dims[a + 1..].iter().product())
-        .collect();
-    let dims = dims.to_vec();
-    let axis = q.axis;
-    let single = q.scales.len() == 1;
-    move |i: usize| {
-        if single {
-            return 0;
-        }
-        match (block, axis) {
-            (Some((a, size)), _) => {
-                // the scale tensor has the weight's dims, axis `a` divided into blocks
-                let mut at = 0;
-                for (d, (&n, &s)) in dims.iter().zip(&strides).enumerate() {
-                    let idx = (i / s) % n;
-                    let (idx, n) = if d == a {
-                        (idx / size, n.div_ceil(size))
-                    } else {
-                        (idx, n)
-                    };
-                    at = at * n + idx;
-                }
-                at
-            }
-            (None, Some(a)) => (i / strides[a]) % dims[a],
-            (None, None) => 0,
-        }
+/// How GPTQ reads the rows of `node`'s weight.
+pub fn rows_of(node: &NodeProto) -> Rows {
+    match node.op_type() {
+        "Conv" => Rows::Conv {
+            groups: usize::try_from(crate::ir::attr_int(node, "group").unwrap_or(1)).unwrap_or(1),
+        },
+        "Gemm" if crate::ir::attr_int(node, "transB").unwrap_or(0) != 0 => Rows::Transposed,
+        _ => Rows::Matrix,
     }
 }
 
@@ -64,7 +38,7 @@ pub(super) fn dequantized(
     dims: &[usize],
     block: Option<(usize, usize)>,
 ) -> Vec<f64> {
-    let at = scale_index(dims, q, block);
+    let at = crate::params::scale_index(dims, q, block);
     q.values
         .iter()
         .enumerate()

@@ -21,6 +21,7 @@
 //! planned again (policy refuses it), so running onnx-quant on its own output adds nothing.
 
 mod bias;
+pub use bias::rows_of;
 pub mod equalize;
 mod fold_bn;
 mod fold_relu;
@@ -60,6 +61,8 @@ pub struct ActivationParams {
     pub float_reads_per_axis: bool,
     /// Bias correction: the mean input patch of each layer, by weight (`stats::PatchSums`).
     pub input_means: BTreeMap<String, Vec<f64>>,
+    /// GPTQ: the Gram matrix of each layer's input patches, by weight.
+    pub grams: BTreeMap<String, crate::stats::Gram>,
 }
 
 /// What the weight pass did to one weight.
@@ -84,6 +87,19 @@ pub struct WeightReport {
     /// The mean output shift bias correction removed (`bias_correction`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bias_correction: Option<bias::BiasCorrection>,
+    /// The layer's output SQNR (dB) on the calibration inputs with the weights rounded to
+    /// nearest and as GPTQ chose them (`weights.rounding: gptq`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gptq: Option<GptqReport>,
+}
+
+/// What GPTQ changed in one weight.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct GptqReport {
+    pub nearest_sqnr_db: f64,
+    pub gptq_sqnr_db: f64,
+    /// Levels that differ from nearest rounding.
+    pub changed: usize,
 }
 
 /// Summary of a rewrite.

@@ -80,9 +80,11 @@ pub(super) fn quantize_weights(
         // the values the rounded weight stands for, where bias correction needs them
         let corrects = act.input_means.contains_key(w);
         let mut hat = None;
+        let mut gptq = None;
         let e = match site.dtype {
             WeightType::Int8 => {
                 let mut q = quantize_weight(&data, &dims, site.axis, floor, act.f16_scales);
+                gptq = refine(&index, ids, site, (&data, &dims), &mut q, (-127, 127), act)?;
                 pair_fix = keep_pairs(&index, ids, plan, site, &data, &dims, &mut q, act);
                 hat = corrects.then(|| bias::dequantized(&q, &dims, None));
                 let param_dims = site.axis.map(|_| vec![q.scales.len()]).unwrap_or_default();
@@ -106,7 +108,16 @@ pub(super) fn quantize_weights(
                 }
             }
             WeightType::Int4 | WeightType::Uint4 => {
-                let (e, q) = encode_4bit(site, &data, &dims, floor, act, &n);
+                let range = if site.dtype == WeightType::Uint4 {
+                    (0, 15)
+                } else {
+                    (-8, 7)
+                };
+                let refine = |q: &mut crate::params::QuantizedWeight| {
+                    refine(&index, ids, site, (&data, &dims), q, range, act)
+                };
+                let (e, q, g) = encode_4bit(site, &data, &dims, floor, act, &n, &refine)?;
+                gptq = g;
                 hat = corrects.then(|| bias::dequantized(&q, &dims, site.block));
                 e
             }
@@ -147,6 +158,7 @@ pub(super) fn quantize_weights(
             decided_by: site.decided_by.clone(),
             pairs: pair_fix,
             bias_correction: corrected,
+            gptq,
         });
         all_scales.insert(w.to_string(), e.scales);
     }
@@ -212,14 +224,24 @@ fn encode_4bit(
     floor: &[f32],
     act: &ActivationParams,
     n: &QdqNames,
-) -> (Encoded, crate::params::QuantizedWeight) {
+    refine: &dyn Fn(
+        &mut crate::params::QuantizedWeight,
+    ) -> Result<Option<super::GptqReport>, Error>,
+) -> Result<
+    (
+        Encoded,
+        crate::params::QuantizedWeight,
+        Option<super::GptqReport>,
+    ),
+    Error,
+> {
     let layout = match (site.block, site.axis) {
         (Some((axis, size)), _) => Int4Layout::Blocks { axis, size },
         (None, Some(a)) => Int4Layout::PerChannel(a),
         (None, None) => Int4Layout::PerTensor,
     };
     let unsigned = site.dtype == WeightType::Uint4;
-    let q = quantize_weight_4bit(
+    let mut q = quantize_weight_4bit(
         data,
         dims,
         layout,
@@ -228,6 +250,7 @@ fn encode_4bit(
         act.clip_search,
         unsigned,
     );
+    let gptq = refine(&mut q)?;
     let param_dims = layout.scale_dims(dims);
     let (values, zeros) = if unsigned {
         let zps: Vec<i8> = q.zero_points.iter().map(|&z| z as i8).collect();
@@ -248,7 +271,7 @@ fn encode_4bit(
         values,
         zeros,
     };
-    (e, q)
+    Ok((e, q, gptq))
 }
 
 /// The weight's DequantizeLinear `dq` placed before its first planned reader, every planned
@@ -414,6 +437,37 @@ fn quantize_bias(
     patch.rewire.push((node, 2, n.dequantized.clone()));
     patch.remove_initializers.push(b.bias.clone());
     Ok(())
+}
+
+/// GPTQ's levels for `q` (the nearest rounding of `w`, levels within `range`), when the
+/// statistics hold the Gram matrix of the one layer reading the weight.
+fn refine(
+    index: &Index,
+    ids: &IdMap,
+    site: &crate::policy::WeightSite,
+    (data, dims): (&[f32], &[usize]),
+    q: &mut crate::params::QuantizedWeight,
+    range: (i32, i32),
+    act: &ActivationParams,
+) -> Result<Option<super::GptqReport>, Error> {
+    let (Some(gram), [(id, 1)]) = (act.grams.get(&site.initializer), &site.consumers[..]) else {
+        return Ok(None);
+    };
+    let node = index.node(ids.get(*id));
+    let nearest = q.values.clone();
+    let at = crate::params::scale_index(dims, q, site.block);
+    let (before, after) =
+        crate::params::gptq::gptq(data, dims, super::rows_of(node), q, &at, range, gram)
+            .map_err(|e| internal(format!("GPTQ on `{}`: {e}", site.initializer)))?;
+    Ok(Some(super::GptqReport {
+        nearest_sqnr_db: before.sqnr_db(),
+        gptq_sqnr_db: after.sqnr_db(),
+        changed: nearest
+            .iter()
+            .zip(&q.values)
+            .filter(|(a, b)| a != b)
+            .count(),
+    }))
 }
 
 /// Bias correction of the one layer reading `site`'s weight (`w`: float values, rounded values,

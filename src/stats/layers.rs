@@ -8,6 +8,66 @@ use serde::{Deserialize, Serialize};
 /// Sums are added as `round(s · 2^40)` (each sample's sum formed in f64 first).
 const SUM_SCALE: f64 = (1u64 << 40) as f64;
 
+/// The products of a layer's input patch entries, `Σ x xᵀ` (GPTQ's Hessian up to a factor), in
+/// diagonal blocks of consecutive entries: `blocks` lists each block's (first entry, size); the
+/// sums are each block's rows in turn, added as `round(s · 2^shift)` (`shift` chosen per layer
+/// from its input range so no sum overflows).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Gram {
+    pub blocks: Vec<(usize, usize)>,
+    pub shift: i32,
+    pub sums: Vec<i64>,
+    /// Patches (rows) summed.
+    pub rows: u64,
+}
+
+impl Gram {
+    /// An empty Gram over `blocks`, for inputs within `±amax` and at most `max_rows` rows.
+    pub fn new(blocks: Vec<(usize, usize)>, amax: f64, max_rows: u64) -> Gram {
+        let size = blocks.iter().map(|b| b.1 * b.1).sum();
+        // |sum| ≤ amax² · rows must stay below 2^62 after scaling
+        let bound = (amax * amax).max(1e-30) * (max_rows.max(1) as f64);
+        let shift = (62.0 - bound.log2().ceil()).clamp(-64.0, 48.0) as i32;
+        Gram {
+            blocks,
+            shift,
+            sums: vec![0; size],
+            rows: 0,
+        }
+    }
+
+    /// Adds one block's f64 sums (`b`: its index), row-major.
+    pub fn add_block(&mut self, b: usize, sums: &[f64]) {
+        let start: usize = self.blocks[..b].iter().map(|x| x.1 * x.1).sum();
+        let scale = 2f64.powi(self.shift);
+        for (a, s) in self.sums[start..start + sums.len()].iter_mut().zip(sums) {
+            *a = a.saturating_add((s * scale).round() as i64);
+        }
+    }
+
+    pub fn merge(&mut self, other: &Gram) -> Result<(), String> {
+        if self.blocks != other.blocks || self.shift != other.shift {
+            return Err("Gram matrices of different blocks".into());
+        }
+        for (a, b) in self.sums.iter_mut().zip(&other.sums) {
+            *a = a.saturating_add(*b);
+        }
+        self.rows += other.rows;
+        Ok(())
+    }
+
+    /// Block `b` as f64, divided by the rows: `E[x xᵀ]` over the block's entries.
+    pub fn block(&self, b: usize) -> Vec<f64> {
+        let start: usize = self.blocks[..b].iter().map(|x| x.1 * x.1).sum();
+        let n = self.blocks[b].1;
+        let scale = 2f64.powi(-self.shift) / self.rows.max(1) as f64;
+        self.sums[start..start + n * n]
+            .iter()
+            .map(|&s| s as f64 * scale)
+            .collect()
+    }
+}
+
 /// The sums of a layer's input patches.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct PatchSums {
@@ -16,6 +76,8 @@ pub struct PatchSums {
     pub sums: Vec<i128>,
     /// Patches (output positions) seen.
     pub count: u64,
+    /// Products of the entries of some of the patches, for GPTQ.
+    pub gram: Option<Gram>,
 }
 
 impl PatchSums {
@@ -42,7 +104,12 @@ impl PatchSums {
             return Ok(());
         }
         if self.sums.is_empty() {
+            let gram = self.gram.take();
             *self = other.clone();
+            if let Some(mut g) = gram {
+                g.merge(other.gram.as_ref().ok_or("Gram matrix on one side only")?)?;
+                self.gram = Some(g);
+            }
             return Ok(());
         }
         if self.sums.len() != other.sums.len() {
@@ -56,7 +123,11 @@ impl PatchSums {
             *a = a.saturating_add(*b);
         }
         self.count += other.count;
-        Ok(())
+        match (&mut self.gram, &other.gram) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, None) => Ok(()),
+            _ => Err("Gram matrix on one side only".into()),
+        }
     }
 
     /// The mean of each entry (zeros before any patch).

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use channels::ChannelMoments;
 pub use file::{StatsFile, is_scoped, load, merge_files, save};
 pub use histogram::Histogram;
-pub use layers::PatchSums;
+pub use layers::{Gram, PatchSums};
 pub use minmax::MinMax;
 pub use trt_cache::{is_trt_cache, read_trt_cache, write_trt_cache};
 

@@ -1,0 +1,325 @@
+//! GPTQ (Frantar et al. 2022, after Optimal Brain Quantization): the integer weights of a
+//! linear layer chosen to minimise its output error `‖(W − Ŵ) X‖²` on the calibration inputs,
+//! instead of rounding each weight to its nearest level.
+//!
+//! Each output row is quantized one input entry at a time, on the scales round-to-nearest
+//! chose (the grid stays; only which level each weight takes changes); the rounding error of
+//! entry `t` is spread over the entries not yet quantized through the upper Cholesky factor `U`
+//! of `H⁻¹`, `H = E[x xᵀ] + λI` (λ: 1 % of the mean diagonal), exactly as GPTQ does. `H` is
+//! kept in diagonal blocks of at most [`BLOCK`] consecutive entries (`stats::Gram`): a layer
+//! whose input patch has at most that many entries per group (every Gemm/MatMul up to 128
+//! features, depthwise and small convs) gets exact GPTQ; a wider one gets GPTQ within each
+//! block, the error not crossing blocks — the memory and time of `Σ x xᵀ` over every entry of
+//! a 3×3×512 conv (4608², 170 MB per layer) would cost more than calibration itself.
+//! Linear algebra (Cholesky, inverse): `faer`.
+
+use faer::linalg::solvers::DenseSolveCore;
+use faer::{Mat, Side};
+
+use super::QuantizedWeight;
+use crate::stats::Gram;
+
+/// Entries per diagonal block of `H`.
+pub const BLOCK: usize = 128;
+
+/// GPTQ's damping: this fraction of the mean diagonal is added to it.
+const DAMP: f64 = 0.01;
+
+/// How a layer's weight rows meet its input patch entries.
+#[derive(Clone, Copy, Debug)]
+pub enum Rows {
+    /// Conv `[M, C/g, k...]` in `groups`: row `o` is contiguous, of `C/g · taps` entries,
+    /// starting at patch entry `(o / (M/g)) · C/g · taps`.
+    Conv { groups: usize },
+    /// `[N, K]` (Gemm with `transB`): row `n` contiguous.
+    Transposed,
+    /// `[K, N]` (Gemm, MatMul): row `n` is column `n`.
+    Matrix,
+}
+
+impl Rows {
+    /// (rows, entries per row) of a weight of `dims`.
+    fn shape(self, dims: &[usize]) -> (usize, usize) {
+        match self {
+            Rows::Conv { .. } => (dims[0], dims[1..].iter().product()),
+            Rows::Transposed => (dims[0], dims[1]),
+            Rows::Matrix => (dims[1], dims[0]),
+        }
+    }
+
+    /// The flat index of entry `j` of row `o`.
+    fn at(self, dims: &[usize], o: usize, j: usize) -> usize {
+        match self {
+            Rows::Conv { .. } | Rows::Transposed => o * self.shape(dims).1 + j,
+            Rows::Matrix => j * dims[1] + o,
+        }
+    }
+
+    /// The first patch entry row `o` reads.
+    fn first_entry(self, dims: &[usize], o: usize) -> usize {
+        match self {
+            Rows::Conv { groups } => {
+                let per_group = dims[0] / groups.max(1);
+                (o / per_group.max(1)) * self.shape(dims).1
+            }
+            _ => 0,
+        }
+    }
+}
+
+/// The diagonal blocks of the Gram matrix for a weight of `dims` read as `rows`: each group's
+/// patch entries in runs of at most [`BLOCK`].
+pub fn blocks(rows: Rows, dims: &[usize]) -> Vec<(usize, usize)> {
+    let (_, per_row) = rows.shape(dims);
+    let groups = match rows {
+        Rows::Conv { groups } => groups.max(1),
+        _ => 1,
+    };
+    let mut out = Vec::new();
+    for g in 0..groups {
+        let mut s = 0;
+        while s < per_row {
+            let len = (per_row - s).min(BLOCK);
+            out.push((g * per_row + s, len));
+            s += len;
+        }
+    }
+    out
+}
+
+/// Output signal and error of a layer, summed over its rows and blocks: `Σ wᵀ H w` and
+/// `Σ (w − ŵ)ᵀ H (w − ŵ)`, `H` block-diagonal.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OutputError {
+    pub signal: f64,
+    pub error: f64,
+}
+
+impl OutputError {
+    /// Output SQNR in dB (infinite without error).
+    pub fn sqnr_db(self) -> f64 {
+        if self.error <= 0.0 {
+            f64::INFINITY
+        } else {
+            10.0 * (self.signal / self.error).log10()
+        }
+    }
+}
+
+/// A quantizer's level for `x` and the value it stands for, on scale `s`, zero-point `z`.
+fn level(x: f64, s: f64, z: i32, (lo, hi): (i32, i32)) -> (i32, f64) {
+    let q = ((x / s).round_ties_even() as i64 + i64::from(z)).clamp(i64::from(lo), i64::from(hi))
+        as i32;
+    (q, f64::from(q - z) * s)
+}
+
+/// Re-chooses the levels of `q` (the round-to-nearest quantization of `w`, shape `dims`, read
+/// as `rows`, levels within `range`; `scale_of(i)`: the scale index of flat entry `i`) by GPTQ
+/// on `gram`. Returns the output error before (nearest) and after.
+pub fn gptq(
+    w: &[f32],
+    dims: &[usize],
+    rows: Rows,
+    q: &mut QuantizedWeight,
+    scale_of: &dyn Fn(usize) -> usize,
+    range: (i32, i32),
+    gram: &Gram,
+) -> Result<(OutputError, OutputError), String> {
+    let (n_rows, per_row) = rows.shape(dims);
+    let zero = |si: usize| q.zero_points.get(si).copied().unwrap_or(0);
+    let (mut before, mut after) = (OutputError::default(), OutputError::default());
+    for (b, &(start, len)) in gram.blocks.iter().enumerate() {
+        let mut h = gram.block(b);
+        // the rows reading this block, and where it starts within them
+        let readers: Vec<(usize, usize)> = (0..n_rows)
+            .filter_map(|o| {
+                let first = rows.first_entry(dims, o);
+                (start >= first && start + len <= first + per_row).then(|| (o, start - first))
+            })
+            .collect();
+        let mean_diag = (0..len).map(|i| h[i * len + i]).sum::<f64>() / len as f64;
+        if readers.is_empty() || mean_diag <= 0.0 || !mean_diag.is_finite() {
+            continue;
+        }
+        // an entry never nonzero: GPTQ's "dead" inputs, whose weights do not matter
+        for i in 0..len {
+            if h[i * len + i] <= 0.0 {
+                h[i * len + i] = mean_diag;
+            }
+        }
+        let signal_err = |v: &dyn Fn(usize) -> f64| {
+            let mut s = 0.0;
+            for i in 0..len {
+                let vi = v(i);
+                if vi != 0.0 {
+                    s += vi * (0..len).map(|j| h[i * len + j] * v(j)).sum::<f64>();
+                }
+            }
+            s
+        };
+        for &(o, off) in &readers {
+            let idx = |t: usize| rows.at(dims, o, off + t);
+            before.signal += signal_err(&|t| f64::from(w[idx(t)]));
+            before.error += signal_err(&|t| {
+                let i = idx(t);
+                let si = scale_of(i);
+                f64::from(w[i])
+                    - f64::from(i32::from(q.values[i]) - zero(si)) * f64::from(q.scales[si])
+            });
+        }
+        let damped = Mat::<f64>::from_fn(len, len, |i, j| {
+            h[i * len + j] + if i == j { DAMP * mean_diag } else { 0.0 }
+        });
+        let hinv = damped
+            .llt(Side::Lower)
+            .map_err(|e| format!("H is not positive definite ({e:?})"))?
+            .inverse();
+        let l = hinv
+            .llt(Side::Lower)
+            .map_err(|e| format!("H⁻¹ is not positive definite ({e:?})"))?;
+        let l = l.L();
+        // U = Lᵀ: U[t][u] = L[u][t]
+        for &(o, off) in &readers {
+            let idx = |t: usize| rows.at(dims, o, off + t);
+            let mut cur: Vec<f64> = (0..len).map(|t| f64::from(w[idx(t)])).collect();
+            for t in 0..len {
+                let i = idx(t);
+                let si = scale_of(i);
+                let (lv, value) = level(cur[t], f64::from(q.scales[si]), zero(si), range);
+                q.values[i] = lv as i8;
+                let err = (cur[t] - value) / l[(t, t)];
+                for u in t + 1..len {
+                    cur[u] -= err * l[(u, t)];
+                }
+            }
+            after.signal += signal_err(&|t| f64::from(w[idx(t)]));
+            after.error += signal_err(&|t| {
+                let i = idx(t);
+                let si = scale_of(i);
+                f64::from(w[i])
+                    - f64::from(i32::from(q.values[i]) - zero(si)) * f64::from(q.scales[si])
+            });
+        }
+    }
+    Ok((before, after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::{Int4Layout, quantize_weight, quantize_weight_4bit, scale_index};
+
+    /// A deterministic pseudo-random sequence in [-1, 1).
+    fn noise(n: usize, seed: u64) -> Vec<f64> {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `rows` inputs of `k` correlated entries (a random mixing of independent ones).
+    fn inputs(rows: usize, k: usize, seed: u64) -> Vec<f64> {
+        let mix = noise(k * k, 99);
+        let z = noise(rows * k, seed);
+        (0..rows * k)
+            .map(|i| {
+                let (r, j) = (i / k, i % k);
+                (0..k).map(|m| mix[j * k + m] * z[r * k + m]).sum::<f64>() + 0.3
+            })
+            .collect()
+    }
+
+    /// ‖(W − Ŵ) X‖² for `W` `[n, k]` and rows of `x`.
+    fn output_error(w: &[f32], q: &QuantizedWeight, dims: &[usize], x: &[f64]) -> f64 {
+        let (n, k) = (dims[0], dims[1]);
+        let at = scale_index(dims, q, None);
+        let d: Vec<f64> = (0..n * k)
+            .map(|i| {
+                let z = q.zero_points.get(at(i)).copied().unwrap_or(0);
+                f64::from(w[i]) - f64::from(i32::from(q.values[i]) - z) * f64::from(q.scales[at(i)])
+            })
+            .collect();
+        x.chunks(k)
+            .map(|row| {
+                (0..n)
+                    .map(|o| (0..k).map(|j| d[o * k + j] * row[j]).sum::<f64>().powi(2))
+                    .sum::<f64>()
+            })
+            .sum()
+    }
+
+    fn gram_of(x: &[f64], k: usize, dims: &[usize]) -> Gram {
+        let blocks = blocks(Rows::Transposed, dims);
+        let rows = (x.len() / k) as u64;
+        let amax = x.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let mut g = Gram::new(blocks.clone(), amax, rows);
+        for (b, &(s, len)) in blocks.iter().enumerate() {
+            let mut sums = vec![0f64; len * len];
+            for row in x.chunks(k) {
+                for i in 0..len {
+                    for j in 0..len {
+                        sums[i * len + j] += row[s + i] * row[s + j];
+                    }
+                }
+            }
+            g.add_block(b, &sums);
+        }
+        g.rows = rows;
+        g
+    }
+
+    /// GPTQ beats round-to-nearest in ‖(W − Ŵ) X‖ on inputs it never saw, for int8 and int4
+    /// per channel, with one block (48 entries) and with three (300 entries).
+    #[test]
+    fn gptq_beats_nearest_on_held_out_inputs() {
+        for k in [48, 300] {
+            let dims = [8, k];
+            let w: Vec<f32> = noise(8 * k, 7).iter().map(|&v| v as f32).collect();
+            let gram = gram_of(&inputs(1000, k, 1), k, &dims);
+            let held_out = inputs(500, k, 2);
+            for four in [false, true] {
+                let rtn = if four {
+                    quantize_weight_4bit(
+                        &w,
+                        &dims,
+                        Int4Layout::PerChannel(0),
+                        &[],
+                        false,
+                        false,
+                        false,
+                    )
+                } else {
+                    quantize_weight(&w, &dims, Some(0), &[], false)
+                };
+                let mut q = rtn.clone();
+                let range = if four { (-8, 7) } else { (-127, 127) };
+                let at = scale_index(&dims, &rtn, None);
+                let (before, after) =
+                    gptq(&w, &dims, Rows::Transposed, &mut q, &at, range, &gram).unwrap();
+                let (e_rtn, e_gptq) = (
+                    output_error(&w, &rtn, &dims, &held_out),
+                    output_error(&w, &q, &dims, &held_out),
+                );
+                // within one block GPTQ is exact; across blocks the error does not travel
+                let bound = if k <= BLOCK { 0.9 } else { 0.95 };
+                assert!(
+                    e_gptq < bound * e_rtn,
+                    "k {k}, int4 {four}: GPTQ {e_gptq} vs nearest {e_rtn}"
+                );
+                // the estimate on the calibration inputs says so too, and the grid is kept
+                assert!(after.error < before.error && after.sqnr_db() > before.sqnr_db());
+                assert_eq!(q.scales, rtn.scales);
+                assert!(
+                    q.values
+                        .iter()
+                        .all(|&v| i32::from(v) >= range.0 && i32::from(v) <= range.1)
+                );
+            }
+        }
+    }
+}
