@@ -14,5 +14,5 @@ pub use array::{Array, Elem, InputSpec};
 pub use image::ImageOptions;
 pub use observer::Observe;
 pub use parts::{Part, partition};
-pub use runner::{Collect, Compiled, Floats, RunOptions, Runner, run_models};
+pub use runner::{Collect, Compiled, Extra, Floats, RunOptions, Runner, run_models};
 pub use source::{Dataset, Sample, read_labels};

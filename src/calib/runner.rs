@@ -25,6 +25,13 @@ use crate::ir::TensorInfo;
 use crate::proto::{GraphProto, ModelProto};
 use crate::stats::{StatsTable, TensorStats};
 
+/// A caller's collector riding along a calibration run: it receives `tensors` (float32) of
+/// every sample, one collector per thread from `make`.
+pub struct Extra<'a> {
+    pub tensors: &'a [String],
+    pub make: &'a (dyn Fn() -> Box<dyn Collect + 'a> + Sync),
+}
+
 /// The model, ready to hand to tract.
 pub struct Runner {
     path: PathBuf,
@@ -243,7 +250,8 @@ impl Runner {
     }
 
     /// Runs every sample of `data` and returns the statistics `observe` asks for, of `tensors`.
-    /// Tensors in `channels` also get per-channel moments along axis 1.
+    /// Tensors in `channels` also get per-channel moments along axis 1. `extra`'s collectors
+    /// see their tensors of every sample in the same run.
     #[allow(clippy::too_many_arguments)]
     pub fn calibrate(
         &self,
@@ -254,8 +262,21 @@ impl Runner {
         data: Dataset,
         opts: &RunOptions,
         observe: Observe,
+        extra: Option<&Extra>,
     ) -> Result<StatsTable, Error> {
-        let plan = self.compile(Some(tensors), inputs, shapes)?;
+        // the observed tensors first, then those only the extra collector reads
+        let mut computed = tensors.to_vec();
+        let mut at = Vec::new();
+        for t in extra.map_or(&[][..], |e| e.tensors) {
+            at.push(match computed.iter().position(|c| c == t) {
+                Some(i) => i,
+                None => {
+                    computed.push(t.clone());
+                    computed.len() - 1
+                }
+            });
+        }
+        let plan = self.compile(Some(&computed), inputs, shapes)?;
         let total = data.len();
         let observer = |t: &String| {
             let o = Observer::new(observe);
@@ -268,6 +289,7 @@ impl Runner {
         let make = || CalibSink {
             tensors,
             observers: tensors.iter().map(observer).collect(),
+            extra: extra.map(|e| (&at[..], (e.make)())),
         };
         let sinks = drive(&[&plan], data, opts, make)?;
         let mut merged: Vec<Observer> = tensors.iter().map(observer).collect();

@@ -256,8 +256,7 @@ mod tests {
     fn gram_of(x: &[f64], k: usize, dims: &[usize]) -> Gram {
         let blocks = blocks(Rows::Transposed, dims);
         let rows = (x.len() / k) as u64;
-        let amax = x.iter().fold(0f64, |m, v| m.max(v.abs()));
-        let mut g = Gram::new(blocks.clone(), amax, rows);
+        let mut g = Gram::new(blocks.clone());
         for (b, &(s, len)) in blocks.iter().enumerate() {
             let mut sums = vec![0f64; len * len];
             for row in x.chunks(k) {

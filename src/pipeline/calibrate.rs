@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::calib::{Dataset, Observe, RunOptions};
+use crate::calib::{Dataset, Extra, Observe, RunOptions};
 use crate::error::{CalibError, Error, ModelError};
 use crate::policy::QuantPlan;
 use crate::report::CalibrationReport;
@@ -25,6 +25,7 @@ pub(super) struct Measured {
     pub(super) report: CalibrationReport,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub(super) fn calibrate(
     engine: &Engine,
     plan: &QuantPlan,
@@ -32,6 +33,7 @@ pub(super) fn calibrate(
     data: Dataset,
     src: &DataSource,
     observe: Observe,
+    extra: Option<&Extra>,
     warn: &dyn Fn(&str),
 ) -> Result<Measured, Error> {
     let observe = Observe {
@@ -42,7 +44,7 @@ pub(super) fn calibrate(
     let samples = data.len();
     let skipped_files = data.skipped_files;
     let threads = src.threads.max(1);
-    let stats = if plan.activations.is_empty() && sub_observed.is_empty() {
+    let stats = if plan.activations.is_empty() && sub_observed.is_empty() && extra.is_none() {
         StatsTable {
             samples,
             tensors: BTreeMap::new(),
@@ -61,7 +63,7 @@ pub(super) fn calibrate(
             .map(|t| Scoped::main(t))
             .collect();
         channels.extend(sub_channels.iter().cloned());
-        engine.calibrate(&wanted, &channels, data, &opts, observe)?
+        engine.calibrate(&wanted, &channels, data, &opts, observe, extra)?
     };
     let skipped: Vec<String> = stats
         .tensors
@@ -208,6 +210,7 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
         data,
         &job.data,
         Observe::all(job.planning.config.bins),
+        None,
         warn,
     )?;
     clock.lap("calibrate");

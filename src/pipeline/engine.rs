@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::calib::{
-    Array, Collect, Dataset, InputSpec, Observe, Part, RunOptions, Runner, TensorInfo, run_models,
+    Array, Dataset, Extra, InputSpec, Observe, Part, RunOptions, Runner, TensorInfo,
 };
 use crate::error::{CalibError, Error};
 use crate::ir::control::{self, Flat, Step};
@@ -154,6 +154,7 @@ impl Engine {
     /// Statistics of `wanted` over `data`, by [`Scoped::key`]: merged over the parts and over
     /// the instances of each subgraph tensor. A subgraph tensor no part reaches has none; a
     /// main-graph tensor without statistics is an error.
+    /// `extra` (main-graph tensors) rides along every part's run.
     pub fn calibrate(
         &self,
         wanted: &[Scoped],
@@ -161,6 +162,7 @@ impl Engine {
         data: Dataset,
         opts: &RunOptions,
         observe: Observe,
+        extra: Option<&Extra>,
     ) -> Result<StatsTable, Error> {
         let samples = data.len();
         let mut merged: BTreeMap<String, TensorStats> = BTreeMap::new();
@@ -182,7 +184,7 @@ impl Engine {
                 }
                 of.push((t.key(&self.model), names));
             }
-            if flat.is_empty() {
+            if flat.is_empty() && extra.is_none() {
                 continue;
             }
             let part_data = part.data.clone().expect("parts of data hold data");
@@ -194,6 +196,7 @@ impl Engine {
                 part_data,
                 opts,
                 observe,
+                extra,
             )?;
             for (key, names) in of {
                 for n in names {
@@ -218,27 +221,6 @@ impl Engine {
             tensors: merged,
             ..Default::default()
         })
-    }
-
-    /// Main-graph `tensors` computed over `data`, handed to collectors from `make` (one per
-    /// thread and part; the caller merges them).
-    pub fn collect<C: Collect>(
-        &self,
-        tensors: &[String],
-        data: Dataset,
-        opts: &RunOptions,
-        make: impl Fn() -> C + Sync,
-    ) -> Result<Vec<C>, Error> {
-        let mut out = Vec::new();
-        for part in self.parts(Some(&data))? {
-            let legs = self.legs(&part)?;
-            let compiled = legs[0]
-                .runner
-                .compile(Some(tensors), &self.inputs, &part.shapes)?;
-            let part_data = part.data.clone().expect("parts of data hold data");
-            out.extend(run_models(&[&compiled], part_data, opts, &make)?);
-        }
-        Ok(out)
     }
 
     /// Runs the model as it is over `data`; the number of samples run.

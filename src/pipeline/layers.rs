@@ -4,16 +4,15 @@
 //! the copy tract runs. `rewrite` turns them into each layer's mean output shift.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
-use crate::calib::{Collect, Dataset, Floats, Sample};
+use crate::calib::{Collect, Floats, Sample};
 use crate::error::Error;
 use crate::ir::{self, Index};
 use crate::params::gptq;
 use crate::policy::QuantPlan;
 use crate::proto::{ModelProto, NodeProto};
-use crate::stats::{Gram, PatchSums, StatsTable};
-
-use super::{DataSource, Engine};
+use crate::stats::{Gram, PatchSums};
 
 /// How a layer forms its input patches.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,8 +42,8 @@ struct Site {
     /// Index of its input among the tensors computed.
     tensor: usize,
     geometry: Geometry,
-    /// GPTQ: the empty Gram matrix to accumulate into.
-    gram: Option<Gram>,
+    /// GPTQ: the diagonal blocks of the Gram matrix to sum.
+    gram: Option<Vec<(usize, usize)>>,
 }
 
 /// Patches per sample and layer whose products GPTQ's Gram matrix sums (spread evenly over the
@@ -93,30 +92,13 @@ fn geometry(node: &NodeProto, weight_dims: &[usize]) -> Option<Geometry> {
     }
 }
 
-/// What the measuring pass collects: the mean input patches (bias correction), and for the
-/// weights `gptq` selects the Gram matrices (inputs within the calibrated range of each
-/// layer's input in `stats`, `samples` of them).
-pub(super) struct Wanted<'a> {
-    pub(super) gptq: &'a dyn Fn(&str) -> bool,
-    /// Statistics holding the range of each layer input GPTQ reads (`inputs` lists them).
-    pub(super) stats: &'a StatsTable,
-    pub(super) samples: usize,
-}
-
-/// The data inputs of the layers of `plan` that bias correction or GPTQ may adjust.
-pub(super) fn inputs(model: &ModelProto, plan: &QuantPlan) -> Vec<String> {
-    let none = StatsTable::default();
-    let wanted = Wanted {
-        gptq: &|_| false,
-        stats: &none,
-        samples: 0,
-    };
-    sites(model, plan, &wanted).1
-}
-
 /// The layers of `plan` bias correction or GPTQ adjust: a weight read by one Conv/Gemm/MatMul
 /// as its weight, and that layer's data input; the input tensors in order.
-fn sites(model: &ModelProto, plan: &QuantPlan, wanted: &Wanted) -> (Vec<Site>, Vec<String>) {
+fn sites(
+    model: &ModelProto,
+    plan: &QuantPlan,
+    gptq: &dyn Fn(&str) -> bool,
+) -> (Vec<Site>, Vec<String>) {
     let graph = ir::graph(model);
     let index = Index::new(graph);
     let mut tensors: Vec<String> = Vec::new();
@@ -139,24 +121,8 @@ fn sites(model: &ModelProto, plan: &QuantPlan, wanted: &Wanted) -> (Vec<Site>, V
                 tensors.len() - 1
             }
         };
-        // the input's calibrated range bounds the products (an unobserved input: no GPTQ)
-        let amax = wanted
-            .stats
-            .tensors
-            .get(x)
-            .filter(|s| s.minmax.is_observed())
-            .map(|s| f64::from(s.minmax.min.abs().max(s.minmax.max.abs())));
-        let gram = match amax {
-            Some(a) if (wanted.gptq)(&w.initializer) && a.is_finite() => {
-                let rows = (wanted.samples * ROWS_PER_SAMPLE) as u64;
-                Some(Gram::new(
-                    gptq::blocks(crate::rewrite::rows_of(node), &w.dims),
-                    a,
-                    rows,
-                ))
-            }
-            _ => None,
-        };
+        let gram =
+            gptq(&w.initializer).then(|| gptq::blocks(crate::rewrite::rows_of(node), &w.dims));
         out.push(Site {
             weight: w.initializer.clone(),
             tensor,
@@ -288,8 +254,9 @@ fn conv_patch(x: &Floats, g: &Geometry, p: usize, out: &mut [f64]) {
     }
 }
 
-/// Adds the products of up to [`ROWS_PER_SAMPLE`] patches of input `x` (evenly spread) to `g`.
-fn add_products(g: &mut Gram, x: &Floats, geometry: &Geometry) {
+/// The products of up to [`ROWS_PER_SAMPLE`] patches of input `x` (evenly spread) over each of
+/// `blocks`, and the number of patches.
+fn products(blocks: &[(usize, usize)], x: &Floats, geometry: &Geometry) -> (Vec<Vec<f64>>, u64) {
     let (patches, k) = match geometry {
         Geometry::Matrix => {
             let k = x.shape.last().copied().unwrap_or(0);
@@ -301,15 +268,17 @@ fn add_products(g: &mut Gram, x: &Floats, geometry: &Geometry) {
             dilations: [dh, dw],
             pads,
         } => {
-            let &[n, c, h, w] = x.shape else { return };
+            let &[n, c, h, w] = x.shape else {
+                return (Vec::new(), 0);
+            };
             let (oh, _) = axis(h, *kh, *sh, *dh, *pads, 0);
             let (ow, _) = axis(w, *kw, *sw, *dw, *pads, 1);
             (n * oh * ow, c * kh * kw)
         }
     };
     let r = patches.min(ROWS_PER_SAMPLE);
-    if r == 0 || k == 0 || g.blocks.last().is_some_and(|b| b.0 + b.1 > k) {
-        return;
+    if r == 0 || k == 0 || blocks.last().is_some_and(|b| b.0 + b.1 > k) {
+        return (Vec::new(), 0);
     }
     let mut rows = vec![0f64; r * k];
     for (j, row) in rows.chunks_mut(k).enumerate() {
@@ -323,8 +292,8 @@ fn add_products(g: &mut Gram, x: &Floats, geometry: &Geometry) {
             _ => conv_patch(x, geometry, p, row),
         }
     }
-    for b in 0..g.blocks.len() {
-        let (s, len) = g.blocks[b];
+    let mut out = Vec::with_capacity(blocks.len());
+    for &(s, len) in blocks {
         let mut sums = vec![0f64; len * len];
         // sums = Xᵀ X over the block's columns of the rows (row-major r × k)
         // SAFETY: the pointers and strides describe `rows` (r × k, from column `s`, `len`
@@ -347,81 +316,94 @@ fn add_products(g: &mut Gram, x: &Floats, geometry: &Geometry) {
                 1,
             );
         }
-        g.add_block(b, &sums);
+        out.push(sums);
     }
-    g.rows += r as u64;
+    (out, r as u64)
 }
 
-/// One thread's sums.
-struct Patches<'a> {
-    sites: &'a [Site],
-    names: &'a [String],
-    acc: Vec<PatchSums>,
+/// What bias correction and GPTQ measure of the layers of a plan, riding along calibration:
+/// each sample's sums are formed in f64 by the thread that ran it, then added in fixed point
+/// (exact in any order) to the one accumulator of each layer.
+pub(super) struct LayerProbe {
+    sites: Vec<Site>,
+    /// The layers' data inputs, in the order the collectors receive them.
+    pub(super) tensors: Vec<String>,
+    shared: Vec<Mutex<PatchSums>>,
 }
+
+impl LayerProbe {
+    /// The probe of the layers of `plan` (in `model`, the written model's graph) bias correction
+    /// adjusts, with Gram matrices for the weights `gptq` selects; `None` without such layers.
+    pub(super) fn new(
+        model: &ModelProto,
+        plan: &QuantPlan,
+        gptq: &dyn Fn(&str) -> bool,
+    ) -> Option<LayerProbe> {
+        let (sites, tensors) = sites(model, plan, gptq);
+        let shared = sites
+            .iter()
+            .map(|s| {
+                Mutex::new(PatchSums {
+                    gram: s.gram.clone().map(Gram::new),
+                    ..PatchSums::default()
+                })
+            })
+            .collect();
+        (!sites.is_empty()).then_some(LayerProbe {
+            sites,
+            tensors,
+            shared,
+        })
+    }
+
+    pub(super) fn collector(&self) -> Box<dyn Collect + '_> {
+        Box::new(Patches(self))
+    }
+
+    /// The sums, by weight.
+    pub(super) fn finish(self) -> BTreeMap<String, PatchSums> {
+        let sums = self
+            .shared
+            .into_iter()
+            .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()));
+        self.sites.into_iter().map(|s| s.weight).zip(sums).collect()
+    }
+}
+
+/// One thread's view of a [`LayerProbe`].
+struct Patches<'a>(&'a LayerProbe);
 
 impl Collect for Patches<'_> {
     fn collect(&mut self, _: &Sample, outputs: &[Vec<Floats>]) -> Result<(), Error> {
-        for (site, acc) in self.sites.iter().zip(&mut self.acc) {
+        let probe = self.0;
+        for (site, shared) in probe.sites.iter().zip(&probe.shared) {
             let x = &outputs[0][site.tensor];
-            match site.geometry {
+            let fail = |e: String| {
+                Error::Internal(format!(
+                    "layer statistics: input `{}` of weight `{}` {e}",
+                    probe.tensors[site.tensor], site.weight
+                ))
+            };
+            let (sums, count) = match site.geometry {
                 Geometry::Matrix => matrix_sums(x),
                 _ => conv_sums(x, &site.geometry),
             }
-            .and_then(|(sums, count)| acc.add(&sums, count))
-            .map(|_| {
-                if let Some(g) = &mut acc.gram {
-                    add_products(g, x, &site.geometry);
+            .map_err(fail)?;
+            let products = site
+                .gram
+                .as_ref()
+                .map(|blocks| products(blocks, x, &site.geometry));
+            let mut acc = shared.lock().unwrap_or_else(|p| p.into_inner());
+            acc.add(&sums, count).map_err(fail)?;
+            if let (Some(g), Some((blocks, rows))) = (&mut acc.gram, products) {
+                for (b, s) in blocks.iter().enumerate() {
+                    g.add_block(b, s);
                 }
-            })
-            .map_err(|e| {
-                Error::Internal(format!(
-                    "bias correction: input `{}` of weight `{}` {e}",
-                    self.names[site.tensor], site.weight
-                ))
-            })?;
+                g.rows += rows;
+            }
         }
         Ok(())
     }
-}
-
-/// The input patch sums of every layer of `plan` (in `model`, the written model's graph) bias
-/// correction adjusts, over `data`, by weight.
-pub(super) fn measure(
-    engine: &Engine,
-    model: &ModelProto,
-    plan: &QuantPlan,
-    data: Dataset,
-    src: &DataSource,
-    wanted: &Wanted,
-) -> Result<BTreeMap<String, PatchSums>, Error> {
-    let (sites, tensors) = sites(model, plan, wanted);
-    if sites.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    let threads = engine.collect(&tensors, data, &src.run_options(src.progress), || Patches {
-        sites: &sites,
-        names: &tensors,
-        acc: sites
-            .iter()
-            .map(|s| PatchSums {
-                gram: s.gram.clone(),
-                ..PatchSums::default()
-            })
-            .collect(),
-    })?;
-    let mut merged: Vec<PatchSums> = sites
-        .iter()
-        .map(|s| PatchSums {
-            gram: s.gram.clone(),
-            ..PatchSums::default()
-        })
-        .collect();
-    for t in threads {
-        for (m, a) in merged.iter_mut().zip(&t.acc) {
-            m.merge(a).map_err(Error::Internal)?;
-        }
-    }
-    Ok(sites.into_iter().map(|s| s.weight).zip(merged).collect())
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::accuracy::compare::{self, Comparison, Labels, Measure, Source};
-use crate::calib::Dataset;
+use crate::calib::{Dataset, Extra};
 use crate::config::Config;
 use crate::error::{Error, ModelError};
 use crate::onnx::{SaveOptions, Saved};
@@ -18,6 +18,7 @@ use crate::stats::{self, StatsTable};
 
 use super::build::{Built, Subs, build};
 use super::calibrate::{calibrate, load_stats, split_holdout};
+use super::layers::LayerProbe;
 use super::open::{Model, open_model};
 use super::plan::{Planned, plan_model};
 use super::ranges::amax_table;
@@ -53,49 +54,42 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     let (calib_part, holdout) = hold_out(job, p.data, data_src)?;
     let observe = observe_for(&job.planning.config, &plan).union(p.sub_observe);
     let observed = (p.sub_observed.as_slice(), &p.sub_channels);
+    // bias correction and GPTQ measure the layers' inputs in the same run
+    let config = &job.planning.config;
+    let gptq = |w: &str| {
+        config.gptq
+            && plan
+                .weights
+                .iter()
+                .any(|s| s.initializer == w && s.dtype != crate::params::WeightType::Fp8)
+    };
+    let probe = (config.bias_correction || config.gptq)
+        .then(|| LayerProbe::new(&written, &plan, &gptq))
+        .flatten();
     let (mut stats, calibration, source) = match (&job.stats, calib_part.clone()) {
         (StatsSource::Calibrate(d), Some(data)) => {
-            let m = calibrate(&engine, &plan, observed, data, d, observe, warn)?;
+            let make = || probe.as_ref().expect("a probe").collector();
+            let extra = probe.as_ref().map(|p| Extra {
+                tensors: &p.tensors,
+                make: &make,
+            });
+            let m = calibrate(
+                &engine,
+                &plan,
+                observed,
+                data,
+                d,
+                observe,
+                extra.as_ref(),
+                warn,
+            )?;
             (m.stats, m.report, d.path.clone())
         }
         (stats, _) => read_statistics(stats, &job.input, warn)?,
     };
     clock.lap("calibrate");
-    let config = &job.planning.config;
-    if (config.bias_correction || config.gptq)
-        && let (Some(d), Some(data)) = (data_src, calib_part.clone())
-    {
-        let gptq = |w: &str| {
-            config.gptq
-                && plan
-                    .weights
-                    .iter()
-                    .any(|s| s.initializer == w && s.dtype != crate::params::WeightType::Fp8)
-        };
-        // GPTQ sizes its sums by each layer input's range: inputs calibration did not observe
-        // (weight-only) are observed first
-        let unobserved: Vec<super::Scoped> = super::layers::inputs(&written, &plan)
-            .iter()
-            .filter(|t| config.gptq && !stats.tensors.contains_key(*t))
-            .map(|t| super::Scoped::main(t))
-            .collect();
-        let mut ranges = StatsTable::default();
-        if !unobserved.is_empty() {
-            let opts = d.run_options(d.progress);
-            let none = Default::default();
-            ranges =
-                engine.calibrate(&unobserved, &none, data.clone(), &opts, Default::default())?;
-        }
-        ranges
-            .tensors
-            .extend(stats.tensors.iter().map(|(k, v)| (k.clone(), v.clone())));
-        let wanted = super::layers::Wanted {
-            gptq: &gptq,
-            stats: &ranges,
-            samples: data.len(),
-        };
-        stats.layers = super::layers::measure(&engine, &written, &plan, data, d, &wanted)?;
-        clock.lap("layer-inputs");
+    if let Some(p) = probe {
+        stats.layers = p.finish();
     }
 
     // tract's copy of the weights goes before the rewrite reads them (unless mixed precision

@@ -169,6 +169,7 @@ impl Bench<'_> {
             data,
             &self.s.src.run_options(false),
             observe,
+            None,
         )?;
         self.s.stats.tensors.extend(more.tensors);
         Ok(())
@@ -278,6 +279,7 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
                 head.clone(),
                 &job.data,
                 observe_for(config, &plan).union(p.sub_observe),
+                None,
                 warn,
             )?;
             (Some(head), tail, m.stats, job.data.path.clone())

@@ -495,7 +495,13 @@ fn correct_bias(
         return Ok(None);
     };
     let n = shift.len();
-    let existing = node.input.get(2).filter(|b| !b.is_empty());
+    // a MatMul's bias is the constant an Add after it adds (PyTorch's Linear, exported): its
+    // values change under the same name (the plan may quantize it as the Add's input)
+    let added = matmul_bias(index, node, n);
+    let (id, node, existing) = match added {
+        Some((add, slot)) => (add, index.node(add), index.node(add).input.get(slot)),
+        None => (id, node, node.input.get(2).filter(|b| !b.is_empty())),
+    };
     let old = match existing {
         Some(b) => match index.initializer(b).map(f32_data) {
             Some(Ok(v)) if v.len() == n => v,
@@ -519,6 +525,17 @@ fn correct_bias(
         Some(b) if plan.biases.iter().any(|s| &s.bias == b) => {
             biases.insert(b.clone(), new);
         }
+        Some(b) if added.is_some() => {
+            let dims: Vec<usize> = index
+                .initializer(b)
+                .expect("checked")
+                .dims
+                .iter()
+                .map(|&d| d as usize)
+                .collect();
+            patch.remove_initializers.push(b.clone());
+            patch.add_initializers.push(f32_tensor(b, &dims, &new));
+        }
         Some(b) => {
             let name = names.fresh(&format!("{b}_corrected"));
             patch.add_initializers.push(f32_tensor(&name, &[n], &new));
@@ -541,6 +558,31 @@ fn correct_bias(
         }
     }
     Ok(Some(report))
+}
+
+/// The Add after a MatMul `node` (its only reader) adding a float constant of `n` values (`[n]`
+/// or `[1, n]`), and that constant's input slot.
+fn matmul_bias(index: &Index, node: &crate::proto::NodeProto, n: usize) -> Option<(usize, usize)> {
+    if node.op_type() != "MatMul" {
+        return None;
+    }
+    let out = node.output.first()?;
+    let [(add, slot)] = index.consumers(out) else {
+        return None;
+    };
+    let add_node = index.node(*add);
+    if add_node.op_type() != "Add" || index.is_graph_output(out) || index.is_captured(out) {
+        return None;
+    }
+    let other = 1 - *slot;
+    let name = add_node.input.get(other)?;
+    let t = index.initializer(name)?;
+    let dims: Vec<i64> = t.dims.iter().copied().filter(|&d| d != 1).collect();
+    let own = index.consumers(name).len() == 1
+        && !index.is_graph_input(name)
+        && !index.is_graph_output(name)
+        && !index.is_captured(name);
+    (dims == [n as i64] && t.dims.last() == Some(&(n as i64)) && own).then_some((*add, other))
 }
 
 /// Removes the nodes computing a constant weight that nothing reads any more; whether all went.

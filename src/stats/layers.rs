@@ -10,27 +10,22 @@ const SUM_SCALE: f64 = (1u64 << 40) as f64;
 
 /// The products of a layer's input patch entries, `Σ x xᵀ` (GPTQ's Hessian up to a factor), in
 /// diagonal blocks of consecutive entries: `blocks` lists each block's (first entry, size); the
-/// sums are each block's rows in turn, added as `round(s · 2^shift)` (`shift` chosen per layer
-/// from its input range so no sum overflows).
+/// sums are each block's rows in turn, added as `round(s · 2^40)` like the patch sums (products
+/// up to 10^12 over 10^7 patches do not overflow).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Gram {
     pub blocks: Vec<(usize, usize)>,
-    pub shift: i32,
-    pub sums: Vec<i64>,
+    pub sums: Vec<i128>,
     /// Patches (rows) summed.
     pub rows: u64,
 }
 
 impl Gram {
-    /// An empty Gram over `blocks`, for inputs within `±amax` and at most `max_rows` rows.
-    pub fn new(blocks: Vec<(usize, usize)>, amax: f64, max_rows: u64) -> Gram {
+    /// An empty Gram over `blocks`.
+    pub fn new(blocks: Vec<(usize, usize)>) -> Gram {
         let size = blocks.iter().map(|b| b.1 * b.1).sum();
-        // |sum| ≤ amax² · rows must stay below 2^62 after scaling
-        let bound = (amax * amax).max(1e-30) * (max_rows.max(1) as f64);
-        let shift = (62.0 - bound.log2().ceil()).clamp(-64.0, 48.0) as i32;
         Gram {
             blocks,
-            shift,
             sums: vec![0; size],
             rows: 0,
         }
@@ -39,14 +34,13 @@ impl Gram {
     /// Adds one block's f64 sums (`b`: its index), row-major.
     pub fn add_block(&mut self, b: usize, sums: &[f64]) {
         let start: usize = self.blocks[..b].iter().map(|x| x.1 * x.1).sum();
-        let scale = 2f64.powi(self.shift);
         for (a, s) in self.sums[start..start + sums.len()].iter_mut().zip(sums) {
-            *a = a.saturating_add((s * scale).round() as i64);
+            *a = a.saturating_add((s * SUM_SCALE).round() as i128);
         }
     }
 
     pub fn merge(&mut self, other: &Gram) -> Result<(), String> {
-        if self.blocks != other.blocks || self.shift != other.shift {
+        if self.blocks != other.blocks {
             return Err("Gram matrices of different blocks".into());
         }
         for (a, b) in self.sums.iter_mut().zip(&other.sums) {
@@ -60,7 +54,7 @@ impl Gram {
     pub fn block(&self, b: usize) -> Vec<f64> {
         let start: usize = self.blocks[..b].iter().map(|x| x.1 * x.1).sum();
         let n = self.blocks[b].1;
-        let scale = 2f64.powi(-self.shift) / self.rows.max(1) as f64;
+        let scale = 1.0 / SUM_SCALE / self.rows.max(1) as f64;
         self.sums[start..start + n * n]
             .iter()
             .map(|&s| s as f64 * scale)

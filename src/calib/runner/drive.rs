@@ -177,10 +177,31 @@ impl Sink for CountSink {
 pub(super) struct CalibSink<'a> {
     pub(super) tensors: &'a [String],
     pub(super) observers: Vec<Observer>,
+    /// A caller's collector, and which outputs it reads (its tensors, in order).
+    pub(super) extra: Option<(&'a [usize], Box<dyn Collect + 'a>)>,
 }
 
 impl Sink for CalibSink<'_> {
     fn consume(&mut self, sample: &Sample, outputs: &[TVec<TValue>]) -> Result<(), Error> {
+        if let Some((at, collector)) = &mut self.extra {
+            let picked: Vec<&TValue> = at.iter().map(|&i| &outputs[0][i]).collect();
+            let cast: Vec<std::borrow::Cow<Tensor>> = picked
+                .iter()
+                .map(|v| v.cast_to::<f32>())
+                .collect::<TractResult<_>>()
+                .map_err(|e| Error::Internal(format!("casting an output to float32: {e:#}")))?;
+            let views: Vec<Floats> = cast
+                .iter()
+                .map(|t| Floats {
+                    shape: t.shape(),
+                    data: t
+                        .try_as_plain_ram()
+                        .and_then(|v| v.as_slice::<f32>())
+                        .unwrap_or(&[]),
+                })
+                .collect();
+            collector.collect(sample, &[views])?;
+        }
         for ((value, obs), name) in outputs[0].iter().zip(&mut self.observers).zip(self.tensors) {
             let values = value
                 .try_as_plain_ram()
