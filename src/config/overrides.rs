@@ -108,6 +108,9 @@ pub struct WeightOverride {
     pub axis: Option<usize>,
     /// int4 blocks along the input-channel axis (0: none).
     pub block_size: Option<usize>,
+    /// `rounding: gptq` (`Some(true)`) or `nearest`.
+    pub gptq: Option<bool>,
+    pub bias_correction: Option<bool>,
 }
 
 /// One entry of `overrides:`.
@@ -391,7 +394,14 @@ fn check_activations(a: &ActivationOverride, pos: Pos, path: &str, problems: &mu
 
 fn decode_weights(node: &Node, path: &str, problems: &mut Vec<Problem>) -> WeightOverride {
     let mut w = WeightOverride::default();
-    let allowed = ["dtype", "per_channel", "axis", "block_size"];
+    let allowed = [
+        "dtype",
+        "per_channel",
+        "axis",
+        "block_size",
+        "rounding",
+        "bias_correction",
+    ];
     for (k, kpos, v) in entries(node, path, problems) {
         let p = format!("{path}.{k}");
         match (k.as_str(), &v.kind) {
@@ -408,6 +418,20 @@ fn decode_weights(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Weigh
                 ),
             )),
             ("per_channel", Kind::Bool(b)) => w.per_channel = Some(*b),
+            ("rounding", Kind::Str(s)) if s == "nearest" || s == "gptq" => {
+                w.gptq = Some(s == "gptq")
+            }
+            ("rounding", other) => problems.push(problem(
+                v.pos,
+                &p,
+                format!("expected nearest or gptq, got {}", other.describe()),
+            )),
+            ("bias_correction", Kind::Bool(b)) => w.bias_correction = Some(*b),
+            ("bias_correction", other) => problems.push(problem(
+                v.pos,
+                &p,
+                format!("expected true or false, got {}", other.describe()),
+            )),
             ("axis", Kind::Int(a)) if *a >= 0 => w.axis = Some(*a as usize),
             ("block_size", Kind::Int(b)) if (0..=1 << 16).contains(b) => {
                 w.block_size = Some(*b as usize)

@@ -94,19 +94,19 @@ fn geometry(node: &NodeProto, weight_dims: &[usize]) -> Option<Geometry> {
 
 /// The layers of `plan` bias correction or GPTQ adjust: a weight read by one Conv/Gemm/MatMul
 /// as its weight, and that layer's data input; the input tensors in order.
-fn sites(
-    model: &ModelProto,
-    plan: &QuantPlan,
-    gptq: &dyn Fn(&str) -> bool,
-) -> (Vec<Site>, Vec<String>) {
+fn sites(model: &ModelProto, plan: &QuantPlan) -> (Vec<Site>, Vec<String>) {
     let graph = ir::graph(model);
     let index = Index::new(graph);
     let mut tensors: Vec<String> = Vec::new();
     let mut out = Vec::new();
     for w in &plan.weights {
+        let gptq = w.gptq && w.dtype != crate::params::WeightType::Fp8;
         let [(node, 1)] = w.consumers[..] else {
             continue;
         };
+        if !gptq && !w.bias_correction {
+            continue;
+        }
         let node = index.node(node);
         let Some(geometry) = geometry(node, &w.dims) else {
             continue;
@@ -121,8 +121,7 @@ fn sites(
                 tensors.len() - 1
             }
         };
-        let gram =
-            gptq(&w.initializer).then(|| gptq::blocks(crate::rewrite::rows_of(node), &w.dims));
+        let gram = gptq.then(|| gptq::blocks(crate::rewrite::rows_of(node), &w.dims));
         out.push(Site {
             weight: w.initializer.clone(),
             tensor,
@@ -332,14 +331,10 @@ pub(super) struct LayerProbe {
 }
 
 impl LayerProbe {
-    /// The probe of the layers of `plan` (in `model`, the written model's graph) bias correction
-    /// adjusts, with Gram matrices for the weights `gptq` selects; `None` without such layers.
-    pub(super) fn new(
-        model: &ModelProto,
-        plan: &QuantPlan,
-        gptq: &dyn Fn(&str) -> bool,
-    ) -> Option<LayerProbe> {
-        let (sites, tensors) = sites(model, plan, gptq);
+    /// The probe of the layers of `plan` (in `model`, the written model's graph) whose weights
+    /// bias correction or GPTQ adjust (`WeightSite::bias_correction`, `gptq`); `None` without.
+    pub(super) fn new(model: &ModelProto, plan: &QuantPlan) -> Option<LayerProbe> {
+        let (sites, tensors) = sites(model, plan);
         let shared = sites
             .iter()
             .map(|s| {

@@ -56,16 +56,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     let observed = (p.sub_observed.as_slice(), &p.sub_channels);
     // bias correction and GPTQ measure the layers' inputs in the same run
     let config = &job.planning.config;
-    let gptq = |w: &str| {
-        config.gptq
-            && plan
-                .weights
-                .iter()
-                .any(|s| s.initializer == w && s.dtype != crate::params::WeightType::Fp8)
-    };
-    let probe = (config.bias_correction || config.gptq)
-        .then(|| LayerProbe::new(&written, &plan, &gptq))
-        .flatten();
+    let probe = LayerProbe::new(&written, &plan);
     let (mut stats, calibration, source) = match (&job.stats, calib_part.clone()) {
         (StatsSource::Calibrate(d), Some(data)) => {
             let make = || probe.as_ref().expect("a probe").collector();

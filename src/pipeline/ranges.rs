@@ -70,17 +70,25 @@ pub(super) fn activation_params_of(
         clip_search: config.clip_search,
         cpu_overflow: config.cpu_overflow,
         float_reads_per_axis: config.placement.float_reads_per_axis,
-        input_means: stats
-            .layers
+        input_means: plan
+            .weights
             .iter()
-            .filter(|_| config.bias_correction)
-            .map(|(w, p)| (w.clone(), p.means()))
+            .filter(|w| w.bias_correction)
+            .filter_map(|w| {
+                Some((
+                    w.initializer.clone(),
+                    stats.layers.get(&w.initializer)?.means(),
+                ))
+            })
             .collect(),
-        grams: stats
-            .layers
+        grams: plan
+            .weights
             .iter()
-            .filter(|_| config.gptq)
-            .filter_map(|(w, p)| Some((w.clone(), p.gram.clone()?)))
+            .filter(|w| w.gptq)
+            .filter_map(|w| {
+                let gram = stats.layers.get(&w.initializer)?.gram.clone()?;
+                Some((w.initializer.clone(), gram))
+            })
             .collect(),
         ..ActivationParams::default()
     };

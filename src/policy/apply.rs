@@ -165,6 +165,7 @@ fn weight_settings(overrides: &Overrides, graph: &GraphProto, w: &mut WeightSite
     let mut axis_set = false;
     let mut dtype_set = false;
     let mut block_set = false;
+    let (mut gptq_set, mut bias_set) = (false, false);
     for o in overrides
         .list
         .iter()
@@ -192,6 +193,16 @@ fn weight_settings(overrides: &Overrides, graph: &GraphProto, w: &mut WeightSite
             block_set = true;
             w.block_size = b;
             w.decided_by.push(format!("block_size: {label}"));
+        }
+        if !gptq_set && let Some(g) = o.weights.gptq {
+            gptq_set = true;
+            w.gptq = g;
+            w.decided_by.push(format!("rounding: {label}"));
+        }
+        if !bias_set && let Some(b) = o.weights.bias_correction {
+            bias_set = true;
+            w.bias_correction = b;
+            w.decided_by.push(format!("bias_correction: {label}"));
         }
     }
 }

@@ -103,6 +103,10 @@ pub struct WeightSite {
     pub dims: Vec<usize>,
     /// Blocks: (axis, block size). `axis` is then unused.
     pub block: Option<(usize, usize)>,
+    /// Levels chosen by GPTQ (`weights.rounding: gptq`) instead of nearest.
+    pub gptq: bool,
+    /// The reading layer's bias absorbs the mean shift the rounding causes (`bias_correction`).
+    pub bias_correction: bool,
 }
 
 /// A float bias stored as int32 with scale `s_x · s_w` (ORT's QLinearConv / QGemm).

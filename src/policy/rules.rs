@@ -336,6 +336,8 @@ impl<'a> Builder<'a> {
                             input_axis,
                             dims,
                             block: None,
+                            gptq: self.config.gptq,
+                            bias_correction: self.config.bias_correction,
                         },
                     )
                 },
