@@ -196,8 +196,8 @@ pub struct RangeArgs {
     /// LayerNormalization that feeds MatMul/Gemm move into their weights (needs --calib).
     #[arg(long, value_name = "ALPHA")]
     pub smoothquant: Option<f64>,
-    /// How weights are rounded: nearest, or gptq (levels chosen to minimise each layer's output
-    /// error on the calibration data) [preset: nearest]
+    /// How weights are rounded: nearest, gptq (levels chosen to minimise each layer's output
+    /// error on the calibration data), or auto (gptq for 4-bit weights) [preset: auto]
     #[arg(long, value_name = "HOW")]
     pub rounding: Option<Rounding>,
     /// Cross-layer equalization: the channels of Conv/Gemm pairs joined by a Relu rescaled so
@@ -216,6 +216,7 @@ pub struct RangeArgs {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Rounding {
+    Auto,
     Nearest,
     Gptq,
 }

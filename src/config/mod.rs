@@ -258,7 +258,8 @@ impl Resolved {
             },
             block_size: self.number("weights.block_size") as usize,
             clip_search: self.bool("weights.clip_search"),
-            gptq: self.word("weights.rounding") == "gptq",
+            rounding: crate::params::Rounding::parse(self.word("weights.rounding"))
+                .unwrap_or(crate::params::Rounding::Auto),
             cpu_overflow: match self.word("weights.cpu_overflow") {
                 "auto" => CpuOverflow::Auto,
                 "all" => CpuOverflow::All,
@@ -368,8 +369,8 @@ pub struct Config {
     pub block_size: usize,
     /// int4 scales by least squared error.
     pub clip_search: bool,
-    /// `weights.rounding: gptq`.
-    pub gptq: bool,
+    /// `weights.rounding`.
+    pub rounding: crate::params::Rounding,
     /// int8 weight pairs kept inside int16 for x86 kernels without VNNI.
     pub cpu_overflow: CpuOverflow,
     /// Activations stay float; no calibration.

@@ -108,8 +108,7 @@ pub struct WeightOverride {
     pub axis: Option<usize>,
     /// int4 blocks along the input-channel axis (0: none).
     pub block_size: Option<usize>,
-    /// `rounding: gptq` (`Some(true)`) or `nearest`.
-    pub gptq: Option<bool>,
+    pub rounding: Option<crate::params::Rounding>,
     pub bias_correction: Option<bool>,
 }
 
@@ -418,13 +417,13 @@ fn decode_weights(node: &Node, path: &str, problems: &mut Vec<Problem>) -> Weigh
                 ),
             )),
             ("per_channel", Kind::Bool(b)) => w.per_channel = Some(*b),
-            ("rounding", Kind::Str(s)) if s == "nearest" || s == "gptq" => {
-                w.gptq = Some(s == "gptq")
+            ("rounding", Kind::Str(s)) if crate::params::Rounding::parse(s).is_some() => {
+                w.rounding = crate::params::Rounding::parse(s)
             }
             ("rounding", other) => problems.push(problem(
                 v.pos,
                 &p,
-                format!("expected nearest or gptq, got {}", other.describe()),
+                format!("expected auto, nearest or gptq, got {}", other.describe()),
             )),
             ("bias_correction", Kind::Bool(b)) => w.bias_correction = Some(*b),
             ("bias_correction", other) => problems.push(problem(

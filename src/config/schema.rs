@@ -103,8 +103,8 @@ pub const KEYS: &[Key] = &[
     },
     Key {
         path: "weights.rounding",
-        ty: Ty::Enum(&["nearest", "gptq"]),
-        doc: "nearest: each weight to its nearest level; gptq: the levels chosen row by row to minimise the layer's output error on the calibration data (GPTQ, on the scales nearest would use; H in diagonal blocks of 128 input entries)",
+        ty: Ty::Enum(&["auto", "nearest", "gptq"]),
+        doc: "nearest: each weight to its nearest level; gptq: the levels chosen row by row to minimise the layer's output error on the calibration data (GPTQ, on the scales nearest would use; H in diagonal blocks of 128 input entries; without calibration data, nearest); auto: gptq for int4/uint4 weights, nearest for int8",
     },
     Key {
         path: "weights.cpu_overflow",

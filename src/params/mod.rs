@@ -12,6 +12,36 @@
 use serde::Serialize;
 
 pub mod gptq;
+
+/// How weights take their integer levels (`weights.rounding`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rounding {
+    /// GPTQ for 4-bit weights (where it gains most), nearest for the others.
+    Auto,
+    Nearest,
+    Gptq,
+}
+
+impl Rounding {
+    /// Whether weights of `dtype` are rounded by GPTQ (never float8: it has no uniform grid).
+    pub fn gptq_for(self, dtype: WeightType) -> bool {
+        match self {
+            Rounding::Gptq => dtype != WeightType::Fp8,
+            Rounding::Auto => matches!(dtype, WeightType::Int4 | WeightType::Uint4),
+            Rounding::Nearest => false,
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Rounding> {
+        Some(match s {
+            "auto" => Rounding::Auto,
+            "nearest" => Rounding::Nearest,
+            "gptq" => Rounding::Gptq,
+            _ => return None,
+        })
+    }
+}
 pub mod pairs;
 pub mod range;
 

@@ -100,7 +100,7 @@ fn sites(model: &ModelProto, plan: &QuantPlan) -> (Vec<Site>, Vec<String>) {
     let mut tensors: Vec<String> = Vec::new();
     let mut out = Vec::new();
     for w in &plan.weights {
-        let gptq = w.gptq && w.dtype != crate::params::WeightType::Fp8;
+        let gptq = w.gptq();
         let [(node, 1)] = w.consumers[..] else {
             continue;
         };

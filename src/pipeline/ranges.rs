@@ -84,7 +84,7 @@ pub(super) fn activation_params_of(
         grams: plan
             .weights
             .iter()
-            .filter(|w| w.gptq)
+            .filter(|w| w.gptq())
             .filter_map(|w| {
                 let gram = stats.layers.get(&w.initializer)?.gram.clone()?;
                 Some((w.initializer.clone(), gram))

@@ -194,9 +194,9 @@ fn weight_settings(overrides: &Overrides, graph: &GraphProto, w: &mut WeightSite
             w.block_size = b;
             w.decided_by.push(format!("block_size: {label}"));
         }
-        if !gptq_set && let Some(g) = o.weights.gptq {
+        if !gptq_set && let Some(r) = o.weights.rounding {
             gptq_set = true;
-            w.gptq = g;
+            w.rounding = r;
             w.decided_by.push(format!("rounding: {label}"));
         }
         if !bias_set && let Some(b) = o.weights.bias_correction {

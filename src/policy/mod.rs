@@ -103,10 +103,17 @@ pub struct WeightSite {
     pub dims: Vec<usize>,
     /// Blocks: (axis, block size). `axis` is then unused.
     pub block: Option<(usize, usize)>,
-    /// Levels chosen by GPTQ (`weights.rounding: gptq`) instead of nearest.
-    pub gptq: bool,
+    /// How its levels are chosen (`weights.rounding`; [`WeightSite::gptq`]).
+    pub rounding: crate::params::Rounding,
     /// The reading layer's bias absorbs the mean shift the rounding causes (`bias_correction`).
     pub bias_correction: bool,
+}
+
+impl WeightSite {
+    /// Whether GPTQ chooses its levels.
+    pub fn gptq(&self) -> bool {
+        self.rounding.gptq_for(self.dtype)
+    }
 }
 
 /// A float bias stored as int32 with scale `s_x · s_w` (ORT's QLinearConv / QGemm).

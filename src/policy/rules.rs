@@ -336,7 +336,7 @@ impl<'a> Builder<'a> {
                             input_axis,
                             dims,
                             block: None,
-                            gptq: self.config.gptq,
+                            rounding: self.config.rounding,
                             bias_correction: self.config.bias_correction,
                         },
                     )
