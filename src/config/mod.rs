@@ -272,9 +272,9 @@ impl Resolved {
             equalize: self
                 .bool("equalize")
                 .then(|| match self.word("equalize_clip") {
-                    "relu" => crate::rewrite::equalize::ClipMode::Relu,
-                    "skip" => crate::rewrite::equalize::ClipMode::Skip,
-                    _ => crate::rewrite::equalize::ClipMode::Bound,
+                    "relu" => ClipMode::Relu,
+                    "skip" => ClipMode::Skip,
+                    _ => ClipMode::Bound,
                 }),
             bias_correction: self.bool("bias_correction"),
             bias_int32: self.word("bias") == "int32",
@@ -378,7 +378,7 @@ pub struct Config {
     /// SmoothQuant's alpha, when on.
     pub smoothquant: Option<f64>,
     /// Cross-layer equalization (`rewrite::equalize`), and what it does through a ReLU6.
-    pub equalize: Option<crate::rewrite::equalize::ClipMode>,
+    pub equalize: Option<ClipMode>,
     /// Bias correction from the calibration data's layer-input means.
     pub bias_correction: bool,
     pub bias_int32: bool,
@@ -393,6 +393,20 @@ impl Config {
     pub fn preset(target: &str) -> Config {
         resolve(&[preset(target)]).config()
     }
+}
+
+/// What happens to a pair joined through a Clip from 0 to `M` (ReLU6), which no single
+/// factor commutes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClipMode {
+    /// Exact: the Clip becomes a Relu and a Min with the bound of each channel, `M / s_c`.
+    Bound,
+    /// An approximation (DFQ, AIMET): the Clip becomes a Relu; outputs change wherever the
+    /// pre-activation exceeded `M`.
+    Relu,
+    /// Exact: pairs through such a Clip are left as they are.
+    Skip,
 }
 
 #[cfg(test)]

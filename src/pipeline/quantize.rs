@@ -57,6 +57,14 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     // bias correction and GPTQ measure the layers' inputs in the same run
     let config = &job.planning.config;
     let probe = LayerProbe::new(&written, &plan);
+    if probe.is_some()
+        && calib_part.is_none()
+        && (config.bias_correction || config.rounding == crate::params::Rounding::Gptq)
+    {
+        warn(
+            "bias correction and GPTQ measure the layers' inputs on calibration data (--calib): without it, weights are rounded to nearest and biases left as they are",
+        );
+    }
     let (mut stats, calibration, source) = match (&job.stats, calib_part.clone()) {
         (StatsSource::Calibrate(d), Some(data)) => {
             let make = || probe.as_ref().expect("a probe").collector();

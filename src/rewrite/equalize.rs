@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+pub use crate::config::ClipMode;
 use crate::ir::{self, Index, NodeId, Patch};
 use crate::onnx::tensor::{f32_data, f32_tensor};
 use crate::proto::{ModelProto, NodeProto};
@@ -35,20 +36,6 @@ use crate::proto::{ModelProto, NodeProto};
 const SETTLED: f64 = 1e-9;
 /// Rounds over the pairs at most (chains of two pairs settle in a few dozen).
 const MAX_ROUNDS: usize = 500;
-
-/// What happens to a pair joined through a Clip from 0 to `M` (ReLU6), which no single
-/// factor commutes with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClipMode {
-    /// Exact: the Clip becomes a Relu and a Min with the bound of each channel, `M / s_c`.
-    Bound,
-    /// An approximation (DFQ, AIMET): the Clip becomes a Relu; outputs change wherever the
-    /// pre-activation exceeded `M`.
-    Relu,
-    /// Exact: pairs through such a Clip are left as they are.
-    Skip,
-}
 
 /// What equalization did.
 #[derive(Clone, Debug, Default, Serialize)]

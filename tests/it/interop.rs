@@ -22,7 +22,7 @@ fn python() -> PathBuf {
 }
 
 /// Runs `tests/interop/check.py` and returns its JSON.
-fn check(quant: &Path, args: &[&str]) -> Value {
+pub(crate) fn check(quant: &Path, args: &[&str]) -> Value {
     let o = Command::new(python())
         .arg(root().join("tests/interop/check.py"))
         .arg("--quant")
@@ -130,17 +130,17 @@ fn assert_runs_close(r: &Value, runtime: &str, min_sqnr_db: f64) {
     );
 }
 
-fn assert_trt_accepts(r: &Value) {
+pub(crate) fn assert_trt_accepts(r: &Value) {
     let t = &r["trt"];
     assert_eq!(t["parsed"], true, "TensorRT parser rejected the model: {t}");
     assert_eq!(t["built"], true, "TensorRT engine build failed: {t}");
 }
 
-fn assert_checker(r: &Value) {
+pub(crate) fn assert_checker(r: &Value) {
     assert_eq!(r["checker"], "ok", "onnx.checker: {}", r["checker"]);
 }
 
-fn quantized(model: &str, calib: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn quantized(model: &str, calib: &str, extra: &[&str]) -> (tempfile::TempDir, PathBuf) {
     let dir = scratch();
     let out = dir.path().join("q.onnx");
     quantize_ok(&fixture(model), &fixture(calib), &out, extra);
@@ -396,7 +396,7 @@ fn ort_preset_fuses_every_quantized_conv_and_matmul() {
 }
 
 /// A settings file with `yaml` in `dir`, as a `--config` argument.
-fn settings_file(dir: &tempfile::TempDir, yaml: &str) -> String {
+pub(crate) fn settings_file(dir: &tempfile::TempDir, yaml: &str) -> String {
     let path = dir.path().join("settings.yaml");
     std::fs::write(&path, yaml).unwrap();
     path.to_string_lossy().into_owned()

@@ -11,8 +11,11 @@ mod lowbit;
 mod onnx_io;
 mod quantize;
 mod real_classes;
+mod rounding;
 mod stats;
 mod support;
 
+#[cfg(feature = "interop")]
+mod engine;
 #[cfg(feature = "interop")]
 mod interop;
