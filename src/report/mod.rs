@@ -295,6 +295,49 @@ impl Report {
                 fixed.len(),
             );
         }
+        self.summary_engine(s);
+    }
+
+    /// GPTQ and bias correction, layer by layer in the JSON report; here their totals.
+    fn summary_engine(&self, s: &mut String) {
+        let gptq: Vec<&crate::rewrite::GptqReport> = self
+            .weights
+            .iter()
+            .filter_map(|w| w.gptq.as_ref())
+            .collect();
+        if !gptq.is_empty() {
+            let median = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let before = median(gptq.iter().map(|g| g.nearest_sqnr_db).collect());
+            let after = median(gptq.iter().map(|g| g.gptq_sqnr_db).collect());
+            let changed: usize = gptq.iter().map(|g| g.changed).sum();
+            let _ = writeln!(
+                s,
+                "  GPTQ: {} weight(s), {changed} level(s) away from nearest; layer output SQNR on the calibration data, median {before:.1} dB → {after:.1} dB",
+                gptq.len()
+            );
+        }
+        let corrected: Vec<&crate::rewrite::BiasCorrection> = self
+            .weights
+            .iter()
+            .filter_map(|w| w.bias_correction.as_ref())
+            .collect();
+        if !corrected.is_empty() {
+            let added = corrected.iter().filter(|c| c.bias_added).count();
+            let _ = writeln!(
+                s,
+                "  bias correction: {} layer(s){}, the mean output shift of their rounded weights removed (largest {:.2e})",
+                corrected.len(),
+                if added > 0 {
+                    format!(" ({added} given a bias)")
+                } else {
+                    String::new()
+                },
+                corrected.iter().map(|c| c.shift_max).fold(0.0, f64::max)
+            );
+        }
     }
 
     /// The float16 conversion.

@@ -21,7 +21,7 @@
 //! planned again (policy refuses it), so running onnx-quant on its own output adds nothing.
 
 mod bias;
-pub use bias::rows_of;
+pub use bias::{BiasCorrection, rows_of};
 pub mod equalize;
 mod fold_bn;
 mod fold_relu;
