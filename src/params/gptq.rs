@@ -106,6 +106,31 @@ impl OutputError {
     }
 }
 
+/// `Σ_r v_rᵀ H v_r` over the `n` rows of `v` (`n × len`, row-major), `H` `len × len`.
+fn quadratic(v: &[f64], h: &[f64], n: usize, len: usize) -> f64 {
+    let mut vh = vec![0f64; n * len];
+    // SAFETY: `v` is n × len, `h` len × len and `vh` n × len, row-major, as the strides say.
+    unsafe {
+        matrixmultiply::dgemm(
+            n,
+            len,
+            len,
+            1.0,
+            v.as_ptr(),
+            len as isize,
+            1,
+            h.as_ptr(),
+            len as isize,
+            1,
+            0.0,
+            vh.as_mut_ptr(),
+            len as isize,
+            1,
+        );
+    }
+    v.iter().zip(&vh).map(|(a, b)| a * b).sum()
+}
+
 /// A quantizer's level for `x` and the value it stands for, on scale `s`, zero-point `z`.
 fn level(x: f64, s: f64, z: i32, (lo, hi): (i32, i32)) -> (i32, f64) {
     let q = ((x / s).round_ties_even() as i64 + i64::from(z)).clamp(i64::from(lo), i64::from(hi))
@@ -147,26 +172,23 @@ pub fn gptq(
                 h[i * len + i] = mean_diag;
             }
         }
-        let signal_err = |v: &dyn Fn(usize) -> f64| {
-            let mut s = 0.0;
-            for i in 0..len {
-                let vi = v(i);
-                if vi != 0.0 {
-                    s += vi * (0..len).map(|j| h[i * len + j] * v(j)).sum::<f64>();
-                }
-            }
-            s
-        };
-        for &(o, off) in &readers {
-            let idx = |t: usize| rows.at(dims, o, off + t);
-            before.signal += signal_err(&|t| f64::from(w[idx(t)]));
-            before.error += signal_err(&|t| {
-                let i = idx(t);
+        // the block's rows: weights, and their nearest-rounding error
+        let n = readers.len();
+        let mut weights = vec![0f64; n * len];
+        let mut delta = vec![0f64; n * len];
+        for (r, &(o, off)) in readers.iter().enumerate() {
+            for t in 0..len {
+                let i = rows.at(dims, o, off + t);
                 let si = scale_of(i);
-                f64::from(w[i])
-                    - f64::from(i32::from(q.values[i]) - zero(si)) * f64::from(q.scales[si])
-            });
+                let value = f64::from(i32::from(q.values[i]) - zero(si)) * f64::from(q.scales[si]);
+                weights[r * len + t] = f64::from(w[i]);
+                delta[r * len + t] = f64::from(w[i]) - value;
+            }
         }
+        let signal = quadratic(&weights, &h, n, len);
+        before.signal += signal;
+        after.signal += signal;
+        before.error += quadratic(&delta, &h, n, len);
         let damped = Mat::<f64>::from_fn(len, len, |i, j| {
             h[i * len + j] + if i == j { DAMP * mean_diag } else { 0.0 }
         });
@@ -177,29 +199,27 @@ pub fn gptq(
         let l = hinv
             .llt(Side::Lower)
             .map_err(|e| format!("H⁻¹ is not positive definite ({e:?})"))?;
+        // U = Lᵀ: U[t][u] = L[u][t], a column of L is contiguous
         let l = l.L();
-        // U = Lᵀ: U[t][u] = L[u][t]
-        for &(o, off) in &readers {
-            let idx = |t: usize| rows.at(dims, o, off + t);
-            let mut cur: Vec<f64> = (0..len).map(|t| f64::from(w[idx(t)])).collect();
+        let cols: Vec<&[f64]> = (0..len)
+            .map(|t| l.col(t).try_as_col_major().expect("a contiguous column").as_slice())
+            .collect();
+        for (r, &(o, off)) in readers.iter().enumerate() {
+            let cur = &mut weights[r * len..(r + 1) * len];
             for t in 0..len {
-                let i = idx(t);
+                let i = rows.at(dims, o, off + t);
                 let si = scale_of(i);
                 let (lv, value) = level(cur[t], f64::from(q.scales[si]), zero(si), range);
                 q.values[i] = lv as i8;
-                let err = (cur[t] - value) / l[(t, t)];
-                for u in t + 1..len {
-                    cur[u] -= err * l[(u, t)];
+                let err = (cur[t] - value) / cols[t][t];
+                for (c, lu) in cur[t + 1..].iter_mut().zip(&cols[t][t + 1..]) {
+                    *c -= err * lu;
                 }
+                delta[r * len + t] =
+                    f64::from(w[i]) - f64::from(lv - zero(si)) * f64::from(q.scales[si]);
             }
-            after.signal += signal_err(&|t| f64::from(w[idx(t)]));
-            after.error += signal_err(&|t| {
-                let i = idx(t);
-                let si = scale_of(i);
-                f64::from(w[i])
-                    - f64::from(i32::from(q.values[i]) - zero(si)) * f64::from(q.scales[si])
-            });
         }
+        after.error += quadratic(&delta, &h, n, len);
     }
     Ok((before, after))
 }
