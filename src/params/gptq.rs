@@ -202,7 +202,12 @@ pub fn gptq(
         // U = Lᵀ: U[t][u] = L[u][t], a column of L is contiguous
         let l = l.L();
         let cols: Vec<&[f64]> = (0..len)
-            .map(|t| l.col(t).try_as_col_major().expect("a contiguous column").as_slice())
+            .map(|t| {
+                l.col(t)
+                    .try_as_col_major()
+                    .expect("a contiguous column")
+                    .as_slice()
+            })
             .collect();
         for (r, &(o, off)) in readers.iter().enumerate() {
             let cur = &mut weights[r * len..(r + 1) * len];

@@ -56,7 +56,8 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     let observed = (p.sub_observed.as_slice(), &p.sub_channels);
     // bias correction and GPTQ measure the layers' inputs in the same run
     let config = &job.planning.config;
-    let probe = LayerProbe::new(&written, &plan);
+    let samples = calib_part.as_ref().map_or(0, |d| d.len());
+    let probe = LayerProbe::new(&written, &plan, samples);
     if probe.is_some()
         && calib_part.is_none()
         && (config.bias_correction || config.rounding == crate::params::Rounding::Gptq)
@@ -235,8 +236,7 @@ fn equalize(job: &QuantizeJob, model: &mut Model, clock: &mut Clock) -> Result<V
     };
     let path = model.loaded.path.clone();
     crate::onnx::materialize(&mut model.loaded.model, &path)?;
-    let (folded, bns) = crate::rewrite::fold_batchnorm(&model.loaded.model)?;
-    model.loaded.model = folded;
+    let bns = crate::rewrite::fold_batchnorm_in_place(&mut model.loaded.model)?;
     let e = crate::rewrite::equalize::equalize(&mut model.loaded.model, clip_mode).map_err(
         |reason| {
             Error::from(ModelError::Unsupported {

@@ -69,10 +69,69 @@ struct Layer {
     layout: Layout,
 }
 
-/// A float weight being equalized.
+/// A float weight being equalized: its values as read, and the factors found so far (f64),
+/// applied once when the weight is written: `w · inp[in channel] / out[out channel]`.
 struct Values {
     dims: Vec<usize>,
-    v: Vec<f64>,
+    v: Vec<f32>,
+    /// How the weight is laid out (a weight has one reader, so one layout).
+    layout: Layout,
+    /// Per output channel: the weight (and the bias) is divided by it.
+    out: Vec<f64>,
+    /// Per input channel: the weight is multiplied by it.
+    inp: Vec<f64>,
+}
+
+impl Values {
+    /// Calls `f(out channel, in channel, value)` for every entry in flat order, the value as
+    /// the factors so far make it (one product per entry, the factor once per run).
+    fn visit(&self, mut f: impl FnMut(usize, usize, f64)) {
+        let d = &self.dims;
+        let inv: Vec<f64> = self.out.iter().map(|o| 1.0 / o).collect();
+        match self.layout {
+            Layout::Conv { group } => {
+                let cpg = d[1];
+                let taps: usize = d[2..].iter().product();
+                let opg = d[0] / group;
+                for o in 0..d[0] {
+                    for j in 0..cpg {
+                        let c = (o / opg) * cpg + j;
+                        let k = self.inp[c] * inv[o];
+                        let start = (o * cpg + j) * taps;
+                        for &x in &self.v[start..start + taps] {
+                            f(o, c, f64::from(x) * k);
+                        }
+                    }
+                }
+            }
+            Layout::Matrix { transposed } => {
+                let (rows, cols) = (d[0], d[1]);
+                for r in 0..rows {
+                    for q in 0..cols {
+                        let (o, c) = if transposed { (r, q) } else { (q, r) };
+                        f(o, c, f64::from(self.v[r * cols + q]) * self.inp[c] * inv[o]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The largest |w| of each output channel and of each input channel.
+    fn ranges(&self) -> (Vec<f64>, Vec<f64>) {
+        let (mut out, mut inp) = (vec![0f64; self.out.len()], vec![0f64; self.inp.len()]);
+        self.visit(|o, c, x| {
+            out[o] = out[o].max(x.abs());
+            inp[c] = inp[c].max(x.abs());
+        });
+        (out, inp)
+    }
+
+    /// The rescaled weight, as float32.
+    fn scaled(&self) -> Vec<f32> {
+        let mut w = Vec::with_capacity(self.v.len());
+        self.visit(|_, _, x| w.push(x as f32));
+        w
+    }
 }
 
 impl Layout {
@@ -88,39 +147,6 @@ impl Layout {
                 [n, k] => Some((*n, *k)),
                 _ => None,
             },
-        }
-    }
-
-    /// The flat indices of output channel `c`'s weights.
-    fn out_indices(self, dims: &[usize], c: usize) -> Vec<usize> {
-        match self {
-            Layout::Conv { .. } => {
-                let per: usize = dims[1..].iter().product();
-                (c * per..(c + 1) * per).collect()
-            }
-            Layout::Matrix { transposed: false } => (0..dims[0]).map(|k| k * dims[1] + c).collect(),
-            Layout::Matrix { transposed: true } => (c * dims[1]..(c + 1) * dims[1]).collect(),
-        }
-    }
-
-    /// The flat indices of the weights reading input channel `c`.
-    fn in_indices(self, dims: &[usize], c: usize) -> Vec<usize> {
-        match self {
-            Layout::Conv { group } => {
-                let (m, cpg) = (dims[0], dims[1]);
-                let taps: usize = dims[2..].iter().product();
-                let per = cpg * taps;
-                let (g, j) = (c / cpg, c % cpg);
-                let opg = m / group;
-                (g * opg..(g + 1) * opg)
-                    .flat_map(|row| {
-                        let start = row * per + j * taps;
-                        start..start + taps
-                    })
-                    .collect()
-            }
-            Layout::Matrix { transposed: false } => (c * dims[1]..(c + 1) * dims[1]).collect(),
-            Layout::Matrix { transposed: true } => (0..dims[0]).map(|n| n * dims[1] + c).collect(),
         }
     }
 }
@@ -264,13 +290,6 @@ fn pairs(index: &Index, graph: &crate::proto::GraphProto) -> Vec<(Layer, Layer, 
     out
 }
 
-/// Largest |w| of each of `n` channels, given their indices.
-fn ranges(v: &Values, n: usize, indices: impl Fn(usize) -> Vec<usize>) -> Vec<f64> {
-    (0..n)
-        .map(|c| indices(c).iter().map(|&i| v.v[i].abs()).fold(0.0, f64::max))
-        .collect()
-}
-
 fn spread(r: &[f64]) -> f64 {
     let hi = r.iter().copied().fold(0.0, f64::max);
     let lo = r
@@ -291,9 +310,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Equalizes every pair of `model`'s main graph in place. Weights still in external files
 /// are not touched (the caller reads them in first); a model without pairs is left as it is.
-// The steps share the pairs and the weights being rescaled: find the pairs, read their weights
-// in f64, rescale round after round until the factors settle, write the weights back and turn
-// the Clips between rescaled layers into Relus.
+// The steps share the pairs and the weights being rescaled: find the pairs, read their weights,
+// find the factors (f64) round after round until they settle, write the weights back rescaled
+// once and turn the Clips between rescaled layers into Relus.
 pub fn equalize(model: &mut ModelProto, clip_mode: ClipMode) -> Result<Equalized, String> {
     let graph = ir::graph(model);
     let index = Index::new(graph);
@@ -301,74 +320,57 @@ pub fn equalize(model: &mut ModelProto, clip_mode: ClipMode) -> Result<Equalized
     if clip_mode == ClipMode::Skip {
         found.retain(|(_, _, clips)| clips.is_empty());
     }
-    // channel counts must agree
     let mut values: BTreeMap<String, Values> = BTreeMap::new();
-    let mut read = |name: &str| -> Result<(), String> {
-        if !values.contains_key(name) {
+    let mut biases: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    let mut read = |l: &Layer| -> Result<(), String> {
+        if !values.contains_key(&l.weight) {
             let t = index
-                .initializer(name)
-                .ok_or_else(|| format!("no initializer `{name}`"))?;
-            let v = f32_data(t).map_err(|e| format!("`{name}` {e}"))?;
-            let dims = t.dims.iter().map(|&d| d as usize).collect();
-            values.insert(
-                name.to_string(),
-                Values {
-                    dims,
-                    v: v.into_iter().map(f64::from).collect(),
-                },
-            );
+                .initializer(&l.weight)
+                .ok_or_else(|| format!("no initializer `{}`", l.weight))?;
+            let v = f32_data(t).map_err(|e| format!("`{}` {e}", l.weight))?;
+            let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+            let (out, inp) = l.layout.channels(&dims).ok_or("checked by `layer`")?;
+            let values_of = Values {
+                dims,
+                v,
+                layout: l.layout,
+                out: vec![1.0; out],
+                inp: vec![1.0; inp],
+            };
+            values.insert(l.weight.clone(), values_of);
+        }
+        if let Some(b) = &l.bias {
+            let t = index
+                .initializer(b)
+                .ok_or_else(|| format!("no initializer `{b}`"))?;
+            biases.insert(b.clone(), f32_data(t).map_err(|e| format!("`{b}` {e}"))?);
         }
         Ok(())
     };
     for (a, b, _) in &found {
-        read(&a.weight)?;
-        read(&b.weight)?;
-        if let Some(bias) = &a.bias {
-            read(bias)?;
-        }
+        read(a)?;
+        read(b)?;
     }
-    found.retain(|(a, b, _)| {
-        let ca = a.layout.channels(&values[&a.weight].dims).map(|c| c.0);
-        let cb = b.layout.channels(&values[&b.weight].dims).map(|c| c.1);
-        ca.is_some() && ca == cb
-    });
+    // channel counts must agree
+    found.retain(|(a, b, _)| values[&a.weight].out.len() == values[&b.weight].inp.len());
     let mut report = Equalized::default();
     if found.is_empty() {
         return Ok(report);
     }
     let layer_spreads = |values: &BTreeMap<String, Values>| {
-        let mut s = Vec::new();
-        for (a, b, _) in &found {
-            for l in [a, b] {
-                let v = &values[&l.weight];
-                let (o, _) = l.layout.channels(&v.dims).expect("checked");
-                s.push(spread(&ranges(v, o, |c| l.layout.out_indices(&v.dims, c))));
-            }
-        }
+        let s = found
+            .iter()
+            .flat_map(|(a, b, _)| [a, b])
+            .map(|l| spread(&values[&l.weight].ranges().0))
+            .collect();
         median(s)
     };
     report.spread_before = layer_spreads(&values);
-    // the product of each pair's factors per channel (layer 1's output channel `c` is divided
-    // by it): the bound of a Clip between them
-    let mut factors: Vec<Vec<f64>> = found
-        .iter()
-        .map(|(a, _, _)| {
-            vec![
-                1.0;
-                a.layout
-                    .channels(&values[&a.weight].dims)
-                    .expect("checked")
-                    .0
-            ]
-        })
-        .collect();
     for round in 1..=MAX_ROUNDS {
         let mut largest = 0f64;
-        for (p, (a, b, _)) in found.iter().enumerate() {
-            let (va, vb) = (&values[&a.weight], &values[&b.weight]);
-            let n = a.layout.channels(&va.dims).expect("checked").0;
-            let r1 = ranges(va, n, |c| a.layout.out_indices(&va.dims, c));
-            let r2 = ranges(vb, n, |c| b.layout.in_indices(&vb.dims, c));
+        for (a, b, _) in &found {
+            let r1 = values[&a.weight].ranges().0;
+            let r2 = values[&b.weight].ranges().1;
             let s: Vec<f64> = r1
                 .iter()
                 .zip(&r2)
@@ -380,30 +382,22 @@ pub fn equalize(model: &mut ModelProto, clip_mode: ClipMode) -> Result<Equalized
                     }
                 })
                 .collect();
-            for (c, &f) in s.iter().enumerate() {
-                largest = largest.max(f.ln().abs());
-                if f == 1.0 {
-                    continue;
-                }
-                factors[p][c] *= f;
-                let wa = values.get_mut(&a.weight).expect("read");
-                for i in a.layout.out_indices(&wa.dims, c) {
-                    wa.v[i] /= f;
-                }
-                if let Some(bias) = &a.bias {
-                    values.get_mut(bias).expect("read").v[c] /= f;
-                }
-                let wb = values.get_mut(&b.weight).expect("read");
-                for i in b.layout.in_indices(&wb.dims, c) {
-                    wb.v[i] *= f;
-                }
-            }
+            largest = s.iter().fold(largest, |m, f| m.max(f.ln().abs()));
+            let wa = values.get_mut(&a.weight).expect("read");
+            wa.out.iter_mut().zip(&s).for_each(|(o, f)| *o *= f);
+            let wb = values.get_mut(&b.weight).expect("read");
+            wb.inp.iter_mut().zip(&s).for_each(|(c, f)| *c *= f);
         }
         report.rounds = round;
         if largest < SETTLED {
             break;
         }
     }
+    // each pair's factors: what layer 1's output channels were divided by (a Clip's bound)
+    let factors: Vec<Vec<f64>> = found
+        .iter()
+        .map(|(a, _, _)| values[&a.weight].out.clone())
+        .collect();
     report.spread_after = layer_spreads(&values);
     let labels = |id: NodeId| ir::node_label(&graph.node[id], id);
     report.pairs = found
@@ -486,11 +480,29 @@ pub fn equalize(model: &mut ModelProto, clip_mode: ClipMode) -> Result<Equalized
             }
         }
     }
+    // the layer-1 bias of each pair, by name, and the factors dividing it
+    let bias_factors: BTreeMap<&String, &Vec<f64>> = found
+        .iter()
+        .filter_map(|(a, _, _)| Some((a.bias.as_ref()?, &values[&a.weight].out)))
+        .collect();
     let graph = ir::graph_mut(model);
     for t in graph.initializer.iter_mut() {
         if let Some(v) = values.get(t.name()) {
-            let f: Vec<f32> = v.v.iter().map(|&x| x as f32).collect();
-            *t = f32_tensor(t.name(), &v.dims, &f);
+            *t = f32_tensor(t.name(), &v.dims, &v.scaled());
+        } else if let (Some(b), Some(out)) = (
+            biases.get(t.name()),
+            bias_factors.get(&t.name().to_string()),
+        ) {
+            let f: Vec<f32> = b
+                .iter()
+                .zip(out.iter())
+                .map(|(&x, o)| (f64::from(x) / o) as f32)
+                .collect();
+            *t = f32_tensor(
+                t.name(),
+                &t.dims.iter().map(|&d| d as usize).collect::<Vec<_>>(),
+                &f,
+            );
         }
     }
     if !patch.is_empty() {

@@ -78,6 +78,27 @@ fn fold(
 
 /// A copy of `model` with every qualifying Conv → BatchNormalization pair folded, and how many.
 pub fn fold_batchnorm(model: &ModelProto) -> Result<(ModelProto, usize), Error> {
+    let (patch, count) = fold_patch(model);
+    let mut folded = model.clone();
+    if count > 0 {
+        ir::apply(&mut folded, patch)
+            .map_err(|e| Error::Internal(format!("pass `fold-batchnorm` broke the graph: {e}")))?;
+    }
+    Ok((folded, count))
+}
+
+/// [`fold_batchnorm`] in place (no second copy of the weights); how many pairs it folded.
+pub fn fold_batchnorm_in_place(model: &mut ModelProto) -> Result<usize, Error> {
+    let (patch, count) = fold_patch(model);
+    if count > 0 {
+        ir::apply(model, patch)
+            .map_err(|e| Error::Internal(format!("pass `fold-batchnorm` broke the graph: {e}")))?;
+    }
+    Ok(count)
+}
+
+/// The patch folding every qualifying pair of `model`, and how many it folds.
+fn fold_patch(model: &ModelProto) -> (Patch, usize) {
     let graph = crate::ir::graph(model);
     let index = Index::new(graph);
     let mut names = Names::new(&index);
@@ -116,10 +137,5 @@ pub fn fold_batchnorm(model: &ModelProto) -> Result<(ModelProto, usize), Error> 
         }
     }
     let count = patch.remove.len();
-    let mut folded = model.clone();
-    if count > 0 {
-        ir::apply(&mut folded, patch)
-            .map_err(|e| Error::Internal(format!("pass `fold-batchnorm` broke the graph: {e}")))?;
-    }
-    Ok((folded, count))
+    (patch, count)
 }

@@ -32,7 +32,7 @@ pub mod smooth;
 mod tests;
 mod weights;
 
-pub use fold_bn::fold_batchnorm;
+pub use fold_bn::{fold_batchnorm, fold_batchnorm_in_place};
 pub use fold_relu::fold_relu;
 
 use std::collections::BTreeMap;
@@ -62,7 +62,7 @@ pub struct ActivationParams {
     /// Bias correction: the mean input patch of each layer, by weight (`stats::PatchSums`).
     pub input_means: BTreeMap<String, Vec<f64>>,
     /// GPTQ: the Gram matrix of each layer's input patches, by weight.
-    pub grams: BTreeMap<String, crate::stats::Gram>,
+    pub grams: BTreeMap<String, std::sync::Arc<crate::stats::Gram>>,
 }
 
 /// What the weight pass did to one weight.

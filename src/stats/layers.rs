@@ -3,16 +3,27 @@
 //! and MatMul: input feature), for bias correction. Kept as fixed-point sums, like
 //! [`super::ChannelMoments`], so shards and threads merge exactly in any order.
 
-use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// Sums are added as `round(s · 2^40)` (each sample's sum formed in f64 first).
 const SUM_SCALE: f64 = (1u64 << 40) as f64;
+
+/// `round(s · 2^40)` as an integer: through i64 where it fits (one instruction; the same value),
+/// through i128 (a library routine, many times slower) where it does not.
+fn fixed(s: f64) -> i128 {
+    let v = (s * SUM_SCALE).round();
+    if v.abs() < 9.0e18 {
+        i128::from(v as i64)
+    } else {
+        v as i128
+    }
+}
 
 /// The products of a layer's input patch entries, `Σ x xᵀ` (GPTQ's Hessian up to a factor), in
 /// diagonal blocks of consecutive entries: `blocks` lists each block's (first entry, size); the
 /// sums are each block's rows in turn, added as `round(s · 2^40)` like the patch sums (products
 /// up to 10^12 over 10^7 patches do not overflow).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Gram {
     pub blocks: Vec<(usize, usize)>,
     pub sums: Vec<i128>,
@@ -35,7 +46,7 @@ impl Gram {
     pub fn add_block(&mut self, b: usize, sums: &[f64]) {
         let start: usize = self.blocks[..b].iter().map(|x| x.1 * x.1).sum();
         for (a, s) in self.sums[start..start + sums.len()].iter_mut().zip(sums) {
-            *a = a.saturating_add((s * SUM_SCALE).round() as i128);
+            *a = a.saturating_add(fixed(*s));
         }
     }
 
@@ -63,7 +74,7 @@ impl Gram {
 }
 
 /// The sums of a layer's input patches.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct PatchSums {
     /// One per patch entry (`[C_in / groups... ]` flattened as the weight's input side is:
     /// channel-major, then taps).
@@ -71,7 +82,8 @@ pub struct PatchSums {
     /// Patches (output positions) seen.
     pub count: u64,
     /// Products of the entries of some of the patches, for GPTQ.
-    pub gram: Option<Gram>,
+    /// Shared: the rewrite reads it where calibration left it.
+    pub gram: Option<Arc<Gram>>,
 }
 
 impl PatchSums {
@@ -87,7 +99,7 @@ impl PatchSums {
             ));
         }
         for (a, s) in self.sums.iter_mut().zip(sums) {
-            *a = a.saturating_add((s * SUM_SCALE).round() as i128);
+            *a = a.saturating_add(fixed(*s));
         }
         self.count += count;
         Ok(())
@@ -98,13 +110,17 @@ impl PatchSums {
             return Ok(());
         }
         if self.sums.is_empty() {
-            let gram = self.gram.take();
-            *self = other.clone();
-            if let Some(mut g) = gram {
-                g.merge(other.gram.as_ref().ok_or("Gram matrix on one side only")?)?;
-                self.gram = Some(g);
-            }
-            return Ok(());
+            // the first patches: the sums taken over; a Gram matrix kept and added to
+            self.sums = other.sums.clone();
+            self.count = other.count;
+            return match (&mut self.gram, &other.gram) {
+                (Some(a), Some(b)) => Arc::make_mut(a).merge(b),
+                (_, None) => Ok(()),
+                (None, Some(b)) => {
+                    self.gram = Some(b.clone());
+                    Ok(())
+                }
+            };
         }
         if self.sums.len() != other.sums.len() {
             return Err(format!(
@@ -118,9 +134,13 @@ impl PatchSums {
         }
         self.count += other.count;
         match (&mut self.gram, &other.gram) {
-            (Some(a), Some(b)) => a.merge(b),
-            (None, None) => Ok(()),
-            _ => Err("Gram matrix on one side only".into()),
+            (Some(a), Some(b)) => Arc::make_mut(a).merge(b),
+            // the other side summed no products (samples the Gram matrix leaves out)
+            (_, None) => Ok(()),
+            (None, Some(b)) => {
+                self.gram = Some(b.clone());
+                Ok(())
+            }
         }
     }
 
