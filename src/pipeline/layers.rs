@@ -379,7 +379,7 @@ struct Patches<'a>(&'a LayerProbe);
 impl Collect for Patches<'_> {
     fn collect(&mut self, sample: &Sample, outputs: &[Vec<Floats>]) -> Result<(), Error> {
         let probe = self.0;
-        let gram = sample.index % probe.gram_every == 0;
+        let gram = sample.index.is_multiple_of(probe.gram_every);
         for (site, shared) in probe.sites.iter().zip(&probe.shared) {
             let x = &outputs[0][site.tensor];
             let fail = |e: String| {
