@@ -93,10 +93,10 @@ impl Values {
                 let cpg = d[1];
                 let taps: usize = d[2..].iter().product();
                 let opg = d[0] / group;
-                for o in 0..d[0] {
+                for (o, &inv_o) in inv.iter().enumerate() {
                     for j in 0..cpg {
                         let c = (o / opg) * cpg + j;
-                        let k = self.inp[c] * inv[o];
+                        let k = self.inp[c] * inv_o;
                         let start = (o * cpg + j) * taps;
                         for &x in &self.v[start..start + taps] {
                             f(o, c, f64::from(x) * k);
