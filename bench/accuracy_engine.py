@@ -11,7 +11,8 @@ usage: python bench/accuracy_engine.py [--bin target/release/onnx-quant] [--work
    network trained with ReLU, its channels spread as BatchNorm-trained networks' are), both on
    fixtures/mbnet's 64 calibration and 256 held-out images. Weights: int8 per channel, int8
    per tensor, int4 per channel, int4 in blocks of 32 (int4: the tensorrt target only). Each
-   variant (plain, --equalize, --bias-correction, --rounding gptq, all three) is quantized with
+   variant (plain: --rounding nearest; --equalize, --bias-correction, each with nearest rounding;
+   --rounding gptq; all three) is quantized with
    the release binary (wall and peak RSS of the process) and run in ONNX Runtime with graph
    optimizations off (exact Q/DQ semantics) and on: top-1 on the held-out labels and output
    SQNR against the fp32 model. ONNX Runtime's quantize_static (QDQ, MinMax, per tensor and per
@@ -45,8 +46,10 @@ FIXTURES = [  # (name, model, data dir, targets)
     ("dwnet", "mbnet/dwnet.onnx", "mbnet"),
 ]
 ALL = ["--equalize", "--bias-correction", "--rounding", "gptq"]
-VARIANTS = [("plain", []), ("equalize", ["--equalize"]), ("bias correction", ["--bias-correction"]),
-            ("gptq", ["--rounding", "gptq"]), ("all three", ALL)]
+NEAREST = ["--rounding", "nearest"]  # the default (auto) already takes GPTQ for 4-bit weights
+VARIANTS = [("plain", NEAREST), ("equalize", ["--equalize", *NEAREST]),
+            ("bias correction", ["--bias-correction", *NEAREST]), ("gptq", ["--rounding", "gptq"]),
+            ("all three", ALL)]
 
 
 def weights(work):
@@ -176,7 +179,7 @@ def accuracy(a, rows):
 def cost(a):
     model, calib = ensure_data(argparse.Namespace(work=a.work, peers=a.peers, samples=[128]), sys.executable)
     out = []
-    for name, flags in [("plain min/max", []), ("--equalize", ["--equalize"]),
+    for name, flags in [("plain min/max", NEAREST), ("--equalize", ["--equalize"]),
                         ("--bias-correction", ["--bias-correction"]), ("--rounding gptq", ["--rounding", "gptq"]),
                         ("all three", ALL)]:
         report = os.path.join(a.work, "cost-report.json")
