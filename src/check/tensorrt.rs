@@ -106,6 +106,34 @@ pub(super) fn tensorrt_node(c: &mut Ctx, node: &NodeProto, id: NodeId) {
             "block quantization of int8: TensorRT blocks fp4, fp8 and int4 only".into(),
         );
     }
+    if ir::attr_int(node, "block_size").unwrap_or(0) > 0
+        && qtype == DataType::Int4 as i32
+        && node.op_type() == "DequantizeLinear"
+        && let Some(reader) = quantized_reader(c.index, node)
+    {
+        c.violation(
+            "int4_blocks_with_quantized_input",
+            node,
+            id,
+            format!(
+                "int4 weight blocks read by `{reader}`, whose data input is quantized: TensorRT takes int4 for weight-only quantization (TensorRT-RTX 1.7 parses this and fails to build it); keep that layer's activations float (`--weight-only`) or use int4 per channel"
+            ),
+        );
+    }
+}
+
+/// A node reading `dq`'s output as its weight (input 1) whose data input (input 0) comes from
+/// a DequantizeLinear, by label.
+fn quantized_reader(index: &Index, dq: &NodeProto) -> Option<String> {
+    let out = dq.output.first()?;
+    index.consumers(out).iter().find_map(|&(r, slot)| {
+        let reader = index.node(r);
+        let data = reader.input.first()?;
+        let quantized = index
+            .producer(data)
+            .is_some_and(|(p, _)| index.node(p).op_type() == "DequantizeLinear");
+        (slot == 1 && quantized).then(|| node_label(reader, r))
+    })
 }
 
 pub(super) fn per_channel(c: &mut Ctx, node: &NodeProto, id: NodeId, scale: &TensorProto) {

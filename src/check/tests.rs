@@ -169,3 +169,36 @@ fn cpu_targets_flag_weight_pairs_over_the_int16_bound() {
     let r = run(&qdq_conv(i8_tensor("", &[], &[0]), &w), "tensorrt");
     assert!(!rules(&r.warnings).contains(&"cpu_pair_overflow"));
 }
+
+/// int4 blocks feeding a MatMul whose data input is quantized: TensorRT takes int4 for
+/// weight-only quantization (TensorRT-RTX 1.7 fails to build it); weight-only is fine.
+#[test]
+fn tensorrt_rejects_int4_blocks_read_with_a_quantized_input() {
+    use crate::onnx::tensor::{f32_tensor, i4_tensor};
+    for quantized in [true, false] {
+        let mut n = Net::new(&["x"]);
+        let x = if quantized {
+            n.qdq("x", 0.05, i8_tensor("", &[], &[0]));
+            "x.dq"
+        } else {
+            "x"
+        };
+        n.init(i4_tensor("w", &[32, 8], &[1; 256]))
+            .init(f32_tensor("w.s", &[1, 8], &[0.1; 8]))
+            .node("DequantizeLinear", "w_dq", &["w", "w.s"], &["w.dq"])
+            .attr_int("axis", 0)
+            .attr_int("block_size", 32)
+            .node("MatMul", "mm", &[x, "w.dq"], &["y"])
+            .output("y");
+        let r = run(&n, "tensorrt");
+        let found = rules(&r.violations).contains(&"int4_blocks_with_quantized_input");
+        assert_eq!(found, quantized, "{:?}", r.violations);
+        if quantized {
+            let v = r
+                .violations
+                .iter()
+                .find(|v| v.rule == "int4_blocks_with_quantized_input");
+            assert!(v.unwrap().message.contains("`mm`"), "{v:?}");
+        }
+    }
+}
