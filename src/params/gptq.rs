@@ -229,23 +229,24 @@ pub fn gptq(
     Ok((before, after))
 }
 
+/// A deterministic pseudo-random sequence in [-1, 1), for tests.
+#[cfg(test)]
+pub(crate) fn noise(n: usize, seed: u64) -> Vec<f64> {
+    let mut s = seed;
+    (0..n)
+        .map(|_| {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::params::{Int4Layout, quantize_weight, quantize_weight_4bit, scale_index};
-
-    /// A deterministic pseudo-random sequence in [-1, 1).
-    fn noise(n: usize, seed: u64) -> Vec<f64> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                (s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0
-            })
-            .collect()
-    }
 
     /// `rows` inputs of `k` correlated entries (a random mixing of independent ones).
     fn inputs(rows: usize, k: usize, seed: u64) -> Vec<f64> {

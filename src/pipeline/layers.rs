@@ -155,23 +155,55 @@ fn axis(size: usize, k: usize, s: usize, d: usize, pads: Pads, which: usize) -> 
     }
 }
 
+/// A 2-D Conv's geometry over one input: kernel, strides, dilations, the input's `[N, C, H,
+/// W]`, the output size and the padding before (top, left).
+struct ConvShape {
+    kernel: [usize; 2],
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    input: [usize; 4],
+    out: [usize; 2],
+    before: [i64; 2],
+}
+
+impl ConvShape {
+    fn of(x: &Floats, g: &Geometry) -> Result<ConvShape, String> {
+        let Geometry::Conv {
+            kernel: [kh, kw],
+            strides: [sh, sw],
+            dilations: [dh, dw],
+            pads,
+        } = *g
+        else {
+            unreachable!("a Conv's geometry")
+        };
+        let &[n, c, h, w] = x.shape else {
+            return Err(format!("has shape {:?}, not [N, C, H, W]", x.shape));
+        };
+        let (oh, top) = axis(h, kh, sh, dh, pads, 0);
+        let (ow, left) = axis(w, kw, sw, dw, pads, 1);
+        Ok(ConvShape {
+            kernel: [kh, kw],
+            strides: [sh, sw],
+            dilations: [dh, dw],
+            input: [n, c, h, w],
+            out: [oh, ow],
+            before: [top, left],
+        })
+    }
+}
+
 /// The sums of a 2-D Conv's input patches over one input `[N, C, H, W]`: one per channel and
 /// tap, and the number of patches.
 fn conv_sums(x: &Floats, g: &Geometry) -> Result<(Vec<f64>, u64), String> {
-    let Geometry::Conv {
+    let ConvShape {
         kernel: [kh, kw],
         strides: [sh, sw],
         dilations: [dh, dw],
-        pads,
-    } = g
-    else {
-        unreachable!("a Conv's geometry")
-    };
-    let &[n, c, h, w] = x.shape else {
-        return Err(format!("has shape {:?}, not [N, C, H, W]", x.shape));
-    };
-    let (oh, top) = axis(h, *kh, *sh, *dh, *pads, 0);
-    let (ow, left) = axis(w, *kw, *sw, *dw, *pads, 1);
+        input: [n, c, h, w],
+        out: [oh, ow],
+        before: [top, left],
+    } = ConvShape::of(x, g)?;
     // the input rows (columns) each tap reads, over the output positions
     let taps = |k: usize, s: usize, d: usize, out: usize, before: i64, size: usize| {
         (0..k)
@@ -184,8 +216,8 @@ fn conv_sums(x: &Floats, g: &Geometry) -> Result<(Vec<f64>, u64), String> {
             })
             .collect::<Vec<_>>()
     };
-    let rows = taps(*kh, *sh, *dh, oh, top, h);
-    let cols = taps(*kw, *sw, *dw, ow, left, w);
+    let rows = taps(kh, sh, dh, oh, top, h);
+    let cols = taps(kw, sw, dw, ow, left, w);
     let mut sums = vec![0f64; c * kh * kw];
     let mut row_sums = vec![0f64; h * kw];
     for b in 0..n {
@@ -197,7 +229,7 @@ fn conv_sums(x: &Floats, g: &Geometry) -> Result<(Vec<f64>, u64), String> {
                 }
             }
             for (i, rs) in rows.iter().enumerate() {
-                for j in 0..*kw {
+                for j in 0..kw {
                     sums[(ch * kh + i) * kw + j] +=
                         rs.iter().map(|&r| row_sums[r * kw + j]).sum::<f64>();
                 }
@@ -224,28 +256,21 @@ fn matrix_sums(x: &Floats) -> Result<(Vec<f64>, u64), String> {
 
 /// The patch of output position `p` (of `oh · ow` per image) of a Conv input: each channel's
 /// taps, zero outside the input.
-#[allow(clippy::too_many_arguments)]
-fn conv_patch(x: &Floats, g: &Geometry, p: usize, out: &mut [f64]) {
-    let Geometry::Conv {
+fn conv_patch(x: &Floats, shape: &ConvShape, p: usize, out: &mut [f64]) {
+    let &ConvShape {
         kernel: [kh, kw],
         strides: [sh, sw],
         dilations: [dh, dw],
-        pads,
-    } = g
-    else {
-        unreachable!("a Conv's geometry")
-    };
-    let &[_, c, h, w] = x.shape else {
-        unreachable!("checked by conv_sums")
-    };
-    let (oh, top) = axis(h, *kh, *sh, *dh, *pads, 0);
-    let (ow, left) = axis(w, *kw, *sw, *dw, *pads, 1);
+        input: [_, c, h, w],
+        out: [oh, ow],
+        before: [top, left],
+    } = shape;
     let (b, y, z) = (p / (oh * ow), (p / ow) % oh, p % ow);
     for ch in 0..c {
         let plane = &x.data[(b * c + ch) * h * w..(b * c + ch + 1) * h * w];
-        for i in 0..*kh {
+        for i in 0..kh {
             let r = (y * sh + i * dh) as i64 - top;
-            for j in 0..*kw {
+            for j in 0..kw {
                 let q = (z * sw + j * dw) as i64 - left;
                 let inside = r >= 0 && q >= 0 && (r as usize) < h && (q as usize) < w;
                 out[(ch * kh + i) * kw + j] = if inside {
@@ -261,24 +286,22 @@ fn conv_patch(x: &Floats, g: &Geometry, p: usize, out: &mut [f64]) {
 /// The products of up to [`ROWS_PER_SAMPLE`] patches of input `x` (evenly spread) over each of
 /// `blocks`, and the number of patches.
 fn products(blocks: &[(usize, usize)], x: &Floats, geometry: &Geometry) -> (Vec<Vec<f64>>, u64) {
-    let (patches, k) = match geometry {
-        Geometry::Matrix => {
+    let conv = match geometry {
+        Geometry::Matrix => None,
+        _ => match ConvShape::of(x, geometry) {
+            Ok(shape) => Some(shape),
+            Err(_) => return (Vec::new(), 0),
+        },
+    };
+    let (patches, k) = match &conv {
+        None => {
             let k = x.shape.last().copied().unwrap_or(0);
             (x.data.len().checked_div(k).unwrap_or(0), k)
         }
-        Geometry::Conv {
-            kernel: [kh, kw],
-            strides: [sh, sw],
-            dilations: [dh, dw],
-            pads,
-        } => {
-            let &[n, c, h, w] = x.shape else {
-                return (Vec::new(), 0);
-            };
-            let (oh, _) = axis(h, *kh, *sh, *dh, *pads, 0);
-            let (ow, _) = axis(w, *kw, *sw, *dw, *pads, 1);
-            (n * oh * ow, c * kh * kw)
-        }
+        Some(s) => (
+            s.input[0] * s.out[0] * s.out[1],
+            s.input[1] * s.kernel[0] * s.kernel[1],
+        ),
     };
     let r = patches.min(ROWS_PER_SAMPLE);
     if r == 0 || k == 0 || blocks.last().is_some_and(|b| b.0 + b.1 > k) {
@@ -293,7 +316,7 @@ fn products(blocks: &[(usize, usize)], x: &Floats, geometry: &Geometry) -> (Vec<
                     *o = f64::from(*v);
                 }
             }
-            _ => conv_patch(x, geometry, p, row),
+            _ => conv_patch(x, conv.as_ref().expect("a Conv"), p, row),
         }
     }
     let mut out = Vec::with_capacity(blocks.len());

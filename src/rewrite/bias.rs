@@ -102,16 +102,10 @@ mod tests {
     use super::*;
     use crate::params::{Int4Layout, quantize_weight, quantize_weight_4bit};
 
-    /// A deterministic pseudo-random sequence in [-1, 1).
     fn noise(n: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed;
-        (0..n)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f64 / (1u64 << 24) as f64 * 2.0 - 1.0) as f32
-            })
+        crate::params::gptq::noise(n, seed)
+            .into_iter()
+            .map(|v| v as f32)
             .collect()
     }
 

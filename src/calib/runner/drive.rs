@@ -17,31 +17,36 @@ pub trait Collect: Send {
 
 pub(super) struct Collector<C>(C);
 
+/// `values` as float32 tensors (cast where they are not).
+fn as_f32<'v>(
+    values: impl Iterator<Item = &'v TValue>,
+) -> Result<Vec<std::borrow::Cow<'v, Tensor>>, Error> {
+    values
+        .map(|v| v.cast_to::<f32>())
+        .collect::<TractResult<_>>()
+        .map_err(|e| Error::Internal(format!("casting an output to float32: {e:#}")))
+}
+
+/// Views of float32 tensors, for a collector.
+fn views<'t>(cast: &'t [std::borrow::Cow<Tensor>]) -> Vec<Floats<'t>> {
+    cast.iter()
+        .map(|t| Floats {
+            shape: t.shape(),
+            data: t
+                .try_as_plain_ram()
+                .and_then(|v| v.as_slice::<f32>())
+                .unwrap_or(&[]),
+        })
+        .collect()
+}
+
 impl<C: Collect> Sink for Collector<C> {
     fn consume(&mut self, sample: &Sample, outputs: &[TVec<TValue>]) -> Result<(), Error> {
         let cast: Vec<Vec<std::borrow::Cow<Tensor>>> = outputs
             .iter()
-            .map(|o| {
-                o.iter()
-                    .map(|v| v.cast_to::<f32>())
-                    .collect::<TractResult<_>>()
-            })
-            .collect::<TractResult<_>>()
-            .map_err(|e| Error::Internal(format!("casting an output to float32: {e:#}")))?;
-        let views: Vec<Vec<Floats>> = cast
-            .iter()
-            .map(|o| {
-                o.iter()
-                    .map(|t| Floats {
-                        shape: t.shape(),
-                        data: t
-                            .try_as_plain_ram()
-                            .and_then(|v| v.as_slice::<f32>())
-                            .unwrap_or(&[]),
-                    })
-                    .collect()
-            })
-            .collect();
+            .map(|o| as_f32(o.iter()))
+            .collect::<Result<_, _>>()?;
+        let views: Vec<Vec<Floats>> = cast.iter().map(|o| views(o)).collect();
         self.0.collect(sample, &views)
     }
 }
@@ -184,23 +189,8 @@ pub(super) struct CalibSink<'a> {
 impl Sink for CalibSink<'_> {
     fn consume(&mut self, sample: &Sample, outputs: &[TVec<TValue>]) -> Result<(), Error> {
         if let Some((at, collector)) = &mut self.extra {
-            let picked: Vec<&TValue> = at.iter().map(|&i| &outputs[0][i]).collect();
-            let cast: Vec<std::borrow::Cow<Tensor>> = picked
-                .iter()
-                .map(|v| v.cast_to::<f32>())
-                .collect::<TractResult<_>>()
-                .map_err(|e| Error::Internal(format!("casting an output to float32: {e:#}")))?;
-            let views: Vec<Floats> = cast
-                .iter()
-                .map(|t| Floats {
-                    shape: t.shape(),
-                    data: t
-                        .try_as_plain_ram()
-                        .and_then(|v| v.as_slice::<f32>())
-                        .unwrap_or(&[]),
-                })
-                .collect();
-            collector.collect(sample, &[views])?;
+            let cast = as_f32(at.iter().map(|&i| &outputs[0][i]))?;
+            collector.collect(sample, &[views(&cast)])?;
         }
         for ((value, obs), name) in outputs[0].iter().zip(&mut self.observers).zip(self.tensors) {
             let values = value
