@@ -4,7 +4,7 @@ and together, on every trained fixture, next to ONNX Runtime's quantize_static; 
 cost on the ResNet-18-shaped model of ../shared/peers at 128 samples.
 
 usage: python bench/accuracy_engine.py [--bin target/release/onnx-quant] [--work /tmp/onnx-quant-engine]
-         [--peers ../shared/peers] [--quark-python PY] [--skip-cost] [--repeat 3]
+         [--peers ../shared/peers] [--quark] [--only FIXTURE,...] [--skip-cost] [--repeat 3]
 
 1. Accuracy. Fixtures: the digits CNN and the digits ViT (fixtures/digits data: 64 calibration
    images, 360 held out), mbnet (MobileNet/EfficientNet-Lite-style, ReLU6) and dwnet (the same
@@ -16,9 +16,9 @@ usage: python bench/accuracy_engine.py [--bin target/release/onnx-quant] [--work
    the release binary (wall and peak RSS of the process) and run in ONNX Runtime with graph
    optimizations off (exact Q/DQ semantics) and on: top-1 on the held-out labels and output
    SQNR against the fp32 model. ONNX Runtime's quantize_static (QDQ, MinMax, per tensor and per
-   channel) runs on the same samples. AMD Quark, when a Python with `quark` is given
-   (`--quark-python`, `../shared/peers/setup.sh --with-quark`), runs its CLE + AdaRound
-   recipe too.
+   channel) runs on the same samples; with --quark, AMD Quark too (its default setup, and its
+   CNN recipe CLE + AdaRound), through ../shared/peers/quantize.py
+   (`../shared/peers/setup.sh --with-quark` installs it).
 2. Cost: the ResNet-18-shaped model, 128 samples: plain min/max against every algorithm on,
    medians of `--repeat` runs (wall, peak RSS).
 Prints markdown tables (docs/accuracy.md and docs/benchmarks.md hold copies).
@@ -113,29 +113,19 @@ quantize_static({model!r}, {out!r}, R(), quant_format=QuantFormat.QDQ, per_chann
     return measured([sys.executable, "-c", code])[0]
 
 
-def quark(py, model, calib, out):
-    code = f"""
-import numpy as np, onnx
-from onnxruntime.quantization import CalibrationDataReader
-from quark.onnx import ModelQuantizer
-from quark.onnx.quantization.config import Config, get_default_config
-x = np.load({calib!r}, mmap_mode="r")
-name = onnx.load({model!r}).graph.input[0].name
-class R(CalibrationDataReader):
-    def __init__(self): self.k = 0
-    def get_next(self):
-        if self.k >= len(x): return None
-        self.k += 1
-        return {{name: np.ascontiguousarray(x[self.k - 1:self.k])}}
-qc = get_default_config("S8S8_AAWS_ADAROUND")
-qc.include_cle = True
-ModelQuantizer(Config(global_quant_config=qc)).quantize_model({model!r}, {out!r}, R())
-"""
-    return measured([py, "-c", code])[0]
+def quark(peers, model, calib, out, tool):
+    """AMD Quark through ../shared/peers/quantize.py (its own venv): `quark` is its default
+    setup (per-tensor weights, CLE), `quark-best` its CNN accuracy recipe (per-channel, CLE +
+    AdaRound, 1000 iterations on the CPU)."""
+    return measured([sys.executable, os.path.join(peers, "quantize.py"), "--tool", tool, "--model", model,
+                     "--calib", calib, "--out", out])[0]
 
 
 def accuracy(a, rows):
+    only = set(filter(None, a.only.split(",")))
     for name, model, data in FIXTURES:
+        if only and name not in only:
+            continue
         model = os.path.join(FIX, model)
         calib = os.path.join(FIX, data, "calib.npy")
         x = np.load(os.path.join(FIX, data, "eval_x.npy"))
@@ -166,12 +156,16 @@ def accuracy(a, rows):
             row.update(score(out, x, y, ref) if st["rc"] == 0 else {"error": f"exit {st['rc']}"})
             rows.append(row)
             print(json.dumps(row), flush=True)
-        if a.quark_python:
-            out = os.path.join(a.work, f"{os.path.basename(model)}-quark.onnx")
-            st = quark(a.quark_python, model, calib, out)
-            row = dict(fixture=name, weights="int8 per tensor", target="AMD Quark", variant="CLE + AdaRound",
+        for tool, weights_name, recipe in [("quark", "int8 per tensor", "default (CLE)"),
+                                           ("quark-best", "int8", "CLE + AdaRound")]:
+            if not a.quark:
+                break
+            out = os.path.join(a.work, f"{os.path.basename(model)}-{tool}.onnx")
+            st = quark(a.peers, model, calib, out, tool)
+            row = dict(fixture=name, weights=weights_name, target="AMD Quark", variant=recipe,
                        wall=st["wall"], peak_mb=st["peak_mb"])
-            row.update(score(out, x, y, ref) if st["rc"] == 0 else {"error": f"exit {st['rc']}"})
+            row.update(score(out, x, y, ref) if st["rc"] == 0 and os.path.exists(out)
+                       else {"error": f"exit {st['rc']}"})
             rows.append(row)
             print(json.dumps(row), flush=True)
 
@@ -201,7 +195,9 @@ def main():
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "onnx-quant"))
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "onnx-quant-engine"))
     ap.add_argument("--peers", default=os.path.join(ROOT, "..", "shared", "peers"))
-    ap.add_argument("--quark-python", help="a Python with AMD Quark (../shared/peers/setup.sh --with-quark)")
+    ap.add_argument("--quark", action="store_true",
+                    help="also AMD Quark, through ../shared/peers/quantize.py (setup.sh --with-quark)")
+    ap.add_argument("--only", default="", help="fixtures to run, comma-separated names (default: all)")
     ap.add_argument("--skip-cost", action="store_true")
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
