@@ -173,17 +173,69 @@ pub(super) fn replan(
     plan
 }
 
+/// Cross-layer equalization (`equalize: true`): BatchNormalization folded, then the pairs
+/// rescaled, in the model tract calibrates and the rewrite starts from; notes for the report.
+pub(super) fn equalize(config: &Config, model: &mut Model) -> Result<Vec<String>, Error> {
+    let Some(clip_mode) = config.equalize else {
+        return Ok(Vec::new());
+    };
+    let path = model.loaded.path.clone();
+    crate::onnx::materialize(&mut model.loaded.model, &path)?;
+    let bns = crate::rewrite::fold_batchnorm_in_place(&mut model.loaded.model)?;
+    let e = crate::rewrite::equalize::equalize(&mut model.loaded.model, clip_mode).map_err(
+        |reason| {
+            Error::from(crate::error::ModelError::Unsupported {
+                path: path.clone(),
+                what: format!("a layer pair equalization cannot rescale ({reason})"),
+            })
+        },
+    )?;
+    let mut notes = Vec::new();
+    if bns > 0 {
+        notes.push(format!(
+            "equalize: {bns} BatchNormalization node(s) folded into the Conv before them first"
+        ));
+    }
+    if e.pairs.is_empty() {
+        notes.push("equalize: no two layers joined by a Relu (or ReLU6) to equalize".into());
+        return Ok(notes);
+    }
+    notes.push(format!(
+        "equalize: {} pair(s) of layers rescaled in {} round(s); median channel range spread (largest / smallest) {:.1} → {:.1}",
+        e.pairs.len(),
+        e.rounds,
+        e.spread_before,
+        e.spread_after
+    ));
+    if !e.clips.is_empty() {
+        let how = match clip_mode {
+            crate::config::ClipMode::Relu => {
+                "Relu (equalize_clip: relu, an approximation: outputs change where the pre-activation exceeded the bound)"
+            }
+            _ => "Relu then Min with each channel's rescaled bound (exact)",
+        };
+        notes.push(format!(
+            "equalize: {} Clip(s) from 0 between rescaled layers became {how}: {}",
+            e.clips.len(),
+            e.clips.join(", ")
+        ));
+    }
+    Ok(notes)
+}
+
 /// Plans `input` under `rules` without running calibration.
 pub fn plan_only(input: &Path, rules: &Rules) -> Result<Explained, Error> {
-    let model = open_model(input, rules.input_shapes)?;
+    let mut model = open_model(input, rules.input_shapes)?;
     model.loaded.warnings.iter().for_each(|w| (rules.warn)(w));
+    let equalized = equalize(rules.config, &mut model)?;
     let Planned {
-        plan,
+        mut plan,
         written,
         sub_plans,
         kept,
         ..
     } = plan_model(&model, None, rules)?;
+    plan.notes.splice(0..0, equalized);
     let mut subgraphs = Vec::new();
     let mut sub_plans: HashMap<_, _> = sub_plans
         .into_iter()

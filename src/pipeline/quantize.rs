@@ -12,7 +12,6 @@ use crate::error::{Error, ModelError};
 use crate::onnx::{SaveOptions, Saved};
 use crate::proto::ModelProto;
 use crate::report::{CalibrationReport, FileReport, Report};
-use crate::rewrite::equalize::ClipMode;
 use crate::rewrite::fp16::{self, Fp16Report};
 use crate::stats::{self, StatsTable};
 
@@ -40,7 +39,10 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         StatsSource::File(_) | StatsSource::None => None,
     };
     let mut smooth_notes = smoothquant(job, &mut model, data_src, &mut clock)?;
-    smooth_notes.extend(equalize(job, &mut model, &mut clock)?);
+    if job.planning.config.equalize.is_some() {
+        smooth_notes.extend(super::plan::equalize(&job.planning.config, &mut model)?);
+        clock.lap("equalize");
+    }
     let p: Planned = plan_model(&model, data_src, &job.planning.rules(warn))?;
     clock.lap("plan");
     let (engine, plan, written) = (p.engine, p.plan, p.written);
@@ -225,57 +227,6 @@ fn smoothquant(
     };
     let notes = smooth::smooth_model(model, d, alpha)?;
     clock.lap("smoothquant");
-    Ok(notes)
-}
-
-/// Cross-layer equalization (`equalize: true`): BatchNormalization folded, then the pairs
-/// rescaled, in the model tract calibrates and the rewrite starts from; notes for the report.
-fn equalize(job: &QuantizeJob, model: &mut Model, clock: &mut Clock) -> Result<Vec<String>, Error> {
-    let Some(clip_mode) = job.planning.config.equalize else {
-        return Ok(Vec::new());
-    };
-    let path = model.loaded.path.clone();
-    crate::onnx::materialize(&mut model.loaded.model, &path)?;
-    let bns = crate::rewrite::fold_batchnorm_in_place(&mut model.loaded.model)?;
-    let e = crate::rewrite::equalize::equalize(&mut model.loaded.model, clip_mode).map_err(
-        |reason| {
-            Error::from(ModelError::Unsupported {
-                path: path.clone(),
-                what: format!("a layer pair equalization cannot rescale ({reason})"),
-            })
-        },
-    )?;
-    clock.lap("equalize");
-    let mut notes = Vec::new();
-    if bns > 0 {
-        notes.push(format!(
-            "equalize: {bns} BatchNormalization node(s) folded into the Conv before them first"
-        ));
-    }
-    if e.pairs.is_empty() {
-        notes.push("equalize: no two layers joined by a Relu (or ReLU6) to equalize".into());
-        return Ok(notes);
-    }
-    notes.push(format!(
-        "equalize: {} pair(s) of layers rescaled in {} round(s); median channel range spread (largest / smallest) {:.1} → {:.1}",
-        e.pairs.len(),
-        e.rounds,
-        e.spread_before,
-        e.spread_after
-    ));
-    if !e.clips.is_empty() {
-        let how = match clip_mode {
-            ClipMode::Relu => {
-                "Relu (equalize_clip: relu, an approximation: outputs change where the pre-activation exceeded the bound)"
-            }
-            _ => "Relu then Min with each channel's rescaled bound (exact)",
-        };
-        notes.push(format!(
-            "equalize: {} Clip(s) from 0 between rescaled layers became {how}: {}",
-            e.clips.len(),
-            e.clips.join(", ")
-        ));
-    }
     Ok(notes)
 }
 

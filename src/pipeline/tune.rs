@@ -253,8 +253,9 @@ pub struct SensitivityReport {
 // what stays inline threads their results to the next.
 pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<SensitivityReport, Error> {
     let start = Instant::now();
-    let model = open_model(&job.input, &job.planning.input_shapes)?;
+    let mut model = open_model(&job.input, &job.planning.input_shapes)?;
     let labels = super::open::warnings_and_labels(&model, job.labels.as_deref(), warn)?;
+    super::plan::equalize(&job.planning.config, &mut model)?;
     let label_ref = match (&job.labels, &labels) {
         (Some(path), Some(values)) => Some(Labels { path, values }),
         _ => None,
@@ -272,16 +273,26 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
                 &job.data.path,
                 "sensitivity (without --stats)",
             )?;
-            let m = super::calibrate::calibrate(
+            // bias correction and GPTQ measure the layers' inputs in the same run
+            let probe = super::layers::LayerProbe::new(&written, &plan, head.len());
+            let make = || probe.as_ref().expect("a probe").collector();
+            let extra = probe.as_ref().map(|p| crate::calib::Extra {
+                tensors: &p.tensors,
+                make: &make,
+            });
+            let mut m = super::calibrate::calibrate(
                 &engine,
                 &plan,
                 (&p.sub_observed, &p.sub_channels),
                 head.clone(),
                 &job.data,
                 observe_for(config, &plan).union(p.sub_observe),
-                None,
+                extra.as_ref(),
                 warn,
             )?;
+            if let Some(probe) = probe {
+                m.stats.layers = probe.finish();
+            }
             (Some(head), tail, m.stats, job.data.path.clone())
         }
     };

@@ -170,3 +170,38 @@ fn gptq_beats_nearest_int4_rounding_on_a_transformer() {
         stderr(&o)
     );
 }
+
+/// `explain` and `sensitivity` take the accuracy engine's settings as `quantize` does: the
+/// equalized plan is explained, and sensitivity's quantized baseline of dwnet with per-tensor
+/// weights is the equalized one (tens of dB above the plain one).
+#[test]
+fn explain_and_sensitivity_equalize_as_quantize_does() {
+    let model = fixture("mbnet/dwnet.onnx");
+    let o = run(["explain", model.to_str().unwrap(), "--equalize"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), stderr(&o));
+    assert!(text.contains("equalize: 9 pair(s)"), "{text}");
+    let dir = scratch();
+    let mut baseline = Vec::new();
+    for flags in [&[][..], &["--equalize", "--bias-correction"]] {
+        let out = dir.path().join("s.json");
+        let calib = fixture("mbnet/calib.npy");
+        let mut args = vec![
+            "sensitivity",
+            model.to_str().unwrap(),
+            "--calib",
+            calib.to_str().unwrap(),
+            "--target",
+            "ort",
+            "--per-tensor",
+            "--json",
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        args.extend_from_slice(flags);
+        let o = run(args);
+        assert_eq!(code(&o), 0, "{}", stderr(&o));
+        baseline.push(json(&out)["baseline"]["sqnr_db"].as_f64().unwrap());
+    }
+    assert!(baseline[0] < 10.0 && baseline[1] > 25.0, "{baseline:?}");
+}
