@@ -201,7 +201,8 @@ pub struct RangeArgs {
     #[arg(long, value_name = "HOW")]
     pub rounding: Option<Rounding>,
     /// Cross-layer equalization: the channels of Conv/Gemm pairs joined by a Relu rescaled so
-    /// their weight ranges match (a ReLU6 between them becomes a Relu)
+    /// their weight ranges match (a ReLU6 between them becomes a Relu and a Min with each
+    /// channel's bound: exact)
     #[arg(long)]
     pub equalize: bool,
     /// Bias correction: each layer's bias absorbs the mean output shift its rounded weights

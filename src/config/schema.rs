@@ -129,7 +129,7 @@ pub const KEYS: &[Key] = &[
     Key {
         path: "equalize",
         ty: Ty::Bool,
-        doc: "cross-layer equalization: the channels of two Conv/Gemm/MatMul joined by Relu, LeakyRelu, zero Pad or MaxPool rescaled so their weight ranges match (exact); through a Clip from 0 (ReLU6) the Clip becomes a Relu (an approximation); BatchNormalization is folded first",
+        doc: "cross-layer equalization: the channels of two Conv/Gemm/MatMul joined by Relu, LeakyRelu, zero Pad or MaxPool rescaled so their weight ranges match (exact); a Clip from 0 (ReLU6) between them as `equalize_clip` says; BatchNormalization is folded first",
     },
     Key {
         path: "equalize_clip",

@@ -16,7 +16,7 @@
 use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, Side};
 
-use super::QuantizedWeight;
+use super::{QuantizedWeight, Rows};
 use crate::stats::Gram;
 
 /// Entries per diagonal block of `H`.
@@ -24,48 +24,6 @@ pub const BLOCK: usize = 128;
 
 /// GPTQ's damping: this fraction of the mean diagonal is added to it.
 const DAMP: f64 = 0.01;
-
-/// How a layer's weight rows meet its input patch entries.
-#[derive(Clone, Copy, Debug)]
-pub enum Rows {
-    /// Conv `[M, C/g, k...]` in `groups`: row `o` is contiguous, of `C/g · taps` entries,
-    /// starting at patch entry `(o / (M/g)) · C/g · taps`.
-    Conv { groups: usize },
-    /// `[N, K]` (Gemm with `transB`): row `n` contiguous.
-    Transposed,
-    /// `[K, N]` (Gemm, MatMul): row `n` is column `n`.
-    Matrix,
-}
-
-impl Rows {
-    /// (rows, entries per row) of a weight of `dims`.
-    fn shape(self, dims: &[usize]) -> (usize, usize) {
-        match self {
-            Rows::Conv { .. } => (dims[0], dims[1..].iter().product()),
-            Rows::Transposed => (dims[0], dims[1]),
-            Rows::Matrix => (dims[1], dims[0]),
-        }
-    }
-
-    /// The flat index of entry `j` of row `o`.
-    fn at(self, dims: &[usize], o: usize, j: usize) -> usize {
-        match self {
-            Rows::Conv { .. } | Rows::Transposed => o * self.shape(dims).1 + j,
-            Rows::Matrix => j * dims[1] + o,
-        }
-    }
-
-    /// The first patch entry row `o` reads.
-    fn first_entry(self, dims: &[usize], o: usize) -> usize {
-        match self {
-            Rows::Conv { groups } => {
-                let per_group = dims[0] / groups.max(1);
-                (o / per_group.max(1)) * self.shape(dims).1
-            }
-            _ => 0,
-        }
-    }
-}
 
 /// The diagonal blocks of the Gram matrix for a weight of `dims` read as `rows`: each group's
 /// patch entries in runs of at most [`BLOCK`].

@@ -12,6 +12,9 @@
 use serde::Serialize;
 
 pub mod gptq;
+mod rows;
+
+pub use rows::Rows;
 
 /// How weights take their integer levels (`weights.rounding`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]

@@ -1,7 +1,8 @@
-//! Bias correction's measurement: the mean input patch of every layer whose weights are
-//! quantized (Conv: each input channel × kernel tap, the zero padding at the borders counted as
-//! the layer sees it; Gemm and MatMul: each input feature), over the calibration samples, in
-//! the copy tract runs. `rewrite` turns them into each layer's mean output shift.
+//! What bias correction and GPTQ measure of the layers they adjust, riding along the
+//! calibration run (the copy tract runs): the mean input patch (Conv: each input channel ×
+//! kernel tap, the zero padding at the borders counted as the layer sees it; Gemm and MatMul:
+//! each input feature), and for GPTQ the products of sampled patches (`stats::Gram`).
+//! `rewrite` turns them into each layer's mean output shift and GPTQ's levels.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -48,12 +49,12 @@ struct Site {
 
 /// Patches per sample and layer whose products GPTQ's Gram matrix sums (spread evenly over the
 /// output positions): the products of all of them would cost more than running the network.
-pub(crate) const ROWS_PER_SAMPLE: usize = 64;
+const ROWS_PER_SAMPLE: usize = 64;
 
 /// Samples whose patches the Gram matrices sum at most (spread evenly over the data set):
 /// 32 × 64 = 2048 patches per layer, 16 per entry of a block of 128, estimate `E[x xᵀ]` well;
 /// summing every sample's would double the time of a 128-sample calibration of a ResNet-18.
-pub(crate) const GRAM_SAMPLES: usize = 32;
+const GRAM_SAMPLES: usize = 32;
 
 fn ints(node: &NodeProto, name: &str) -> Option<Vec<usize>> {
     ir::attr(node, name).map(|a| a.ints.iter().map(|&v| v.max(0) as usize).collect())
@@ -126,7 +127,10 @@ fn sites(model: &ModelProto, plan: &QuantPlan) -> (Vec<Site>, Vec<String>) {
                 tensors.len() - 1
             }
         };
-        let gram = gptq.then(|| gptq::blocks(crate::rewrite::rows_of(node), &w.dims));
+        let gram = match crate::rewrite::rows_of(node) {
+            Some(rows) if gptq => Some(gptq::blocks(rows, &w.dims)),
+            _ => None,
+        };
         out.push(Site {
             weight: w.initializer.clone(),
             tensor,

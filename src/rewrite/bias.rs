@@ -7,7 +7,7 @@
 use serde::Serialize;
 
 use crate::params::QuantizedWeight;
-use crate::params::gptq::Rows;
+use crate::params::Rows;
 use crate::proto::NodeProto;
 
 /// What bias correction did to one layer.
@@ -21,15 +21,17 @@ pub struct BiasCorrection {
     pub bias_added: bool,
 }
 
-/// How GPTQ reads the rows of `node`'s weight.
-pub fn rows_of(node: &NodeProto) -> Rows {
-    match node.op_type() {
+/// How `node` (Conv, Gemm, MatMul; `None` for other ops) reads its weight (input 1).
+pub fn rows_of(node: &NodeProto) -> Option<Rows> {
+    let int = |name: &str, default: i64| crate::ir::attr_int(node, name).unwrap_or(default);
+    Some(match node.op_type() {
         "Conv" => Rows::Conv {
-            groups: usize::try_from(crate::ir::attr_int(node, "group").unwrap_or(1)).unwrap_or(1),
+            groups: usize::try_from(int("group", 1)).ok()?,
         },
-        "Gemm" if crate::ir::attr_int(node, "transB").unwrap_or(0) != 0 => Rows::Transposed,
-        _ => Rows::Matrix,
-    }
+        "Gemm" if int("transB", 0) != 0 => Rows::Transposed,
+        "Gemm" | "MatMul" => Rows::Matrix,
+        _ => return None,
+    })
 }
 
 /// The values `q` stands for.
@@ -50,51 +52,33 @@ pub(super) fn dequantized(
         .collect()
 }
 
-/// The mean output shift `(W − Ŵ) · E[x]` of each output channel of `node` (Conv, Gemm,
-/// MatMul) reading weight `w` (of `dims`) as `w_hat`, given its mean input patch `means`
-/// (`None` when the layout does not match them).
+/// The mean output shift `(W − Ŵ) · E[x]` of each output row of a weight `w` (of `dims`,
+/// laid out as `rows`) read as `w_hat`, given the layer's mean input patch `means` (`None` when
+/// the layout does not match them).
 pub(super) fn shift(
-    node: &NodeProto,
+    rows: Rows,
     w: &[f32],
     w_hat: &[f64],
     dims: &[usize],
     means: &[f64],
 ) -> Option<Vec<f64>> {
-    let d = |i: usize| f64::from(w[i]) - w_hat[i];
-    match (node.op_type(), dims) {
-        ("Conv", &[m, cpg, kh, kw]) => {
-            let group = usize::try_from(crate::ir::attr_int(node, "group").unwrap_or(1)).ok()?;
-            let taps = kh * kw;
-            if group == 0 || m % group != 0 || means.len() != cpg * group * taps {
-                return None;
-            }
-            let opg = m / group;
-            Some(
-                (0..m)
-                    .map(|o| {
-                        let first = (o / opg) * cpg * taps;
-                        (0..cpg * taps)
-                            .map(|j| d(o * cpg * taps + j) * means[first + j])
-                            .sum()
-                    })
-                    .collect(),
-            )
-        }
-        ("Gemm" | "MatMul", &[a, b]) => {
-            let transposed = crate::ir::attr_int(node, "transB").unwrap_or(0) != 0;
-            let (k, n) = if transposed { (b, a) } else { (a, b) };
-            if means.len() != k {
-                return None;
-            }
-            let at = |kk: usize, nn: usize| if transposed { nn * k + kk } else { kk * n + nn };
-            Some(
-                (0..n)
-                    .map(|nn| (0..k).map(|kk| d(at(kk, nn)) * means[kk]).sum())
-                    .collect(),
-            )
-        }
-        _ => None,
+    if rows.entries(dims)? != means.len() {
+        return None;
     }
+    let (n, per_row) = rows.shape(dims);
+    Some(
+        (0..n)
+            .map(|o| {
+                let first = rows.first_entry(dims, o);
+                (0..per_row)
+                    .map(|j| {
+                        let i = rows.at(dims, o, j);
+                        (f64::from(w[i]) - w_hat[i]) * means[first + j]
+                    })
+                    .sum()
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -159,12 +143,7 @@ mod tests {
         let means: Vec<f64> = (0..k)
             .map(|j| (0..rows).map(|r| x[r * k + j]).sum::<f64>() / rows as f64)
             .collect();
-        let gemm = NodeProto {
-            op_type: Some("Gemm".into()),
-            attribute: vec![crate::ir::int_attr("transB", 1)],
-            ..Default::default()
-        };
-        let s = shift(&gemm, &w, &hat, &[n, k], &means).unwrap();
+        let s = shift(Rows::Transposed, &w, &hat, &[n, k], &means).unwrap();
         for (o, &so) in s.iter().enumerate() {
             let mean = |v: &dyn Fn(usize) -> f64| {
                 (0..rows)
@@ -181,15 +160,11 @@ mod tests {
             assert!(so != 0.0);
         }
         // Conv [4, 4, 1, 1] in 2 groups over 8 channels: output o reads channels of its group
-        let conv = NodeProto {
-            op_type: Some("Conv".into()),
-            attribute: vec![crate::ir::int_attr("group", 2)],
-            ..Default::default()
-        };
+        let conv = Rows::Conv { groups: 2 };
         let wc = noise(16, 4);
         let qc = quantize_weight(&wc, &[4, 4, 1, 1], Some(0), &[], false);
         let hc = dequantized(&qc, &[4, 4, 1, 1], None);
-        let s = shift(&conv, &wc, &hc, &[4, 4, 1, 1], &means).unwrap();
+        let s = shift(conv, &wc, &hc, &[4, 4, 1, 1], &means).unwrap();
         for o in 0..4 {
             let g = o / 2;
             let want: f64 = (0..4)
@@ -197,6 +172,6 @@ mod tests {
                 .sum();
             assert!((s[o] - want).abs() < 1e-15);
         }
-        assert!(shift(&conv, &wc, &hc, &[4, 4, 1, 1], &means[..4]).is_none());
+        assert!(shift(conv, &wc, &hc, &[4, 4, 1, 1], &means[..4]).is_none());
     }
 }

@@ -14,11 +14,12 @@
 //! float32.
 //!
 //! Exact: Relu, LeakyRelu, Pad (constant 0) and MaxPool commute with the factors, so the float
-//! function is unchanged up to float32 rounding. An approximation: a Clip from 0 to `M`
-//! (ReLU6) does not — its bound would have to become `M / s_c`, per channel — so a pair through
-//! one is equalized with the Clip turned into a Relu, as DFQ and AIMET do: the output differs
-//! wherever the pre-activation exceeded `M` (measured in docs/accuracy.md), and the report
-//! names every Clip replaced. BatchNormalization after layer 1 must be folded first
+//! function is unchanged up to float32 rounding. A Clip from 0 to `M` (ReLU6) does not: its
+//! bound would have to become `M / s_c`, per channel. [`ClipMode`] says what happens to a pair
+//! through one: `Bound` (exact) makes the Clip a Relu then a Min with each channel's bound,
+//! `Relu` makes it a Relu as DFQ and AIMET do (the output differs wherever the pre-activation
+//! exceeded `M`; measured in docs/accuracy.md), `Skip` leaves the pair alone; the report names
+//! every Clip rewritten. BatchNormalization after layer 1 must be folded first
 //! (`fold_batchnorm`): its factors are part of the weights being equalized.
 //!
 //! Pure: the caller folds BatchNormalization and reads external weights first.
@@ -30,6 +31,7 @@ use serde::Serialize;
 pub use crate::config::ClipMode;
 use crate::ir::{self, Index, NodeId, Patch};
 use crate::onnx::tensor::{f32_data, f32_tensor};
+use crate::params::Rows;
 use crate::proto::{ModelProto, NodeProto};
 
 /// The factors of a round change the weights less than this (|ln s|): equalized.
@@ -51,22 +53,13 @@ pub struct Equalized {
     pub spread_after: f64,
 }
 
-/// How a layer's weight is laid out.
-#[derive(Clone, Copy, Debug)]
-enum Layout {
-    /// Conv `[M, C/g, k...]` with `g` groups.
-    Conv { group: usize },
-    /// A 2-D `[K, N]` (Gemm, MatMul) or `[N, K]` (Gemm with `transB`).
-    Matrix { transposed: bool },
-}
-
 /// One linear layer taking part in a pair.
 #[derive(Clone, Debug)]
 struct Layer {
     node: NodeId,
     weight: String,
     bias: Option<String>,
-    layout: Layout,
+    layout: Rows,
 }
 
 /// A float weight being equalized: its values as read, and the factors found so far (f64),
@@ -75,7 +68,7 @@ struct Values {
     dims: Vec<usize>,
     v: Vec<f32>,
     /// How the weight is laid out (a weight has one reader, so one layout).
-    layout: Layout,
+    layout: Rows,
     /// Per output channel: the weight (and the bias) is divided by it.
     out: Vec<f64>,
     /// Per input channel: the weight is multiplied by it.
@@ -89,7 +82,7 @@ impl Values {
         let d = &self.dims;
         let inv: Vec<f64> = self.out.iter().map(|o| 1.0 / o).collect();
         match self.layout {
-            Layout::Conv { group } => {
+            Rows::Conv { groups: group } => {
                 let cpg = d[1];
                 let taps: usize = d[2..].iter().product();
                 let opg = d[0] / group;
@@ -104,7 +97,8 @@ impl Values {
                     }
                 }
             }
-            Layout::Matrix { transposed } => {
+            Rows::Transposed | Rows::Matrix => {
+                let transposed = self.layout == Rows::Transposed;
                 let (rows, cols) = (d[0], d[1]);
                 for r in 0..rows {
                     for q in 0..cols {
@@ -134,23 +128,6 @@ impl Values {
     }
 }
 
-impl Layout {
-    /// Output channels and input channels of a weight of `dims`.
-    fn channels(self, dims: &[usize]) -> Option<(usize, usize)> {
-        match self {
-            Layout::Conv { group } => {
-                let m = *dims.first()?;
-                (dims.len() >= 3 && group > 0 && m % group == 0).then(|| (m, dims[1] * group))
-            }
-            Layout::Matrix { transposed } => match dims {
-                [k, n] if !transposed => Some((*n, *k)),
-                [n, k] => Some((*n, *k)),
-                _ => None,
-            },
-        }
-    }
-}
-
 /// A float initializer nothing but `node` reads (not a graph input or output, not captured).
 fn own_float<'g>(
     index: &Index<'g>,
@@ -174,16 +151,13 @@ fn layer(index: &Index, id: NodeId, first: bool) -> Option<Layer> {
     }
     let weight = node.input.get(1)?;
     let w = own_float(index, weight, id)?;
-    let layout = match node.op_type() {
-        "Conv" => Layout::Conv {
-            group: usize::try_from(ir::attr_int(node, "group").unwrap_or(1)).ok()?,
-        },
-        "Gemm" if ir::attr_int(node, "transA").unwrap_or(0) == 0 => Layout::Matrix {
-            transposed: ir::attr_int(node, "transB").unwrap_or(0) != 0,
-        },
-        "MatMul" if w.dims.len() == 2 => Layout::Matrix { transposed: false },
-        _ => return None,
+    let takes = match node.op_type() {
+        "Conv" => true,
+        "Gemm" => ir::attr_int(node, "transA").unwrap_or(0) == 0,
+        "MatMul" => w.dims.len() == 2,
+        _ => false,
     };
+    let layout = super::rows_of(node).filter(|_| takes)?;
     let dims: Vec<usize> = w.dims.iter().map(|&d| d as usize).collect();
     let (out, _) = layout.channels(&dims)?;
     let bias = match node.input.get(2).filter(|b| !b.is_empty()) {
@@ -249,7 +223,7 @@ fn pairs(index: &Index, graph: &crate::proto::GraphProto) -> Vec<(Layer, Layer, 
         let Some(first) = layer(index, id, true) else {
             continue;
         };
-        let convs = matches!(first.layout, Layout::Conv { .. });
+        let convs = matches!(first.layout, Rows::Conv { .. });
         let mut clips = Vec::new();
         let mut t = match graph.node[id].output.first() {
             Some(t) => t.clone(),
@@ -282,7 +256,7 @@ fn pairs(index: &Index, graph: &crate::proto::GraphProto) -> Vec<(Layer, Layer, 
         let Some(second) = second else {
             continue;
         };
-        if convs != matches!(second.layout, Layout::Conv { .. }) {
+        if convs != matches!(second.layout, Rows::Conv { .. }) {
             continue;
         }
         out.push((first, second, clips));
@@ -432,13 +406,13 @@ pub fn equalize(model: &mut ModelProto, clip_mode: ClipMode) -> Result<Equalized
             };
             let bound: Vec<f32> = s.iter().map(|&f| (f64::from(hi) / f) as f32).collect();
             let dims = match a.layout {
-                Layout::Conv { .. } => {
+                Rows::Conv { .. } => {
                     let rank = values[&a.weight].dims.len();
                     let mut d = vec![bound.len()];
                     d.resize(rank - 1, 1);
                     d
                 }
-                Layout::Matrix { .. } => vec![bound.len()],
+                Rows::Transposed | Rows::Matrix => vec![bound.len()],
             };
             let base = clip.name().to_string();
             let (relu_out, bound_name) = (

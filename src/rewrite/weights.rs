@@ -453,12 +453,13 @@ fn refine(
     let (Some(gram), [(id, 1)]) = (act.grams.get(&site.initializer), &site.consumers[..]) else {
         return Ok(None);
     };
-    let node = index.node(ids.get(*id));
+    let Some(rows) = super::rows_of(index.node(ids.get(*id))) else {
+        return Ok(None);
+    };
     let nearest = q.values.clone();
     let at = crate::params::scale_index(dims, q, site.block);
-    let (before, after) =
-        crate::params::gptq::gptq(data, dims, super::rows_of(node), q, &at, range, gram)
-            .map_err(|e| internal(format!("GPTQ on `{}`: {e}", site.initializer)))?;
+    let (before, after) = crate::params::gptq::gptq(data, dims, rows, q, &at, range, gram)
+        .map_err(|e| internal(format!("GPTQ on `{}`: {e}", site.initializer)))?;
     Ok(Some(super::GptqReport {
         nearest_sqnr_db: before.sqnr_db(),
         gptq_sqnr_db: after.sqnr_db(),
@@ -491,7 +492,9 @@ fn correct_bias(
     };
     let id = ids.get(id);
     let node = index.node(id);
-    let Some(shift) = bias::shift(node, data, hat, dims, means) else {
+    let Some(shift) =
+        bias::rows_of(node).and_then(|rows| bias::shift(rows, data, hat, dims, means))
+    else {
         return Ok(None);
     };
     let n = shift.len();
