@@ -25,11 +25,11 @@ use crate::ir::TensorInfo;
 use crate::proto::{GraphProto, ModelProto};
 use crate::stats::{StatsTable, TensorStats};
 
-/// A caller's collector riding along a calibration run: it receives `tensors` (float32) of
-/// every sample, one collector per thread from `make`.
-pub struct Extra<'a> {
-    pub tensors: &'a [String],
-    pub make: &'a (dyn Fn() -> Box<dyn Collect + 'a> + Sync),
+/// A caller's collectors riding along a calibration run: each thread's collector receives
+/// `tensors()` (float32) of every sample it runs.
+pub trait Extra: Sync {
+    fn tensors(&self) -> &[String];
+    fn collector(&self) -> Box<dyn Collect + '_>;
 }
 
 /// The model, ready to hand to tract.
@@ -262,12 +262,12 @@ impl Runner {
         data: Dataset,
         opts: &RunOptions,
         observe: Observe,
-        extra: Option<&Extra>,
+        extra: Option<&dyn Extra>,
     ) -> Result<StatsTable, Error> {
         // the observed tensors first, then those only the extra collector reads
         let mut computed = tensors.to_vec();
         let mut at = Vec::new();
-        for t in extra.map_or(&[][..], |e| e.tensors) {
+        for t in extra.map_or(&[][..], |e| e.tensors()) {
             at.push(match computed.iter().position(|c| c == t) {
                 Some(i) => i,
                 None => {
@@ -289,7 +289,7 @@ impl Runner {
         let make = || CalibSink {
             tensors,
             observers: tensors.iter().map(observer).collect(),
-            extra: extra.map(|e| (&at[..], (e.make)())),
+            extra: extra.map(|e| (&at[..], e.collector())),
         };
         let sinks = drive(&[&plan], data, opts, make)?;
         let mut merged: Vec<Observer> = tensors.iter().map(observer).collect();

@@ -33,7 +33,7 @@ pub(super) fn calibrate(
     data: Dataset,
     src: &DataSource,
     observe: Observe,
-    extra: Option<&Extra>,
+    extra: Option<&dyn Extra>,
     warn: &dyn Fn(&str),
 ) -> Result<Measured, Error> {
     let observe = Observe {

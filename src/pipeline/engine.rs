@@ -162,7 +162,7 @@ impl Engine {
         data: Dataset,
         opts: &RunOptions,
         observe: Observe,
-        extra: Option<&Extra>,
+        extra: Option<&dyn Extra>,
     ) -> Result<StatsTable, Error> {
         let samples = data.len();
         let mut merged: BTreeMap<String, TensorStats> = BTreeMap::new();

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use crate::calib::{Collect, Floats, Sample};
+use crate::calib::{Collect, Extra, Floats, Sample};
 use crate::error::Error;
 use crate::ir::{self, Index};
 use crate::params::gptq;
@@ -360,7 +360,7 @@ pub(super) struct LayerProbe {
     /// The Gram matrices sum samples whose index is a multiple of this.
     gram_every: usize,
     /// The layers' data inputs, in the order the collectors receive them.
-    pub(super) tensors: Vec<String>,
+    tensors: Vec<String>,
     shared: Vec<Mutex<PatchSums>>,
 }
 
@@ -386,10 +386,6 @@ impl LayerProbe {
         })
     }
 
-    pub(super) fn collector(&self) -> Box<dyn Collect + '_> {
-        Box::new(Patches(self))
-    }
-
     /// The sums, by weight.
     pub(super) fn finish(self) -> BTreeMap<String, PatchSums> {
         let sums = self
@@ -397,6 +393,16 @@ impl LayerProbe {
             .into_iter()
             .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()));
         self.sites.into_iter().map(|s| s.weight).zip(sums).collect()
+    }
+}
+
+impl Extra for LayerProbe {
+    fn tensors(&self) -> &[String] {
+        &self.tensors
+    }
+
+    fn collector(&self) -> Box<dyn Collect + '_> {
+        Box::new(Patches(self))
     }
 }
 

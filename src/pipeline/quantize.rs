@@ -70,21 +70,8 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     }
     let (mut stats, calibration, source) = match (&job.stats, calib_part.clone()) {
         (StatsSource::Calibrate(d), Some(data)) => {
-            let make = || probe.as_ref().expect("a probe").collector();
-            let extra = probe.as_ref().map(|p| Extra {
-                tensors: &p.tensors,
-                make: &make,
-            });
-            let m = calibrate(
-                &engine,
-                &plan,
-                observed,
-                data,
-                d,
-                observe,
-                extra.as_ref(),
-                warn,
-            )?;
+            let extra = probe.as_ref().map(|p| p as &dyn Extra);
+            let m = calibrate(&engine, &plan, observed, data, d, observe, extra, warn)?;
             (m.stats, m.report, d.path.clone())
         }
         (stats, _) => read_statistics(stats, &job.input, warn)?,

@@ -275,11 +275,6 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
             )?;
             // bias correction and GPTQ measure the layers' inputs in the same run
             let probe = super::layers::LayerProbe::new(&written, &plan, head.len());
-            let make = || probe.as_ref().expect("a probe").collector();
-            let extra = probe.as_ref().map(|p| crate::calib::Extra {
-                tensors: &p.tensors,
-                make: &make,
-            });
             let mut m = super::calibrate::calibrate(
                 &engine,
                 &plan,
@@ -287,7 +282,7 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
                 head.clone(),
                 &job.data,
                 observe_for(config, &plan).union(p.sub_observe),
-                extra.as_ref(),
+                probe.as_ref().map(|p| p as &dyn crate::calib::Extra),
                 warn,
             )?;
             if let Some(probe) = probe {
