@@ -227,6 +227,30 @@ fn overrides_skip_nodes_and_set_weights_naming_themselves() {
     );
 }
 
+/// `skip: true` on a pass-through op (MaxPool, Reshape) keeps it float: quantization is not
+/// carried across it, as it is when no override names it.
+#[test]
+fn a_skipped_pass_through_op_is_not_quantized_by_propagation() {
+    let mut n = Net::new(&["x"]);
+    n.conv("c1", "x", "a", false)
+        .node("MaxPool", "pool", &["a"], &["b"])
+        .conv("c2", "b", "y", false)
+        .output("y");
+    let free = plan_of(&n, "ort", "");
+    assert!(
+        decision(&free, "pool").quantized,
+        "{}",
+        reason(&free, "pool")
+    );
+    let p = plan_of(
+        &n,
+        "ort",
+        "overrides:\n  - match: {name: pool}\n    skip: true\n",
+    );
+    assert!(!decision(&p, "pool").quantized, "{}", reason(&p, "pool"));
+    assert!(reason(&p, "pool").contains("skipped by override #1"));
+}
+
 /// Rules are directional: a data input that already comes from DequantizeLinear is never
 /// planned again, so a quantized model gains nothing.
 #[test]

@@ -15,7 +15,10 @@ impl Builder<'_> {
             };
             let producer = self.index.node(pid);
             let op = producer.op_type();
-            if !ir::is_default_domain(producer.domain()) || Self::has(&p.float_ops, op) {
+            if !ir::is_default_domain(producer.domain())
+                || Self::has(&p.float_ops, op)
+                || self.kept_float_by_overrides(pid)
+            {
                 continue;
             }
             let (share, slots): (bool, Vec<usize>) = if op == "Concat" && p.concat_shared_scale {
@@ -55,6 +58,18 @@ impl Builder<'_> {
                     "int8 between quantized neighbours"
                 };
                 self.quantized(pid, Some(remark.into()));
+            }
+        }
+    }
+
+    /// Whether an override (`skip: true`, or what calibration showed when no override decides)
+    /// keeps node `id` float: propagation must not quantize it across.
+    fn kept_float_by_overrides(&self, id: NodeId) -> bool {
+        match self.overrides.node_skip(self.graph, id) {
+            Some((_, skip)) => skip,
+            None => {
+                let label = ir::node_label(&self.graph.node[id], id);
+                self.overrides.automatic.contains_key(&label)
             }
         }
     }
