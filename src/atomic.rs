@@ -9,6 +9,7 @@ use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Temporary files created and not yet renamed or dropped.
 static PENDING: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
@@ -27,6 +28,26 @@ pub fn remove_pending() -> usize {
         .count();
     set.clear();
     n
+}
+
+/// Set by [`cancel`]: calibration stops at its next sample and no output is renamed into place.
+static CANCELLED: AtomicBool = AtomicBool::new(false);
+
+/// Asks the running job to stop (the Python API's Ctrl-C: the process lives on, so the job
+/// must end by itself): calibration stops at its next sample, commits fail, temporary files are
+/// dropped. [`clear_cancel`] re-arms.
+pub fn cancel() {
+    CANCELLED.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`cancel`] was called since the last [`clear_cancel`].
+pub fn cancelled() -> bool {
+    CANCELLED.load(Ordering::SeqCst)
+}
+
+/// Lets jobs run again after a [`cancel`].
+pub fn clear_cancel() {
+    CANCELLED.store(false, Ordering::SeqCst);
 }
 
 use crate::error::OutputError;
@@ -124,6 +145,9 @@ pub fn commit(tmp: tempfile::NamedTempFile, dest: &Path) -> Result<(), OutputErr
     let done = (|| {
         tmp.as_file().sync_all().map_err(err)?;
         pause_before_rename();
+        if cancelled() {
+            return Err(OutputError::Interrupted);
+        }
         tmp.persist(dest).map_err(|e| err(e.error))?;
         Ok(())
     })();

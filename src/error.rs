@@ -50,6 +50,9 @@ pub enum Error {
     /// Accuracy gates missed, each described.
     #[error("accuracy target missed: {}", .0.join("; "))]
     AccuracyMissed(Vec<String>),
+    /// The run was cancelled ([`crate::atomic::cancel`]: Ctrl-C in the Python API).
+    #[error("interrupted; nothing written")]
+    Interrupted,
 }
 
 impl Error {
@@ -59,10 +62,12 @@ impl Error {
             Error::Usage(_) => ExitCode::Usage,
             Error::Model(_) => ExitCode::Model,
             Error::Calibration(_) => ExitCode::Calibration,
+            Error::Output(OutputError::Interrupted) => ExitCode::Interrupted,
             Error::Output(_) => ExitCode::Output,
             Error::Internal(_) => ExitCode::Internal,
             Error::CheckFailed(_) => ExitCode::CheckFailed,
             Error::AccuracyMissed(_) => ExitCode::AccuracyMissed,
+            Error::Interrupted => ExitCode::Interrupted,
         }
     }
 }
@@ -214,6 +219,9 @@ impl CalibError {
 pub enum OutputError {
     #[error("output directory `{0}` does not exist")]
     DirMissing(PathBuf),
+    /// The run was cancelled before this output was renamed into place.
+    #[error("interrupted; nothing written")]
+    Interrupted,
     #[error("cannot write `{path}`: {source}")]
     Write {
         path: PathBuf,

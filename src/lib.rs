@@ -9,6 +9,7 @@ pub mod accuracy;
 pub mod atomic;
 pub mod calib;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod ir;

@@ -33,7 +33,7 @@ pub enum Command {
     Check(CheckArgs),
     /// Show, for every node and tensor, what would be quantized how, and which preset rule,
     /// setting or override decided it (no calibration data needed).
-    Explain(ModelArgs),
+    Explain(ExplainArgs),
     /// Print a commented settings file listing every node the target quantizes.
     InitConfig(ModelArgs),
     /// Compare a quantized model with its float original on data: output SQNR, cosine, top-1
@@ -252,6 +252,10 @@ pub struct QuantizeArgs {
     /// Also write the report as JSON to FILE.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Write the weights to OUTPUT.data beside the model even when the input keeps them inside
+    /// (a model read with external data is always written with it).
+    #[arg(long)]
+    pub external_data: bool,
     #[command(flatten)]
     pub accuracy: AccuracyArgs,
     #[command(flatten)]
@@ -434,6 +438,15 @@ pub struct ModelArgs {
     pub ranges: RangeArgs,
     #[command(flatten)]
     pub shapes: ShapeArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ExplainArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Also write every node's fate as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

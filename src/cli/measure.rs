@@ -3,15 +3,15 @@
 
 use std::io::Write;
 
-use onnx_quant::error::Error;
-use onnx_quant::stats;
+use crate::error::Error;
+use crate::stats;
 
 use super::args::{EvalArgs, SensitivityArgs};
 use super::output::{check_side_output, warn, write_json, write_text};
 use super::settings::{data_source, input_shapes, resolve_config, usage};
 
-fn score_text(s: &onnx_quant::accuracy::mixed::Score) -> String {
-    let sqnr = onnx_quant::accuracy::db(s.sqnr_db);
+fn score_text(s: &crate::accuracy::mixed::Score) -> String {
+    let sqnr = crate::accuracy::db(s.sqnr_db);
     match s.top1_drop {
         Some(d) => format!("{sqnr:>7} {:>7.2}", d + 0.0),
         None => format!("{sqnr:>7} {:>7}", "-"),
@@ -27,7 +27,7 @@ pub fn run_sensitivity(args: SensitivityArgs) -> Result<(), Error> {
     let from_cache = args.stats.as_deref().is_some_and(stats::is_trt_cache);
     let mut settings = resolve_config(&args.ranges, from_cache)?;
     settings.planning.input_shapes = input_shapes(&args.shapes)?;
-    let job = onnx_quant::pipeline::SensitivityJob {
+    let job = crate::pipeline::SensitivityJob {
         input: args.model.clone(),
         data: data_source(args.calib.clone(), &args.data)?,
         stats: args.stats.clone(),
@@ -35,7 +35,7 @@ pub fn run_sensitivity(args: SensitivityArgs) -> Result<(), Error> {
         labels: args.labels.clone(),
         holdout: args.holdout,
     };
-    let r = onnx_quant::pipeline::sensitivity(&job, &warn)?;
+    let r = crate::pipeline::sensitivity(&job, &warn)?;
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -90,21 +90,21 @@ pub fn run_eval(args: EvalArgs) -> Result<(), Error> {
     check_side_output(args.json.as_deref(), "--json", &models)?;
     check_side_output(args.plot.as_deref(), "--plot", &models)?;
     check_side_output(args.save_outputs.as_deref(), "--save-outputs", &models)?;
-    let job = onnx_quant::pipeline::EvalJob {
+    let job = crate::pipeline::EvalJob {
         reference: args.reference.clone(),
         quantized: args.quantized.clone(),
         data: data_source(args.data.clone(), args.data_args.no_observers("eval")?)?,
         labels: args.labels.clone(),
-        measure: onnx_quant::accuracy::compare::Measure {
+        measure: crate::accuracy::compare::Measure {
             per_layer: args.per_layer || args.plot.is_some(),
             keep_outputs: args.save_outputs.is_some(),
             labels_window: false,
         },
         input_shapes: input_shapes(&args.shapes)?,
     };
-    let report = onnx_quant::pipeline::evaluate(&job, &warn)?;
+    let report = crate::pipeline::evaluate(&job, &warn)?;
     let c = &report.comparison;
-    let gates = onnx_quant::accuracy::compare::gates(c, args.min_sqnr, args.max_top1_drop);
+    let gates = crate::accuracy::compare::gates(c, args.min_sqnr, args.max_top1_drop);
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -132,19 +132,19 @@ pub fn run_eval(args: EvalArgs) -> Result<(), Error> {
             args.quantized.display(),
             args.reference.display()
         );
-        let svg = onnx_quant::accuracy::layers_svg(&title, &c.layers_in_graph_order);
+        let svg = crate::accuracy::layers_svg(&title, &c.layers_in_graph_order);
         write_text(path, &svg)?;
     }
     if let Some(path) = &args.save_outputs {
-        let bytes = onnx_quant::calib::npy::npz_f32(&c.saved_outputs).map_err(Error::Internal)?;
-        onnx_quant::atomic::write(path, &bytes)?;
+        let bytes = crate::calib::npy::npz_f32(&c.saved_outputs).map_err(Error::Internal)?;
+        crate::atomic::write(path, &bytes)?;
     }
     if let Some(path) = &args.json {
         #[derive(serde::Serialize)]
         struct Json<'a> {
             #[serde(flatten)]
-            report: &'a onnx_quant::pipeline::EvalReport,
-            gates: &'a [onnx_quant::accuracy::compare::Gate],
+            report: &'a crate::pipeline::EvalReport,
+            gates: &'a [crate::accuracy::compare::Gate],
         }
         write_json(
             path,

@@ -3,10 +3,10 @@
 
 use std::io::Write;
 
-use onnx_quant::error::Error;
-use onnx_quant::pipeline::run_job;
+use crate::error::Error;
+use crate::pipeline::run_job;
 
-use super::args::{CheckArgs, InspectArgs, ModelArgs, RunArgs, ShowConfigArgs};
+use super::args::{CheckArgs, ExplainArgs, InspectArgs, ModelArgs, RunArgs, ShowConfigArgs};
 use super::output::{check_side_output, warn, write_json};
 use super::settings::{data_source, input_shapes, name_of, resolve_config};
 
@@ -17,29 +17,49 @@ pub fn run_show_config(args: ShowConfigArgs) -> Result<(), Error> {
 }
 
 /// `explain` and `init-config`: plan without calibration data and print.
-pub fn run_explain(args: ModelArgs, template: bool) -> Result<(), Error> {
-    let mut settings = resolve_config(&args.ranges, false)?;
-    settings.planning.input_shapes = input_shapes(&args.shapes)?;
-    let ex = onnx_quant::pipeline::plan_only(&args.model, &settings.planning.rules(&warn))?;
-    let text = if template {
-        onnx_quant::report::explain::init_config(
-            &ex,
-            &settings.resolved,
-            &args.model.display().to_string(),
-        )
-    } else {
-        onnx_quant::report::explain::explain(&ex, &settings.resolved)
-    };
+pub fn run_explain(args: ExplainArgs) -> Result<(), Error> {
+    check_side_output(
+        args.json.as_deref(),
+        "--json",
+        &[args.model.model.as_path()],
+    )?;
+    let (ex, settings) = explained(&args.model)?;
+    let e = crate::report::explain::explanation(&ex, &settings.resolved);
+    let text = crate::report::explain::render(&e);
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    if let Some(path) = &args.json {
+        write_json(path, &e)?;
+    }
+    Ok(())
+}
+
+/// `init-config`: a commented settings file listing every node the target quantizes.
+pub fn run_init_config(args: ModelArgs) -> Result<(), Error> {
+    let (ex, settings) = explained(&args)?;
+    let text = crate::report::explain::init_config(
+        &ex,
+        &settings.resolved,
+        &args.model.display().to_string(),
+    );
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(())
 }
 
-/// Prints the findings; violations make the exit code [`onnx_quant::ExitCode::CheckFailed`].
+fn explained(
+    args: &ModelArgs,
+) -> Result<(crate::report::explain::Explained, super::settings::Settings), Error> {
+    let mut settings = resolve_config(&args.ranges, false)?;
+    settings.planning.input_shapes = input_shapes(&args.shapes)?;
+    let ex = crate::pipeline::plan_only(&args.model, &settings.planning.rules(&warn))?;
+    Ok((ex, settings))
+}
+
+/// Prints the findings; violations make the exit code [`crate::ExitCode::CheckFailed`].
 pub fn run_check(args: CheckArgs) -> Result<(), Error> {
     check_side_output(args.json.as_deref(), "--json", &[args.model.as_path()])?;
-    let loaded = onnx_quant::onnx::load(&args.model)?;
+    let loaded = crate::onnx::load(&args.model)?;
     loaded.warnings.iter().for_each(|w| warn(w));
-    let report = onnx_quant::check::check(&loaded.model, &name_of(args.target));
+    let report = crate::check::check(&loaded.model, &name_of(args.target));
     let mut out = std::io::stdout().lock();
     for v in &report.violations {
         let _ = writeln!(out, "violation: {}: `{}`: {}", v.rule, v.node, v.message);
@@ -90,9 +110,9 @@ pub fn run_run(args: RunArgs) -> Result<(), Error> {
 }
 
 pub fn run_inspect(args: InspectArgs) -> Result<(), Error> {
-    let loaded = onnx_quant::onnx::load(&args.model)?;
+    let loaded = crate::onnx::load(&args.model)?;
     loaded.warnings.iter().for_each(|w| warn(w));
-    let text = onnx_quant::ir::dump(&loaded.model);
+    let text = crate::ir::dump(&loaded.model);
     // A closed pipe (`| head`) is not an error.
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
     Ok(())

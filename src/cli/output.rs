@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
-use onnx_quant::atomic::{self, Clash};
-use onnx_quant::error::{Error, OutputError};
+use crate::atomic::{self, Clash};
+use crate::error::{Error, OutputError};
 
 use super::settings::usage;
 

@@ -2,13 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
-use onnx_quant::atomic::Clash;
-use onnx_quant::config;
-use onnx_quant::error::{Error, OutputError};
-use onnx_quant::pipeline::{
-    CalibrateJob, MixedJob, QuantizeJob, StatsSource, calibrate_job, quantize,
-};
-use onnx_quant::stats;
+use crate::atomic::Clash;
+use crate::config;
+use crate::error::{Error, OutputError};
+use crate::pipeline::{CalibrateJob, MixedJob, QuantizeJob, StatsSource, calibrate_job, quantize};
+use crate::stats;
 
 use super::args::{self, CalibrateArgs, MergeStatsArgs, QuantizeArgs};
 use super::output::{check_side_output, warn, write_json, write_text};
@@ -27,8 +25,8 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
     check_side_output(acc.plot.as_deref(), "--plot", &models)?;
     check_side_output(acc.write_config.as_deref(), "--write-config", &models)?;
     let target = match (acc.target_sqnr, acc.max_top1_drop) {
-        (Some(db), _) => Some(onnx_quant::accuracy::mixed::Target::Sqnr(db)),
-        (None, Some(p)) => Some(onnx_quant::accuracy::mixed::Target::Top1Drop(p)),
+        (Some(db), _) => Some(crate::accuracy::mixed::Target::Sqnr(db)),
+        (None, Some(p)) => Some(crate::accuracy::mixed::Target::Top1Drop(p)),
         (None, None) => None,
     };
     let per_layer = acc.per_layer || acc.plot.is_some();
@@ -49,10 +47,10 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         }
     };
     let strategy = match acc.mixed_strategy {
-        args::StrategyArg::All => onnx_quant::accuracy::mixed::Strategy::All,
-        args::StrategyArg::Sensitivity => onnx_quant::accuracy::mixed::Strategy::Sensitivity,
-        args::StrategyArg::LeaveOneOut => onnx_quant::accuracy::mixed::Strategy::LeaveOneOut,
-        args::StrategyArg::Greedy => onnx_quant::accuracy::mixed::Strategy::Greedy,
+        args::StrategyArg::All => crate::accuracy::mixed::Strategy::All,
+        args::StrategyArg::Sensitivity => crate::accuracy::mixed::Strategy::Sensitivity,
+        args::StrategyArg::LeaveOneOut => crate::accuracy::mixed::Strategy::LeaveOneOut,
+        args::StrategyArg::Greedy => crate::accuracy::mixed::Strategy::Greedy,
     };
     let user_overrides = settings.planning.overrides.clone();
     // what a written settings file must hold to reproduce the run: the target and every value
@@ -64,8 +62,8 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
         }
     }
     let fallback = match acc.mixed_fallback {
-        args::FallbackArg::Float => onnx_quant::pipeline::Fallback::Float,
-        args::FallbackArg::Int16 => onnx_quant::pipeline::Fallback::Int16,
+        args::FallbackArg::Float => crate::pipeline::Fallback::Float,
+        args::FallbackArg::Int16 => crate::pipeline::Fallback::Int16,
     };
     let job = QuantizeJob {
         input: args.input.clone(),
@@ -87,19 +85,19 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<(), Error> {
             holdout: acc.holdout,
         }),
         per_layer,
+        external_data: args.external_data,
     };
     let report = quantize(&job, &warn)?;
     if let Some(path) = &acc.plot
         && let Some(a) = &report.accuracy
     {
         let title = format!("{} vs {}", job.output.display(), job.input.display());
-        let svg = onnx_quant::accuracy::layers_svg(&title, &a.layers_in_graph_order);
+        let svg = crate::accuracy::layers_svg(&title, &a.layers_in_graph_order);
         write_text(path, &svg)?;
     }
     if let (Some(path), Some(m)) = (&acc.write_config, &report.mixed_precision) {
         let overrides =
-            onnx_quant::pipeline::with_exceptions(&user_overrides, &m.chosen().float, fallback)
-                .list;
+            crate::pipeline::with_exceptions(&user_overrides, &m.chosen().float, fallback).list;
         let header = chosen_header(&args, &report, m, fallback);
         let text = config::write::render(&header, Some(&chosen_settings), &overrides);
         write_text(path, &text)?;
@@ -121,7 +119,7 @@ fn check_combinations(
     target: bool,
     per_layer: bool,
 ) -> Result<(), Error> {
-    let c = onnx_quant::pipeline::Combination {
+    let c = crate::pipeline::Combination {
         stats_file: args.stats.is_some(),
         calib: args.calib.is_some(),
         target,
@@ -129,15 +127,15 @@ fn check_combinations(
         holdout: args.accuracy.holdout,
         write_config: args.accuracy.write_config.is_some(),
     };
-    onnx_quant::pipeline::combinations(&c, config)
+    crate::pipeline::combinations(&c, config)
 }
 
 /// The header of the settings file `--write-config` writes: what chose its layers.
 fn chosen_header(
     args: &QuantizeArgs,
-    report: &onnx_quant::report::Report,
-    m: &onnx_quant::accuracy::mixed::Search,
-    fallback: onnx_quant::pipeline::Fallback,
+    report: &crate::report::Report,
+    m: &crate::accuracy::mixed::Search,
+    fallback: crate::pipeline::Fallback,
 ) -> String {
     format!(
         "written by onnx-quant {}: {} on {} held-out sample(s) of `{}`\n{} of {} quantized layer(s) kept {} (strategy {}){}",
@@ -196,7 +194,7 @@ pub fn run_calibrate(args: CalibrateArgs) -> Result<(), Error> {
 
 pub fn run_merge_stats(args: MergeStatsArgs) -> Result<(), Error> {
     let inputs: Vec<&Path> = args.inputs.iter().map(PathBuf::as_path).collect();
-    match onnx_quant::atomic::check_destination(&args.output, false, &inputs) {
+    match crate::atomic::check_destination(&args.output, false, &inputs) {
         Ok(()) => {}
         Err(Clash::DirMissing(dir)) => return Err(OutputError::DirMissing(dir).into()),
         Err(Clash::Protected(_)) => {

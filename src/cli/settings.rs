@@ -4,11 +4,11 @@
 
 use std::path::PathBuf;
 
+use crate::config::{self, Layer, Resolved, schema::Value};
+use crate::error::{Error, UsageError};
+use crate::pipeline::{DataSource, InputShapes, Planning};
+use crate::policy::Overrides;
 use clap::ValueEnum;
-use onnx_quant::config::{self, Layer, Resolved, schema::Value};
-use onnx_quant::error::{Error, UsageError};
-use onnx_quant::pipeline::{DataSource, InputShapes, Planning};
-use onnx_quant::policy::Overrides;
 
 use super::args::{self, DataArgs, RangeArgs};
 
@@ -47,8 +47,8 @@ pub fn data_source(path: PathBuf, args: &DataArgs) -> Result<DataSource, Error> 
     })
 }
 
-fn image_options(a: &args::ImageArgs) -> Result<onnx_quant::calib::ImageOptions, Error> {
-    use onnx_quant::calib::image::{Layout, Resize};
+fn image_options(a: &args::ImageArgs) -> Result<crate::calib::ImageOptions, Error> {
+    use crate::calib::image::{Layout, Resize};
     if !(a.crop_ratio > 0.0 && a.crop_ratio <= 1.0) {
         return Err(usage(format!(
             "--crop-ratio must be in (0, 1], got {}",
@@ -62,7 +62,7 @@ fn image_options(a: &args::ImageArgs) -> Result<onnx_quant::calib::ImageOptions,
         return Err(usage("--std values must be finite and non-zero"));
     }
     let or = |v: &[f32], d: f32| if v.is_empty() { vec![d] } else { v.to_vec() };
-    Ok(onnx_quant::calib::ImageOptions {
+    Ok(crate::calib::ImageOptions {
         size: a.image_size,
         resize: match a.resize {
             args::ResizeArg::CenterCrop => Resize::CenterCrop,
@@ -207,7 +207,7 @@ pub fn resolve_config(args: &RangeArgs, cache_source: bool) -> Result<Settings, 
 pub fn input_shapes(args: &args::ShapeArgs) -> Result<InputShapes, Error> {
     let mut out = InputShapes::new();
     for s in &args.input_shape {
-        let (name, dims) = onnx_quant::pipeline::parse_input_shape(s).map_err(usage)?;
+        let (name, dims) = crate::pipeline::parse_input_shape(s).map_err(usage)?;
         if out.insert(name.clone(), dims).is_some() {
             return Err(usage(format!("--input-shape gives `{name}` twice")));
         }

@@ -90,6 +90,9 @@ pub struct QuantizeJob {
     pub mixed: Option<MixedJob>,
     /// Compare the written model with the input (outputs and every quantized tensor).
     pub per_layer: bool,
+    /// Write the weights to `OUTPUT.data` even when the input model keeps them inside
+    /// (`--external-data`; models with external data are always written with it).
+    pub external_data: bool,
 }
 
 impl QuantizeJob {
@@ -237,6 +240,7 @@ mod tests {
             labels: None,
             mixed: None,
             per_layer,
+            external_data: false,
         }
     }
 

@@ -163,7 +163,7 @@ fn finish(
     }
     warn_of_findings(&built.model, &job.planning.config, warn);
     let save = SaveOptions {
-        external: !loaded.side_files.is_empty(),
+        external: job.external_data || !loaded.side_files.is_empty(),
         external_threshold: EXTERNAL_THRESHOLD,
     };
     let saved = crate::onnx::save(std::mem::take(&mut built.model), &job.output, &save)?;

@@ -83,91 +83,140 @@ fn activation_line(site: &ActivationSite, resolved: &Resolved) -> String {
 /// Every node, in graph order, with its decision and reason; under each quantized node, the
 /// tensors it reads quantized and their settings. Then each subgraph (If branch, Loop body):
 /// its own plan, or why it stays float.
-pub fn explain(ex: &Explained, resolved: &Resolved) -> String {
-    let mut out = String::new();
+/// One node's fate, as `explain` prints it: the graph it is in (`""`: the main graph, else the
+/// subgraph's label), whether it is quantized and why, and a line per quantized tensor it
+/// reads, weight, bias or output.
+#[derive(Debug, serde::Serialize)]
+pub struct NodeFate {
+    pub graph: String,
+    pub name: String,
+    pub op_type: String,
+    pub quantized: bool,
+    pub reason: String,
+    pub details: Vec<String>,
+}
+
+/// A subgraph `explain` names: planned as a graph of its own, or float and why.
+#[derive(Debug, serde::Serialize)]
+pub struct SubgraphFate {
+    pub label: String,
+    pub planned: bool,
+    pub reason: Option<String>,
+}
+
+/// What `explain` shows, as data (`explain --json`).
+#[derive(Debug, serde::Serialize)]
+pub struct Explanation {
+    pub nodes: Vec<NodeFate>,
+    pub subgraphs: Vec<SubgraphFate>,
+    /// The planner's notes, each with the graph it concerns.
+    pub notes: Vec<(String, String)>,
+}
+
+/// Every node's fate in `ex` (the main graph's nodes, then each planned subgraph's).
+pub fn explanation(ex: &Explained, resolved: &Resolved) -> Explanation {
+    let mut out = Explanation {
+        nodes: Vec::new(),
+        subgraphs: Vec::new(),
+        notes: Vec::new(),
+    };
     let graph = crate::ir::graph(&ex.model);
-    explain_graph(&mut out, &ex.plan, graph, resolved, "");
+    fates(&mut out, "", &ex.plan, graph, resolved);
     for sub in &ex.subgraphs {
-        match &sub.plan {
-            Some((plan, model)) => {
-                let _ = writeln!(
-                    out,
-                    "subgraph `{}`: planned as a graph of its own",
-                    sub.label
-                );
-                let g = model.graph.as_ref().expect("a subgraph model has a graph");
-                explain_graph(&mut out, plan, g, resolved, "  ");
-            }
-            None => {
-                let _ = writeln!(
-                    out,
-                    "subgraph `{}`: float: {}",
-                    sub.label,
-                    sub.reason.as_deref().unwrap_or("")
-                );
-            }
+        out.subgraphs.push(SubgraphFate {
+            label: sub.label.clone(),
+            planned: sub.plan.is_some(),
+            reason: sub.reason.clone(),
+        });
+        if let Some((plan, model)) = &sub.plan {
+            let g = model.graph.as_ref().expect("a subgraph model has a graph");
+            fates(&mut out, &sub.label, plan, g, resolved);
         }
     }
     out
 }
 
-/// The lines of one graph's plan, each prefixed with `indent`.
-fn explain_graph(
-    out: &mut String,
-    plan: &QuantPlan,
-    graph: &crate::proto::GraphProto,
-    resolved: &Resolved,
-    indent: &str,
-) {
-    let mut body = String::new();
-    explain_nodes(&mut body, plan, graph, resolved);
-    for line in body.lines() {
-        let _ = writeln!(out, "{indent}{line}");
+/// The text of `explain`.
+pub fn explain(ex: &Explained, resolved: &Resolved) -> String {
+    render(&explanation(ex, resolved))
+}
+
+/// An [`Explanation`] as `explain` prints it.
+pub fn render(e: &Explanation) -> String {
+    let mut out = String::new();
+    render_graph(&mut out, e, "", "");
+    for sub in &e.subgraphs {
+        if sub.planned {
+            let _ = writeln!(
+                out,
+                "subgraph `{}`: planned as a graph of its own",
+                sub.label
+            );
+            render_graph(&mut out, e, &sub.label, "  ");
+        } else {
+            let _ = writeln!(
+                out,
+                "subgraph `{}`: float: {}",
+                sub.label,
+                sub.reason.as_deref().unwrap_or("")
+            );
+        }
+    }
+    out
+}
+
+/// The lines of one graph's nodes and notes, each prefixed with `indent`.
+fn render_graph(out: &mut String, e: &Explanation, graph: &str, indent: &str) {
+    for n in e.nodes.iter().filter(|n| n.graph == graph) {
+        let verdict = if n.quantized { "quantized" } else { "float" };
+        let _ = writeln!(
+            out,
+            "{indent}node `{}` ({}): {verdict}: {}",
+            n.name, n.op_type, n.reason
+        );
+        for d in &n.details {
+            let _ = writeln!(out, "{indent}  {d}");
+        }
+    }
+    for (_, note) in e.notes.iter().filter(|(g, _)| g == graph) {
+        let _ = writeln!(out, "{indent}note: {note}");
     }
 }
 
-fn explain_nodes(
-    out: &mut String,
+fn fates(
+    out: &mut Explanation,
+    label: &str,
     plan: &QuantPlan,
     graph: &crate::proto::GraphProto,
     resolved: &Resolved,
 ) {
     for d in &plan.nodes {
-        let verdict = if d.quantized { "quantized" } else { "float" };
-        let _ = writeln!(
-            out,
-            "node `{}` ({}): {verdict}: {}",
-            d.name,
-            d.op_type,
-            d.reason.as_deref().unwrap_or("")
-        );
+        let mut details = Vec::new();
         let node = &graph.node[d.id];
         for site in plan
             .activations
             .iter()
             .filter(|a| a.consumers.iter().any(|c| c.0 == d.id))
         {
-            let _ = writeln!(
-                out,
-                "  reads `{}` quantized: {}",
+            details.push(format!(
+                "reads `{}` quantized: {}",
                 site.tensor,
                 activation_line(site, resolved)
-            );
+            ));
         }
         for w in plan
             .weights
             .iter()
             .filter(|w| w.consumers.iter().any(|c| c.0 == d.id))
         {
-            let _ = writeln!(out, "{}", weight_line(w, resolved));
+            details.push(weight_line(w, resolved).trim_start().to_string());
         }
         for b in plan.biases.iter().filter(|b| b.node == d.id) {
-            let _ = writeln!(
-                out,
-                "  bias `{}`: int32, scale s_x·s_w (bias: {})",
+            details.push(format!(
+                "bias `{}`: int32, scale s_x·s_w (bias: {})",
                 b.bias,
                 source(resolved, "bias")
-            );
+            ));
         }
         if let Some(site) = node
             .output
@@ -175,16 +224,23 @@ fn explain_nodes(
             .and_then(|o| plan.site(o))
             .filter(|s| s.all_consumers)
         {
-            let _ = writeln!(
-                out,
-                "  writes `{}` quantized (complete node unit): {}",
+            details.push(format!(
+                "writes `{}` quantized (complete node unit): {}",
                 site.tensor,
                 activation_line(site, resolved)
-            );
+            ));
         }
+        out.nodes.push(NodeFate {
+            graph: label.to_string(),
+            name: d.name.clone(),
+            op_type: d.op_type.clone(),
+            quantized: d.quantized,
+            reason: d.reason.clone().unwrap_or_default(),
+            details,
+        });
     }
     for note in &plan.notes {
-        let _ = writeln!(out, "note: {note}");
+        out.notes.push((label.to_string(), note.clone()));
     }
 }
 

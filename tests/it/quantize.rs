@@ -425,6 +425,31 @@ fn external_data_model_is_written_with_external_data() {
     );
 }
 
+/// `--external-data` moves an inline model's weights to `OUT.data`: the same graph as the
+/// inline output, read back through the side file.
+#[test]
+fn external_data_flag_writes_the_weights_beside_the_model() {
+    let dir = scratch();
+    let out = dir.path().join("q.onnx");
+    quantize_ok(
+        &fixture(DIGITS),
+        &fixture(DIGITS_CALIB),
+        &out,
+        &["--external-data"],
+    );
+    let data = dir.path().join("q.onnx.data");
+    assert!(std::fs::metadata(&data).unwrap().len() > 1024);
+    assert!(std::fs::metadata(&out).unwrap().len() < 20_000);
+    let inline = dir.path().join("inline.onnx");
+    quantize_ok(&fixture(DIGITS), &fixture(DIGITS_CALIB), &inline, &[]);
+    let reloaded = onnx_quant::onnx::load(&out).unwrap();
+    assert_eq!(reloaded.side_files.len(), 1);
+    assert_eq!(
+        reloaded.model.graph,
+        onnx_quant::onnx::load(&inline).unwrap().model.graph
+    );
+}
+
 #[test]
 fn inspect_prints_the_graph() {
     let o = run(["inspect", fixture(DIGITS).to_str().unwrap()]);

@@ -420,6 +420,40 @@ fn explain_plans_every_branch_and_overrides_reach_inside_them() {
     ] {
         assert!(text.contains(part), "`{part}` missing from:\n{text}");
     }
+    // the same as JSON: every node with its graph, one entry per subgraph
+    let dir = scratch();
+    let json_path = dir.path().join("explain.json");
+    let o = run([
+        "explain".as_ref(),
+        model.as_os_str(),
+        "--input-shape".as_ref(),
+        "x:1,256".as_ref(),
+        "--json".as_ref(),
+        json_path.as_os_str(),
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), text);
+    let j: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let conv = j["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "/rate16k/conv1/Conv" && n["graph"] == "If_rate/then_branch")
+        .expect("the branch's conv");
+    assert_eq!(conv["quantized"], true);
+    assert!(
+        conv["details"][1]
+            .as_str()
+            .unwrap()
+            .starts_with("weight `/rate16k/conv1.w`: int8"),
+        "{conv}"
+    );
+    let subs = j["subgraphs"].as_array().unwrap();
+    assert!(
+        subs.iter()
+            .any(|s| s["planned"] == false && s["reason"].as_str().unwrap().contains("never take")),
+        "{subs:?}"
+    );
     let o = run([
         "init-config".as_ref(),
         model.as_os_str(),

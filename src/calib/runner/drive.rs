@@ -114,6 +114,10 @@ pub(super) fn worker<S: Sink>(
         if stop.load(Ordering::Relaxed) {
             return Ok(sink);
         }
+        if crate::atomic::cancelled() {
+            stop.store(true, Ordering::Relaxed);
+            return Err((0, Error::Interrupted));
+        }
         let next = samples.lock().unwrap_or_else(|p| p.into_inner()).next();
         let sample = match next {
             None => return Ok(sink),
