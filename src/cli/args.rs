@@ -338,6 +338,9 @@ pub struct MergeStatsArgs {
     /// Where to write the merged statistics.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+    /// Print nothing but errors.
+    #[arg(short, long)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]

@@ -211,6 +211,9 @@ pub fn run_merge_stats(args: MergeStatsArgs) -> Result<(), Error> {
         .collect::<Result<Vec<_>, _>>()?;
     let merged = stats::merge_files(files)?;
     stats::save(&args.output, &merged)?;
+    if args.quiet {
+        return Ok(());
+    }
     eprintln!(
         "onnx-quant: merged {} files ({} samples, {} tensors) -> {}",
         args.inputs.len(),
