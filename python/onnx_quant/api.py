@@ -239,6 +239,8 @@ def calibrate(
     """Runs ``model`` over ``calib`` (any form :func:`quantize` takes) and writes the statistics
     of the tensors the placement quantizes to ``stats``, as ``onnx-quant calibrate`` does.
     Statistics of disjoint shards merge exactly (:func:`merge_stats`)."""
+    if calib is None:
+        raise UsageError("calibrate: give calib= (a path, an iterable of samples or a reader)")
     with tempfile.TemporaryDirectory(prefix="onnx-quant-") as scratch:
         with calibration_path(calib, max_samples, not quiet) as calib_path, _config_path(
             config, scratch
@@ -292,6 +294,8 @@ def eval(  # noqa: A001 - the command's name
     """Compares ``quantized`` with its float ``reference`` on ``data`` (any form :func:`quantize`
     takes for ``calib``), as ``onnx-quant eval`` does. ``min_sqnr=`` / ``max_top1_drop=`` raise
     :class:`~onnx_quant.errors.AccuracyMissed` when missed. ``quiet=False`` prints the table."""
+    if data is None:
+        raise UsageError("eval: give data= (a path, an iterable of samples or a reader)")
     with tempfile.TemporaryDirectory(prefix="onnx-quant-") as scratch:
         path = os.path.join(scratch, "eval.json")
         with calibration_path(data, max_samples) as data_path:

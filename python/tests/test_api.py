@@ -116,6 +116,10 @@ def test_errors_carry_the_exit_code_category_and_message(tmp_path, calib_array):
         oq.quantize(MODEL, tmp_path / "o.onnx", calib=[calib_array[:1], {"input": calib_array[:1]}])
     with pytest.raises(errors.UsageError, match="CalibrationDataReader"):
         oq.quantize(MODEL, tmp_path / "o.onnx", calib=42)
+    with pytest.raises(errors.UsageError, match="give --calib"):
+        oq.quantize(MODEL, tmp_path / "o.onnx")
+    with pytest.raises(errors.UsageError, match="give calib="):
+        oq.calibrate(MODEL, tmp_path / "s.json", None)
     assert not (tmp_path / "o.onnx").exists()
     assert isinstance(e.value, oq.OnnxQuantError)
 
