@@ -38,11 +38,6 @@ def _samples(source: Any) -> Iterator[Any]:
             "calibration data: got one dict; give an iterable of dicts (one per sample), "
             "a CalibrationDataReader or a path"
         )
-    elif isinstance(source, np.ndarray):
-        raise UsageError(
-            "calibration data: got one array; give a list or iterable of arrays (one per "
-            "sample), or save it to a .npy file and give the path (axis 0 then stacks samples)"
-        )
     else:
         try:
             it = iter(source)
@@ -133,7 +128,11 @@ def calibration_path(
         return
     folder = tempfile.mkdtemp(prefix="onnx-quant-calib-")
     try:
-        spool(source, folder, max_samples, progress)
+        if isinstance(source, np.ndarray):
+            # one array: read as a .npy file is (axis 0 stacks samples)
+            np.save(os.path.join(folder, "samples.npy"), _as_array(source, "the array"))
+        else:
+            spool(source, folder, max_samples, progress)
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -174,7 +174,8 @@ def quantize(
     """Quantizes ``model`` into ``output``, as ``onnx-quant quantize`` does.
 
     ``calib``: a path (file or folder, as ``--calib``), an iterable of ``dict[str, ndarray]``
-    (input name -> array) or of arrays (a single-input model), or an object with ONNX Runtime's
+    (input name -> array) or of arrays (a single-input model), one array stacking samples on
+    axis 0 (as a ``.npy`` holds them), or an object with ONNX Runtime's
     ``CalibrationDataReader`` protocol (``get_next()`` returning a dict, then ``None``). Samples
     are read one at a time (memory does not grow with their number); at most ``max_samples``.
     ``stats``: a statistics file from :func:`calibrate` / :func:`merge_stats` instead.

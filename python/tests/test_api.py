@@ -42,6 +42,8 @@ def sources(x):
     yield "reader", Reader(x)
     # arrays without the batch axis: one feed each, as a .npy with one axis less
     yield "arrays without batch axis", (x[i] for i in range(len(x)))
+    # one array stacking the samples on axis 0, as a .npy file holds them
+    yield "one array", x
 
 
 @pytest.mark.parametrize("form", [name for name, _ in sources(np.zeros((1, 1, 8, 8)))])
@@ -110,8 +112,6 @@ def test_errors_carry_the_exit_code_category_and_message(tmp_path, calib_array):
         oq.quantize(MODEL, tmp_path / "o.onnx", calib=iter([]))
     with pytest.raises(errors.UsageError, match="a tuple"):
         oq.quantize(MODEL, tmp_path / "o.onnx", calib=[(calib_array[:1],)])
-    with pytest.raises(errors.UsageError, match="one array"):
-        oq.quantize(MODEL, tmp_path / "o.onnx", calib=calib_array)
     with pytest.raises(errors.UsageError, match="a dict after arrays"):
         oq.quantize(MODEL, tmp_path / "o.onnx", calib=[calib_array[:1], {"input": calib_array[:1]}])
     with pytest.raises(errors.UsageError, match="CalibrationDataReader"):
