@@ -18,7 +18,7 @@ import os
 import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
-from .api import Report, quantize
+from .api import Report, calibrate, quantize
 from .errors import NotSupportedError, UsageError
 
 __all__ = [
@@ -205,7 +205,7 @@ def _settings(
 def quantize_static(
     model_input: Any,
     model_output: Any,
-    calibration_data_reader: Any,
+    calibration_data_reader: Any = None,
     quant_format: Any = None,
     op_types_to_quantize: Optional[Sequence[str]] = None,
     per_channel: Optional[bool] = None,
@@ -218,6 +218,7 @@ def quantize_static(
     calibrate_method: Any = None,
     calibration_providers: Optional[Sequence[str]] = None,
     extra_options: Optional[Dict[str, Any]] = None,
+    calibration_cache_path: Any = None,
     *,
     target: str = "tensorrt",
     quiet: bool = False,
@@ -232,7 +233,9 @@ def quantize_static(
     ``nodes_to_exclude`` (overrides); ``use_external_data_format`` (weights in
     ``model_output.data``); ``calibrate_method`` MinMax, Entropy, Percentile;
     ``calibration_providers`` CPUExecutionProvider; ``extra_options`` ActivationSymmetric,
-    WeightSymmetric (True), CalibTensorRangeSymmetric, CalibPercentile, CalibMovingAverage.
+    WeightSymmetric (True), CalibTensorRangeSymmetric, CalibPercentile, CalibMovingAverage;
+    ``calibration_cache_path``: an onnx-quant statistics file, read when it exists (no
+    calibration, the reader may be ``None``), else written by this call's calibration.
     Anything else raises :class:`~onnx_quant.errors.NotSupportedError`. Keyword-only
     extensions: ``target`` (``"tensorrt"``, ``"ort"``, ``"openvino"``) and ``quiet``. Returns
     the :class:`~onnx_quant.api.Report` (ONNX Runtime's returns ``None``)."""
@@ -250,18 +253,41 @@ def quantize_static(
         extra_options,
         target,
     )
+    cache = os.fspath(calibration_cache_path) if calibration_cache_path is not None else None
+    if cache is not None and os.path.exists(cache) and not _is_stats_file(cache):
+        raise NotSupportedError(
+            f"calibration_cache_path `{cache}` is not an onnx-quant statistics file (ONNX "
+            "Runtime's cache format is not read): give a new path, which this call fills"
+        )
+    reuse = cache is not None and os.path.exists(cache)
+    if calibration_data_reader is None and not reuse:
+        raise UsageError(
+            "quantize_static: give calibration_data_reader (or an existing calibration_cache_path)"
+        )
     with tempfile.TemporaryDirectory(prefix="onnx-quant-") as scratch:
         if hasattr(model_input, "SerializeToString"):
             path = os.path.join(scratch, "model_input.onnx")
             with open(path, "wb") as f:
                 f.write(model_input.SerializeToString())
             model_input = path
+        common = dict(target=target, config=config or None, quiet=quiet)
+        if cache is not None and not reuse:
+            calibrate(model_input, cache, calibration_data_reader, **common)
         return quantize(
             model_input,
             model_output,
-            calibration_data_reader,
-            target=target,
-            config=config or None,
-            quiet=quiet,
+            None if cache is not None else calibration_data_reader,
+            stats=cache,
             external_data=bool(use_external_data_format),
+            **common,
         )
+
+
+def _is_stats_file(path: str) -> bool:
+    """Whether `path` starts as an onnx-quant statistics file does (JSON, `format` first)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    return b'"onnx-quant-stats"' in head

@@ -84,6 +84,26 @@ def test_node_and_op_type_selection(tmp_path):
     assert "/conv2/Conv" not in r.quantized_nodes and "/conv3/Conv" in r.quantized_nodes
 
 
+def test_a_calibration_cache_is_written_then_read(tmp_path):
+    cache = tmp_path / "ranges.json"
+    a = tmp_path / "a.onnx"
+    quantize_static(str(MODEL), str(a), OrtReader(), calibration_cache_path=str(cache), quiet=True)
+    assert cache.exists()
+    # second call: no reader, ranges from the cache, same bytes
+    b = tmp_path / "b.onnx"
+    quantize_static(str(MODEL), str(b), None, calibration_cache_path=str(cache), quiet=True)
+    assert a.read_bytes() == b.read_bytes()
+    ref = tmp_path / "ref.onnx"
+    run_cli(MODEL, ref, "--calib", CALIB, "--quiet")
+    assert a.read_bytes() == ref.read_bytes()
+    other = tmp_path / "ort-cache.json"
+    other.write_text('{"input": [0.0, 1.0]}')
+    with pytest.raises(errors.NotSupportedError, match="not an onnx-quant statistics file"):
+        quantize_static(str(MODEL), str(b), OrtReader(), calibration_cache_path=str(other))
+    with pytest.raises(errors.UsageError, match="calibration_data_reader"):
+        quantize_static(str(MODEL), str(b))
+
+
 def test_a_model_proto_and_external_data(tmp_path):
     import onnx
 
