@@ -42,9 +42,11 @@ if [ "$#" -eq 0 ] && [ "${ONNXQ_WHEEL:-1}" != 0 ]; then
   WHEELS=$ROOT/target/wheels
   rm -rf "$WHEELS"
   echo "[tests] building the wheel (release)"
+  START=$SECONDS
   PATH="$VENV/bin:$PATH" "$VENV/bin/python" -m pip wheel --quiet --disable-pip-version-check --no-deps \
     --no-build-isolation -w "$WHEELS" "$ROOT"
   WHEEL=$(ls "$WHEELS"/onnx_quant-*.whl)
+  echo "[tests] wheel built in $((SECONDS - START)) s: $(basename "$WHEEL")"
   FRESH=$ROOT/target/wheel-venv
   rm -rf "$FRESH"
   "$PY" -m venv "$FRESH"

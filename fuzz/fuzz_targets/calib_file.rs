@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         elem: Elem::F32,
         dims: vec![None, Some(3)],
     }];
-    if let Ok(set) = Dataset::open(&path, &inputs, Some(8)) {
+    if let Ok(set) = Dataset::open(&path, &inputs, Some(8), &Default::default()) {
         for s in set.samples().take(8) {
             if s.is_err() {
                 break;

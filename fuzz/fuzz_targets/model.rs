@@ -15,6 +15,6 @@ fuzz_target!(|data: &[u8]| {
         for target in ["tensorrt", "ort", "openvino"] {
             let _ = onnx_quant::check::check(&model, target);
         }
-        let _ = onnx_quant::simulate::simulate(&model);
+        let _ = onnx_quant::accuracy::simulate::simulate(&model);
     }
 });
