@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any, Dict, Iterator, Mapping, Optional, Union, cast
 
 import numpy as np
 
@@ -75,7 +75,8 @@ def spool(
             break
         if isinstance(item, Mapping):
             this = "dict"
-            arrays = {}
+            arrays: Dict[str, np.ndarray] = {}
+            single: Optional[np.ndarray] = None
             for name, value in item.items():
                 if not isinstance(name, str):
                     raise UsageError(
@@ -91,17 +92,18 @@ def spool(
             )
         else:
             this = "array"
-            arrays = _as_array(item, f"sample {n}")
+            arrays = {}
+            single = _as_array(item, f"sample {n}")
         if kind is not None and this != kind:
             raise UsageError(
                 f"calibration data, sample {n}: a {this} after {kind}s; give one kind throughout"
             )
         kind = this
         path = os.path.join(folder, f"{n:08d}")
-        if isinstance(arrays, dict):
-            np.savez(path + ".npz", **arrays)
+        if single is None:
+            _savez(path + ".npz", arrays)
         else:
-            np.save(path + ".npy", arrays)
+            np.save(path + ".npy", single)
         n += 1
         if progress and time.monotonic() - shown > 0.5:
             shown = time.monotonic()
@@ -112,6 +114,11 @@ def spool(
     if n == 0:
         raise UsageError("calibration data: the iterable or reader gave no samples")
     return n
+
+
+def _savez(path: str, arrays: Dict[str, np.ndarray]) -> None:
+    """One ``.npz`` entry per input, uncompressed (streamed back entry by entry)."""
+    np.savez(path, **cast(Dict[str, Any], arrays))
 
 
 @contextlib.contextmanager

@@ -246,6 +246,7 @@ def calibrate(
         with calibration_path(calib, max_samples, not quiet) as calib_path, _config_path(
             config, scratch
         ) as config_path:
+            assert calib_path is not None
             args = ["calibrate", os.fspath(model), "--calib", calib_path, "--stats", os.fspath(stats)]
             if max_samples is not None:
                 args += ["--max-samples", str(max_samples)]
@@ -300,6 +301,7 @@ def eval(  # noqa: A001 - the command's name
     with tempfile.TemporaryDirectory(prefix="onnx-quant-") as scratch:
         path = os.path.join(scratch, "eval.json")
         with calibration_path(data, max_samples) as data_path:
+            assert data_path is not None
             args = ["eval", os.fspath(reference), os.fspath(quantized), "--data", data_path]
             if labels is not None:
                 args += ["--labels", os.fspath(labels)]

@@ -270,16 +270,20 @@ def quantize_static(
             with open(path, "wb") as f:
                 f.write(model_input.SerializeToString())
             model_input = path
-        common = dict(target=target, config=config or None, quiet=quiet)
+        settings = config or None
         if cache is not None and not reuse:
-            calibrate(model_input, cache, calibration_data_reader, **common)
+            calibrate(
+                model_input, cache, calibration_data_reader, target=target, config=settings, quiet=quiet
+            )
         return quantize(
             model_input,
             model_output,
             None if cache is not None else calibration_data_reader,
             stats=cache,
+            target=target,
+            config=settings,
+            quiet=quiet,
             external_data=bool(use_external_data_format),
-            **common,
         )
 
 
