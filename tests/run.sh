@@ -7,7 +7,7 @@
 #
 # Environment: ONNXQ_VENV (default: <repo>/.venv), PYTHON (default: python3),
 # ONNXQ_REALMODELS=0 (skip the real-model corpus, which downloads ~150 MB once),
-# ONNXQ_WHEEL=0 (skip the Python wheel: its release build takes ~15 minutes on 2 cores).
+# ONNXQ_WHEEL=0 (skip the Python wheel: its release build takes ~6 minutes on 2 cores).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENV=${ONNXQ_VENV:-$ROOT/.venv}
