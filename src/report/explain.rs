@@ -136,11 +136,6 @@ pub fn explanation(ex: &Explained, resolved: &Resolved) -> Explanation {
     out
 }
 
-/// The text of `explain`.
-pub fn explain(ex: &Explained, resolved: &Resolved) -> String {
-    render(&explanation(ex, resolved))
-}
-
 /// An [`Explanation`] as `explain` prints it.
 pub fn render(e: &Explanation) -> String {
     let mut out = String::new();
@@ -209,7 +204,7 @@ fn fates(
             .iter()
             .filter(|w| w.consumers.iter().any(|c| c.0 == d.id))
         {
-            details.push(weight_line(w, resolved).trim_start().to_string());
+            details.push(weight_line(w, resolved));
         }
         for b in plan.biases.iter().filter(|b| b.node == d.id) {
             details.push(format!(
@@ -392,7 +387,7 @@ fn weight_line(w: &crate::policy::WeightSite, resolved: &Resolved) -> String {
         WeightType::Fp8 => "fp8 e4m3 [-448, 448]",
     };
     format!(
-        "  weight `{}`: {range}, {layout} ({})",
+        "weight `{}`: {range}, {layout} ({})",
         w.initializer,
         by.join(", ")
     )

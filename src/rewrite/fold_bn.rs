@@ -78,12 +78,8 @@ fn fold(
 
 /// A copy of `model` with every qualifying Conv → BatchNormalization pair folded, and how many.
 pub fn fold_batchnorm(model: &ModelProto) -> Result<(ModelProto, usize), Error> {
-    let (patch, count) = fold_patch(model);
     let mut folded = model.clone();
-    if count > 0 {
-        ir::apply(&mut folded, patch)
-            .map_err(|e| Error::Internal(format!("pass `fold-batchnorm` broke the graph: {e}")))?;
-    }
+    let count = fold_batchnorm_in_place(&mut folded)?;
     Ok((folded, count))
 }
 

@@ -110,17 +110,8 @@ impl PatchSums {
             return Ok(());
         }
         if self.sums.is_empty() {
-            // the first patches: the sums taken over; a Gram matrix kept and added to
-            self.sums = other.sums.clone();
-            self.count = other.count;
-            return match (&mut self.gram, &other.gram) {
-                (Some(a), Some(b)) => Arc::make_mut(a).merge(b),
-                (_, None) => Ok(()),
-                (None, Some(b)) => {
-                    self.gram = Some(b.clone());
-                    Ok(())
-                }
-            };
+            // the first patches: added to zeros (a Gram matrix already here is kept)
+            self.sums = vec![0; other.sums.len()];
         }
         if self.sums.len() != other.sums.len() {
             return Err(format!(

@@ -17,9 +17,15 @@ fn drop(r: &Value, runtime: &str) -> f64 {
     100.0 * (m["ref_top1"].as_f64().unwrap() - m["top1"].as_f64().unwrap())
 }
 
-fn labelled(q: &std::path::Path, model: &str, extra: &[&str]) -> Value {
+/// `check.py` on `q` against `model` with the labelled held-out set of fixture folder `eval`
+/// (`EVAL/eval_x.npy`, `EVAL/eval_y.npy`): ONNX Runtime (optimized and exact), OpenVINO.
+fn labelled(q: &std::path::Path, model: &str, eval: &str, extra: &[&str]) -> Value {
     let f = |p: &str| fixture(p).to_string_lossy().into_owned();
-    let (model, x, y) = (f(model), f("mbnet/eval_x.npy"), f("mbnet/eval_y.npy"));
+    let (model, x, y) = (
+        f(model),
+        f(&format!("{eval}/eval_x.npy")),
+        f(&format!("{eval}/eval_y.npy")),
+    );
     let mut args = vec![
         "--ref",
         &model,
@@ -50,7 +56,7 @@ fn equalization_and_bias_correction_recover_a_network_per_tensor_weights_fail() 
         "mbnet/calib.npy",
         &["--target", "ort", "--config", &per_tensor],
     );
-    let r = labelled(&plain, DWNET, &[]);
+    let r = labelled(&plain, DWNET, "mbnet", &[]);
     assert!(
         drop(&r, "ort_exact") > 10.0,
         "plain per-tensor int8 loses little: {r}"
@@ -67,7 +73,7 @@ fn equalization_and_bias_correction_recover_a_network_per_tensor_weights_fail() 
             "--bias-correction",
         ],
     );
-    let r = labelled(&fixed, DWNET, &[]);
+    let r = labelled(&fixed, DWNET, "mbnet", &[]);
     for runtime in ["ort_exact", "ort", "openvino"] {
         assert!(drop(&r, runtime) <= 2.0, "{runtime}: {r}");
     }
@@ -89,7 +95,7 @@ fn equalization_and_bias_correction_recover_a_network_per_tensor_weights_fail() 
         } else {
             vec![]
         };
-        let r = labelled(&best, DWNET, &trt);
+        let r = labelled(&best, DWNET, "mbnet", &trt);
         for runtime in ["ort_exact", "ort", "openvino"] {
             assert!(drop(&r, runtime) <= 0.5, "{target} {runtime}: {r}");
         }
@@ -160,12 +166,6 @@ fn equalization_through_relu6_keeps_the_float_function() {
 /// activations it parses but does not build, rounded either way).
 #[test]
 fn gptq_int4_weights_beat_nearest_rounding_on_the_vision_transformer() {
-    let f = |p: &str| fixture(p).to_string_lossy().into_owned();
-    let (model, x, y) = (
-        f("vit/vit.onnx"),
-        f("digits/eval_x.npy"),
-        f("digits/eval_y.npy"),
-    );
     for layout in [
         &["--weight-type", "int4"][..],
         &["--weight-type", "int4", "--block-size", "32"],
@@ -175,24 +175,14 @@ fn gptq_int4_weights_beat_nearest_rounding_on_the_vision_transformer() {
             let mut args = layout.to_vec();
             args.extend(["--rounding", rounding]);
             let (_d, q) = quantized("vit/vit.onnx", DIGITS_CALIB, &args);
-            let mut c = vec![
-                "--ref",
-                &model,
-                "--x",
-                &x,
-                "--y",
-                &y,
-                "--ort",
-                "--ort-exact",
-                "--openvino",
-            ];
             // TensorRT-RTX 1.7 builds int4 blocks with float activations only (weight-only)
             let per_channel = layout.len() == 2;
-            if rounding == "auto" && per_channel {
-                c.push("--trt");
-            }
-            let r = check(&q, &c);
-            assert_checker(&r);
+            let trt: &[&str] = if rounding == "auto" && per_channel {
+                &["--trt"]
+            } else {
+                &[]
+            };
+            let r = labelled(&q, "vit/vit.onnx", "digits", trt);
             if rounding == "auto" {
                 for runtime in ["ort_exact", "openvino"] {
                     assert!(drop(&r, runtime) <= 1.0, "{layout:?} {runtime}: {r}");
