@@ -205,6 +205,11 @@ pub struct RangeArgs {
     /// channel's bound: exact)
     #[arg(long)]
     pub equalize: bool,
+    /// High-bias absorption: where a Relu joins two layers, each channel's pre-activation floor
+    /// (on the first 16 calibration samples) moves into the next layer's bias, narrowing the
+    /// activation between them (needs --calib) [preset: auto, on with --equalize]
+    #[arg(long)]
+    pub bias_absorption: bool,
     /// Bias correction: each layer's bias absorbs the mean output shift its rounded weights
     /// cause on the calibration data (needs --calib)
     #[arg(long)]

@@ -158,6 +158,13 @@ fn flag_layer(args: &RangeArgs, cache_source: bool) -> Result<Layer, Error> {
     if args.equalize {
         set("equalize", Value::Bool(true), "--equalize")?;
     }
+    if args.bias_absorption {
+        set(
+            "bias_absorption",
+            Value::Word("on".into()),
+            "--bias-absorption",
+        )?;
+    }
     if args.bias_correction {
         set("bias_correction", Value::Bool(true), "--bias-correction")?;
     }

@@ -276,6 +276,11 @@ impl Resolved {
                     "skip" => ClipMode::Skip,
                     _ => ClipMode::Bound,
                 }),
+            bias_absorption: match self.word("bias_absorption") {
+                "on" => true,
+                "off" => false,
+                _ => self.bool("equalize"),
+            },
             bias_correction: self.bool("bias_correction"),
             bias_int32: self.word("bias") == "int32",
             fp16: self.word("high_precision") == "fp16",
@@ -379,6 +384,9 @@ pub struct Config {
     pub smoothquant: Option<f64>,
     /// Cross-layer equalization (`rewrite::equalize`), and what it does through a ReLU6.
     pub equalize: Option<ClipMode>,
+    /// High-bias absorption (`rewrite::absorb`), after equalization when that is on
+    /// (`bias_absorption: auto` follows `equalize`).
+    pub bias_absorption: bool,
     /// Bias correction from the calibration data's layer-input means.
     pub bias_correction: bool,
     pub bias_int32: bool,

@@ -137,6 +137,11 @@ pub const KEYS: &[Key] = &[
         doc: "a Clip from 0 to M (ReLU6) between equalized layers: bound becomes Relu then Min with each channel's bound M/s (exact), relu becomes Relu (an approximation: outputs change where the pre-activation exceeded M), skip leaves the pair unequalized",
     },
     Key {
+        path: "bias_absorption",
+        ty: Ty::Enum(&["auto", "on", "off"]),
+        doc: "high-bias absorption (auto: when equalize is on, after it): where a Relu or ReLU6 joins a Conv/Gemm with a bias to a Conv without padding or a Gemm, each channel's pre-activation floor max(0, min(smallest value, mean − 3σ)) on the first 16 calibration samples moves from layer 1's bias into layer 2's (exact wherever the pre-activation stays above it); needs calibration data",
+    },
+    Key {
         path: "bias_correction",
         ty: Ty::Bool,
         doc: "empirical bias correction: each quantized Conv/Gemm/MatMul's bias absorbs the mean output shift its rounded weights cause on the calibration data (a layer without a bias gains one)",

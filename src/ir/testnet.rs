@@ -65,6 +65,17 @@ impl Net {
         self
     }
 
+    pub fn attr_ints(&mut self, name: &str, v: &[i64]) -> &mut Self {
+        let n = self.nodes.last_mut().expect("a node");
+        n.attribute.push(AttributeProto {
+            name: Some(name.into()),
+            r#type: Some(AttributeType::Ints as i32),
+            ints: v.to_vec(),
+            ..Default::default()
+        });
+        self
+    }
+
     pub fn attr_float(&mut self, name: &str, v: f32) -> &mut Self {
         let n = self.nodes.last_mut().expect("a node");
         n.attribute.push(AttributeProto {

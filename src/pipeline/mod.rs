@@ -8,6 +8,7 @@ use std::time::Instant;
 use crate::atomic::Clash;
 use crate::error::{Error, UsageError};
 
+mod absorb;
 mod build;
 mod calibrate;
 mod engine;

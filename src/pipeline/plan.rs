@@ -173,29 +173,59 @@ pub(super) fn replan(
     plan
 }
 
-/// Cross-layer equalization (`equalize: true`): BatchNormalization folded, then the pairs
-/// rescaled, in the model tract calibrates and the rewrite starts from; notes for the report.
-pub(super) fn equalize(config: &Config, model: &mut Model) -> Result<Vec<String>, Error> {
-    let Some(clip_mode) = config.equalize else {
+/// Cross-layer equalization (`equalize: true`) and high-bias absorption (`bias_absorption`,
+/// measured on `data`): BatchNormalization folded, then the pairs rescaled, then the shifts
+/// moved, in the model tract calibrates and the rewrite starts from; notes for the report.
+/// Absorption alone leaves the model as it was (BatchNormalization unfolded) when it shifts
+/// nothing.
+pub(super) fn equalize_and_absorb(
+    config: &Config,
+    model: &mut Model,
+    data: Option<&DataSource>,
+) -> Result<Vec<String>, Error> {
+    if config.equalize.is_none() && !config.bias_absorption {
         return Ok(Vec::new());
-    };
+    }
     let path = model.loaded.path.clone();
-    crate::onnx::materialize(&mut model.loaded.model, &path)?;
-    let bns = crate::rewrite::fold_batchnorm_in_place(&mut model.loaded.model)?;
-    let e = crate::rewrite::equalize::equalize(&mut model.loaded.model, clip_mode).map_err(
-        |reason| {
-            Error::from(crate::error::ModelError::Unsupported {
-                path: path.clone(),
-                what: format!("a layer pair equalization cannot rescale ({reason})"),
-            })
-        },
-    )?;
+    let mut proto = model.loaded.model.clone();
+    crate::onnx::materialize(&mut proto, &path)?;
+    let bns = crate::rewrite::fold_batchnorm_in_place(&mut proto)?;
     let mut notes = Vec::new();
     if bns > 0 {
         notes.push(format!(
-            "equalize: {bns} BatchNormalization node(s) folded into the Conv before them first"
+            "{bns} BatchNormalization node(s) folded into the Conv before them first (equalize, bias absorption)"
         ));
     }
+    if let Some(clip_mode) = config.equalize {
+        notes.extend(equalize(&mut proto, &path, clip_mode)?);
+    }
+    let mut shifted = false;
+    if config.bias_absorption {
+        let (more, any) = super::absorb::absorb_model(&mut proto, &path, &model.inputs, data)?;
+        notes.extend(more);
+        shifted = any;
+    }
+    if config.equalize.is_none() && !shifted {
+        // nothing changed but the folds: the model stays as it was
+        return Ok(notes.into_iter().skip(usize::from(bns > 0)).collect());
+    }
+    model.loaded.model = proto;
+    Ok(notes)
+}
+
+/// Cross-layer equalization of `model` (BatchNormalization already folded); notes.
+fn equalize(
+    model: &mut crate::proto::ModelProto,
+    path: &Path,
+    clip_mode: crate::config::ClipMode,
+) -> Result<Vec<String>, Error> {
+    let e = crate::rewrite::equalize::equalize(model, clip_mode).map_err(|reason| {
+        Error::from(crate::error::ModelError::Unsupported {
+            path: path.to_path_buf(),
+            what: format!("a layer pair equalization cannot rescale ({reason})"),
+        })
+    })?;
+    let mut notes = Vec::new();
     if e.pairs.is_empty() {
         notes.push("equalize: no two layers joined by a Relu (or ReLU6) to equalize".into());
         return Ok(notes);
@@ -227,7 +257,7 @@ pub(super) fn equalize(config: &Config, model: &mut Model) -> Result<Vec<String>
 pub fn plan_only(input: &Path, rules: &Rules) -> Result<Explained, Error> {
     let mut model = open_model(input, rules.input_shapes)?;
     model.loaded.warnings.iter().for_each(|w| (rules.warn)(w));
-    let equalized = equalize(rules.config, &mut model)?;
+    let equalized = equalize_and_absorb(rules.config, &mut model, None)?;
     let Planned {
         mut plan,
         written,

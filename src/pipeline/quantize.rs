@@ -39,8 +39,10 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         StatsSource::File(_) | StatsSource::None => None,
     };
     let mut smooth_notes = smoothquant(job, &mut model, data_src, &mut clock)?;
-    if job.planning.config.equalize.is_some() {
-        smooth_notes.extend(super::plan::equalize(&job.planning.config, &mut model)?);
+    let config = &job.planning.config;
+    if config.equalize.is_some() || config.bias_absorption {
+        let notes = super::plan::equalize_and_absorb(config, &mut model, data_src)?;
+        smooth_notes.extend(notes);
         clock.lap("equalize");
     }
     let p: Planned = plan_model(&model, data_src, &job.planning.rules(warn))?;
@@ -57,7 +59,6 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     let observe = observe_for(&job.planning.config, &plan).union(p.sub_observe);
     let observed = (p.sub_observed.as_slice(), &p.sub_channels);
     // bias correction and GPTQ measure the layers' inputs in the same run
-    let config = &job.planning.config;
     let samples = calib_part.as_ref().map_or(0, |d| d.len());
     let probe = LayerProbe::new(&written, &plan, samples);
     if probe.is_some()

@@ -255,7 +255,7 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
     let start = Instant::now();
     let mut model = open_model(&job.input, &job.planning.input_shapes)?;
     let labels = super::open::warnings_and_labels(&model, job.labels.as_deref(), warn)?;
-    super::plan::equalize(&job.planning.config, &mut model)?;
+    super::plan::equalize_and_absorb(&job.planning.config, &mut model, Some(&job.data))?;
     let label_ref = match (&job.labels, &labels) {
         (Some(path), Some(values)) => Some(Labels { path, values }),
         _ => None,

@@ -55,30 +55,30 @@ pub struct Equalized {
 
 /// One linear layer taking part in a pair.
 #[derive(Clone, Debug)]
-struct Layer {
-    node: NodeId,
-    weight: String,
-    bias: Option<String>,
-    layout: Rows,
+pub(super) struct Layer {
+    pub node: NodeId,
+    pub weight: String,
+    pub bias: Option<String>,
+    pub layout: Rows,
 }
 
 /// A float weight being equalized: its values as read, and the factors found so far (f64),
 /// applied once when the weight is written: `w · inp[in channel] / out[out channel]`.
-struct Values {
-    dims: Vec<usize>,
-    v: Vec<f32>,
+pub(super) struct Values {
+    pub dims: Vec<usize>,
+    pub v: Vec<f32>,
     /// How the weight is laid out (a weight has one reader, so one layout).
-    layout: Rows,
+    pub layout: Rows,
     /// Per output channel: the weight (and the bias) is divided by it.
-    out: Vec<f64>,
+    pub out: Vec<f64>,
     /// Per input channel: the weight is multiplied by it.
-    inp: Vec<f64>,
+    pub inp: Vec<f64>,
 }
 
 impl Values {
     /// Calls `f(out channel, in channel, value)` for every entry in flat order, the value as
     /// the factors so far make it (one product per entry, the factor once per run).
-    fn visit(&self, mut f: impl FnMut(usize, usize, f64)) {
+    pub(super) fn visit(&self, mut f: impl FnMut(usize, usize, f64)) {
         let d = &self.dims;
         let inv: Vec<f64> = self.out.iter().map(|o| 1.0 / o).collect();
         match self.layout {
@@ -129,7 +129,7 @@ impl Values {
 }
 
 /// A float initializer nothing but `node` reads (not a graph input or output, not captured).
-fn own_float<'g>(
+pub(super) fn own_float<'g>(
     index: &Index<'g>,
     name: &str,
     node: NodeId,
@@ -144,7 +144,7 @@ fn own_float<'g>(
 }
 
 /// `node` as a layer whose weights can be rescaled (`first`: as layer 1, whose bias scales too).
-fn layer(index: &Index, id: NodeId, first: bool) -> Option<Layer> {
+pub(super) fn layer(index: &Index, id: NodeId, first: bool) -> Option<Layer> {
     let node = index.node(id);
     if !ir::is_default_domain(node.domain()) {
         return None;
@@ -274,12 +274,30 @@ fn spread(r: &[f64]) -> f64 {
     if lo.is_finite() { hi / lo } else { 1.0 }
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return 1.0;
     }
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
+}
+
+/// The bounds of the Clips in `replaced` (now Relus) that nothing else reads, removed by `patch`.
+pub(super) fn drop_unread_bounds(index: &Index, replaced: &[NodeId], patch: &mut Patch) {
+    for &c in replaced {
+        for b in index.node(c).input.iter().skip(1).filter(|b| !b.is_empty()) {
+            let unread = index.consumers(b).iter().all(|(n, _)| replaced.contains(n));
+            if unread
+                && index.initializer(b).is_some()
+                && !index.is_graph_input(b)
+                && !index.is_graph_output(b)
+                && !index.is_captured(b)
+                && !patch.remove_initializers.contains(b)
+            {
+                patch.remove_initializers.push(b.clone());
+            }
+        }
+    }
 }
 
 /// Equalizes every pair of `model`'s main graph in place. Weights still in external files
@@ -439,21 +457,7 @@ pub fn equalize(model: &mut ModelProto, clip_mode: ClipMode) -> Result<Equalized
                 .push((ir::Placement::After(clip.input[0].clone()), min));
         }
     }
-    // the bounds the Relus no longer read, where nothing else reads them
-    for &c in &replaced {
-        for b in graph.node[c].input.iter().skip(1).filter(|b| !b.is_empty()) {
-            let unread = index.consumers(b).iter().all(|(n, _)| replaced.contains(n));
-            if unread
-                && index.initializer(b).is_some()
-                && !index.is_graph_input(b)
-                && !index.is_graph_output(b)
-                && !index.is_captured(b)
-                && !patch.remove_initializers.contains(b)
-            {
-                patch.remove_initializers.push(b.clone());
-            }
-        }
-    }
+    drop_unread_bounds(&index, &replaced, &mut patch);
     // the layer-1 bias of each pair, by name, and the factors dividing it
     let bias_factors: BTreeMap<&String, &Vec<f64>> = found
         .iter()
@@ -486,15 +490,15 @@ pub fn equalize(model: &mut ModelProto, clip_mode: ClipMode) -> Result<Equalized
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ir::testnet::Net;
 
     /// A small deterministic generator (xorshift), uniform in [-1, 1).
-    struct Rng(u64);
+    pub(in crate::rewrite) struct Rng(pub u64);
 
     impl Rng {
-        fn next(&mut self) -> f64 {
+        pub(in crate::rewrite) fn next(&mut self) -> f64 {
             self.0 ^= self.0 << 13;
             self.0 ^= self.0 >> 7;
             self.0 ^= self.0 << 17;
@@ -502,7 +506,7 @@ mod tests {
         }
     }
 
-    fn values(model: &ModelProto, name: &str) -> Vec<f64> {
+    pub(in crate::rewrite) fn values(model: &ModelProto, name: &str) -> Vec<f64> {
         let t = ir::graph(model)
             .initializer
             .iter()
@@ -512,7 +516,13 @@ mod tests {
     }
 
     /// `x [B, K] · W [K, N] + b` (`W` stored `[N, K]` when `transposed`).
-    fn gemm(x: &[f64], k: usize, w: &[f64], b: &[f64], transposed: bool) -> Vec<f64> {
+    pub(in crate::rewrite) fn gemm(
+        x: &[f64],
+        k: usize,
+        w: &[f64],
+        b: &[f64],
+        transposed: bool,
+    ) -> Vec<f64> {
         let n = b.len();
         x.chunks(k)
             .flat_map(|row| {
@@ -533,13 +543,20 @@ mod tests {
     /// Gemm (W1 `[N, K]`, transB) → Relu or Clip(0, 6) → Gemm (W2 `[K2, N]`... as `[N, M]`),
     /// output channels of the first spread over three orders of magnitude.
     fn pair(clip: bool) -> (ModelProto, Vec<f64>) {
+        pair_lifted(clip, &[0.0; 5])
+    }
+
+    /// [`pair`] with `lift[c]` (times channel `c`'s spread) added to layer 1's bias.
+    pub(in crate::rewrite) fn pair_lifted(clip: bool, lift: &[f64]) -> (ModelProto, Vec<f64>) {
         let (k, n, m) = (6, 5, 4);
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let spread: Vec<f64> = (0..n).map(|c| 10f64.powf(c as f64 * 0.75 - 1.5)).collect();
         let w1: Vec<f32> = (0..n * k)
             .map(|i| (rng.next() * spread[i / k]) as f32)
             .collect();
-        let b1: Vec<f32> = (0..n).map(|c| (rng.next() * spread[c]) as f32).collect();
+        let b1: Vec<f32> = (0..n)
+            .map(|c| ((rng.next() + lift[c]) * spread[c]) as f32)
+            .collect();
         let w2: Vec<f32> = (0..n * m).map(|_| rng.next() as f32).collect();
         let b2: Vec<f32> = (0..m).map(|_| rng.next() as f32).collect();
         let mut net = Net::new(&["x"]);
@@ -567,7 +584,7 @@ mod tests {
     }
 
     /// The float function of [`pair`]'s model (with its Clip, or Relu then Min, when there).
-    fn run(model: &ModelProto, x: &[f64]) -> Vec<f64> {
+    pub(in crate::rewrite) fn run(model: &ModelProto, x: &[f64]) -> Vec<f64> {
         let g = ir::graph(model);
         let h = gemm(x, 6, &values(model, "w1"), &values(model, "b1"), true);
         let bound: Option<Vec<f64>> = g
@@ -598,7 +615,7 @@ mod tests {
             .collect()
     }
 
-    fn close(a: &[f64], b: &[f64]) {
+    pub(in crate::rewrite) fn close(a: &[f64], b: &[f64]) {
         let scale = b.iter().fold(0f64, |m, v| m.max(v.abs()));
         for (x, y) in a.iter().zip(b) {
             assert!((x - y).abs() <= 1e-5 * scale, "{x} vs {y} (scale {scale})");

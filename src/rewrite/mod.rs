@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | prepare | `smoothquant` | per-channel factors folded into a LayerNormalization and the weights reading it (`smooth.rs`; the maxima are measured by `pipeline/smooth.rs` with tract) |
 //! | prepare | `equalize` | cross-layer equalization (`equalize.rs`; BatchNormalization folded first, on the model tract calibrates too) |
+//! | prepare | `absorb-bias` | high-bias absorption after equalization (`absorb.rs`; the shifts measured by `pipeline/absorb.rs` with tract on the first calibration samples) |
 //! | prepare | `fold-batchnorm` | Conv → BatchNormalization folded into the Conv (`placement.fold_batchnorm`) |
 //! | prepare | `fold-relu` | Relus and Clips from 0 dropped after node units (`placement.fold_relu`, asymmetric ranges) |
 //! | rewrite | `opset-upgrade` | the opset the plan needs (13 for per-channel weights, 21 for int4/int16) |
@@ -20,6 +21,7 @@
 //! graph themselves. Rules are directional: a tensor already behind a DequantizeLinear is never
 //! planned again (policy refuses it), so running onnx-quant on its own output adds nothing.
 
+pub mod absorb;
 mod bias;
 pub use bias::{BiasCorrection, rows_of};
 pub mod equalize;

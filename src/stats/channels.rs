@@ -100,6 +100,12 @@ impl ChannelMoments {
         Ok(())
     }
 
+    /// The mean of each channel (zeros before any value).
+    pub fn mean(&self) -> Vec<f64> {
+        let n = self.count.max(1) as f64;
+        self.sum.iter().map(|&s| s as f64 / SUM_SCALE / n).collect()
+    }
+
     /// The standard deviation of each channel (empty before any value).
     pub fn std(&self) -> Vec<f64> {
         if self.count == 0 {

@@ -13,10 +13,6 @@ const OUTLIER_LABELS: &str = "outlier/calib_y.npy";
 /// Settings without the convolution guard: plain int8 on the outlier fixture loses points.
 const NO_GUARD: &str = "configs/no_conv_guard.yaml";
 
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).expect("json written")).expect("valid json")
-}
-
 fn eval_json(reference: &Path, quant: &Path, extra: &[&str]) -> Value {
     let dir = scratch();
     let out = dir.path().join("eval.json");

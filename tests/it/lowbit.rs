@@ -5,17 +5,12 @@
 use std::path::Path;
 
 use onnx_quant::proto::{ModelProto, tensor_proto::DataType};
-use serde_json::Value;
 
 use crate::support::*;
 
 const TRANSFORMER: &str = "models/transformer.onnx";
 const TRANSFORMER_CALIB: &str = "models/transformer_calib.npy";
 const TRANSFORMER_EVAL: &str = "models/transformer_eval.npy";
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).expect("json written")).expect("valid json")
-}
 
 /// Output SQNR (dB) of `quant` against the float transformer, simulated on the eval samples.
 fn sqnr(quant: &Path) -> f64 {

@@ -2,15 +2,7 @@
 //! the report states them, per layer as the overrides say, the same bytes whatever the thread
 //! count, and what the simulation measures of them.
 
-use std::path::Path;
-
-use serde_json::Value;
-
 use crate::support::*;
-
-fn json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).expect("json written")).expect("valid json")
-}
 
 const ALL: [&str; 5] = [
     "--equalize",
@@ -47,6 +39,27 @@ fn every_algorithm_gives_the_same_bytes_whatever_the_thread_count() {
         }
         let notes = r["notes"].to_string();
         assert!(notes.contains("equalize: 1 pair(s)"), "{notes}");
+    }
+    assert!(outs.iter().all(|o| o == &outs[0]));
+}
+
+/// High-bias absorption measures its shifts on several threads: the same bytes for 1, 2 and 3,
+/// with every other algorithm on too.
+#[test]
+fn bias_absorption_gives_the_same_bytes_whatever_the_thread_count() {
+    let dir = scratch();
+    let mut outs = Vec::new();
+    for threads in ["1", "2", "3"] {
+        let out = dir.path().join(format!("q{threads}.onnx"));
+        let mut args = ALL.to_vec();
+        args.extend([threads, "--bias-absorption"]);
+        quantize_ok(
+            &fixture("models/high_bias.onnx"),
+            &fixture("models/high_bias_calib.npy"),
+            &out,
+            &args,
+        );
+        outs.push(std::fs::read(&out).unwrap());
     }
     assert!(outs.iter().all(|o| o == &outs[0]));
 }

@@ -177,3 +177,8 @@ pub fn init<'a>(m: &'a ModelProto, name: &str) -> &'a onnx_quant::proto::TensorP
         .find(|t| t.name() == name)
         .unwrap_or_else(|| panic!("no initializer {name}"))
 }
+
+/// The JSON file at `path` (a report, an eval result).
+pub fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("json written")).expect("valid json")
+}
