@@ -119,9 +119,12 @@ def quantize_sharded(
 ) -> Report:
     """:func:`calibrate_sharded`, then :func:`onnx_quant.quantize` from the merged statistics
     (kept in ``stats`` when given). The model equals the one a single run over all shards
-    writes, byte for byte."""
+    writes, byte for byte; ``equalize=True`` equalizes the model the shards measure too."""
     with tempfile.TemporaryDirectory(prefix="onnx-quant-") as scratch:
         path = os.fspath(stats) if stats is not None else os.path.join(scratch, "stats.json")
+        # equalization changes the activations: the shards measure the model equalized as the
+        # quantize run will equalize it (a statistics file records which it measured)
+        prepare = {k: flags[k] for k in ("equalize",) if k in flags}
         calibrate_sharded(
             client,
             model,
@@ -133,6 +136,7 @@ def quantize_sharded(
             config=config,
             threads=threads,
             quiet=quiet,
+            **prepare,
         )
         return quantize(
             model,

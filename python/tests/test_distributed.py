@@ -60,6 +60,14 @@ def test_quantizing_from_shards_writes_one_runs_bytes(client, tmp_path, calib_ar
     assert sharded.read_bytes() == single.read_bytes()
 
 
+def test_equalized_shards_write_one_equalized_runs_bytes(client, tmp_path, calib_array):
+    sharded = tmp_path / "sharded.onnx"
+    quantize_sharded(client, MODEL, sharded, four_shards(calib_array), equalize=True, quiet=True)
+    single = tmp_path / "single.onnx"
+    oq.quantize(MODEL, single, calib=CALIB, equalize=True, quiet=True)
+    assert sharded.read_bytes() == single.read_bytes()
+
+
 def test_shards_as_paths_and_as_functions_run_on_the_workers(client, tmp_path, calib_array):
     paths = []
     for k, shard in enumerate(four_shards(calib_array)):

@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::calib::{Dataset, Extra, Observe, RunOptions};
+use crate::config::Config;
 use crate::error::{CalibError, Error, ModelError};
 use crate::policy::QuantPlan;
 use crate::report::CalibrationReport;
@@ -102,10 +103,22 @@ pub fn file_sha256(path: &Path) -> Result<String, ModelError> {
         .collect())
 }
 
-/// Loads statistics from a stats file or a TensorRT calibration cache.
+/// The `equalized` record of statistics measured under `config` (`StatsFile::equalized`).
+pub(super) fn equalized_record(config: &Config) -> Option<String> {
+    config.equalize.map(|m| {
+        serde_json::to_value(m)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    })
+}
+
+/// Loads statistics from a stats file or a TensorRT calibration cache; a stats file must have
+/// been measured on the model prepared as `config` prepares it (equalized or not).
 pub(super) fn load_stats(
     path: &Path,
     model: &Path,
+    config: &Config,
     warn: &dyn Fn(&str),
 ) -> Result<StatsTable, Error> {
     if !path.exists() {
@@ -140,6 +153,19 @@ pub(super) fn load_stats(
         });
     }
     let file = stats::load(path)?;
+    let wanted = equalized_record(config);
+    if file.equalized != wanted {
+        return Err(CalibError::BadFile {
+            path: path.to_path_buf(),
+            reason: format!(
+                "holds the activations of the model {}, and this run quantizes it {}: calibrate with the same `--equalize` (and `equalize_clip`) as quantize",
+                stats::equalized_as(file.equalized.as_deref()),
+                stats::equalized_as(wanted.as_deref())
+                    .replace("as it is (not equalized)", "not equalized")
+            ),
+        }
+        .into());
+    }
     if file.model_sha256 != file_sha256(model)? {
         warn(&format!(
             "statistics `{}` were measured on a model file with another SHA-256 than `{}`",
@@ -187,11 +213,22 @@ pub struct CalibrateReport {
 pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<CalibrateReport, Error> {
     let mut clock = Clock::new();
     check_output(&job.input, &[], &job.stats_out, false)?;
-    let model = open_model(&job.input, &job.planning.input_shapes)?;
+    let mut model = open_model(&job.input, &job.planning.input_shapes)?;
     check_output(&job.input, &model.loaded.side_files, &job.stats_out, false)?;
     model.loaded.warnings.iter().for_each(|w| warn(w));
     let sha = file_sha256(&job.input)?;
     clock.lap("load");
+    // the activations a later `quantize --stats --equalize` quantizes are the equalized
+    // model's; absorption is not applied (it measures shifts a run without data cannot repeat)
+    let config = &job.planning.config;
+    if config.equalize.is_some() {
+        let equalize_only = Config {
+            bias_absorption: false,
+            ..config.clone()
+        };
+        super::plan::equalize_and_absorb(&equalize_only, &mut model, None)?;
+        clock.lap("equalize");
+    }
     let Planned {
         engine,
         mut plan,
@@ -227,7 +264,10 @@ pub fn calibrate_job(job: &CalibrateJob, warn: &dyn Fn(&str)) -> Result<Calibrat
     let tensors = m.stats.tensors.len();
     stats::save(
         &job.stats_out,
-        &StatsFile::new(sha, m.stats.samples, m.stats.tensors),
+        &StatsFile {
+            equalized: equalized_record(config),
+            ..StatsFile::new(sha, m.stats.samples, m.stats.tensors)
+        },
     )?;
     clock.lap("save");
     Ok(CalibrateReport {

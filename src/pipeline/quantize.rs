@@ -75,7 +75,7 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
             let m = calibrate(&engine, &plan, observed, data, d, observe, extra, warn)?;
             (m.stats, m.report, d.path.clone())
         }
-        (stats, _) => read_statistics(stats, &job.input, warn)?,
+        (stats, _) => read_statistics(stats, &job.input, config, warn)?,
     };
     clock.lap("calibrate");
     if let Some(p) = probe {
@@ -249,6 +249,7 @@ fn load(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<(Model, Option<Vec<i64
 fn read_statistics(
     stats: &StatsSource,
     model: &Path,
+    config: &Config,
     warn: &dyn Fn(&str),
 ) -> Result<(StatsTable, CalibrationReport, PathBuf), Error> {
     let path = match stats {
@@ -268,7 +269,7 @@ fn read_statistics(
             return Ok((none, report, PathBuf::new()));
         }
     };
-    let stats = load_stats(path, model, warn)?;
+    let stats = load_stats(path, model, config, warn)?;
     let report = CalibrationReport {
         source: path.clone(),
         samples: stats.samples,

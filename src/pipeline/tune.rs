@@ -265,7 +265,12 @@ pub fn sensitivity(job: &SensitivityJob, warn: &dyn Fn(&str)) -> Result<Sensitiv
     let set = p.data.expect("planned with data");
     let config = &job.planning.config;
     let (calib, measure, mut stats, source) = match &job.stats {
-        Some(path) => (None, set, load_stats(path, &job.input, warn)?, path.clone()),
+        Some(path) => (
+            None,
+            set,
+            load_stats(path, &job.input, &job.planning.config, warn)?,
+            path.clone(),
+        ),
         None => {
             let (head, tail) = super::calibrate::split_holdout(
                 set,

@@ -21,6 +21,11 @@ pub struct StatsFile {
     /// SHA-256 of the model file the statistics were measured on (hex).
     pub model_sha256: String,
     pub samples: usize,
+    /// The model was equalized before it was measured (`equalize: true`), with this
+    /// `equalize_clip`: its activations are the equalized model's, which a quantize run reading
+    /// the file must equalize the same way. Absent: measured as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub equalized: Option<String>,
     pub tensors: BTreeMap<String, TensorStats>,
 }
 
@@ -35,6 +40,7 @@ impl StatsFile {
             version: VERSION,
             model_sha256,
             samples,
+            equalized: None,
             tensors,
         }
     }
@@ -92,6 +98,14 @@ pub fn is_scoped(key: &str) -> bool {
     key.contains("::")
 }
 
+/// How a statistics file's model was prepared, in words.
+pub fn equalized_as(equalized: Option<&str>) -> String {
+    match equalized {
+        Some(clip) => format!("equalized (`equalize: true`, `equalize_clip: {clip}`)"),
+        None => "as it is (not equalized)".into(),
+    }
+}
+
 /// Merges statistics of disjoint sample sets of one model into the statistics of all of them.
 pub fn merge_files(files: Vec<(PathBuf, StatsFile)>) -> Result<StatsFile, CalibError> {
     let mut iter = files.into_iter();
@@ -103,6 +117,17 @@ pub fn merge_files(files: Vec<(PathBuf, StatsFile)>) -> Result<StatsFile, CalibE
                 format!(
                     "measured on another model than `{}` (model SHA-256 differs)",
                     first_path.display()
+                ),
+            ));
+        }
+        if f.equalized != all.equalized {
+            return Err(bad(
+                &path,
+                format!(
+                    "measured on the model {} and `{}` on the model {}",
+                    equalized_as(f.equalized.as_deref()),
+                    first_path.display(),
+                    equalized_as(all.equalized.as_deref())
                 ),
             ));
         }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use channels::ChannelMoments;
-pub use file::{StatsFile, is_scoped, load, merge_files, save};
+pub use file::{StatsFile, equalized_as, is_scoped, load, merge_files, save};
 pub use histogram::Histogram;
 pub use layers::{Gram, PatchSums};
 pub use minmax::MinMax;

@@ -65,6 +65,43 @@ fn quantizing_from_a_stats_file_equals_calibrating_directly() {
     }
 }
 
+/// Equalization changes the activations: `calibrate --equalize` measures the equalized model, so
+/// `quantize --stats --equalize` gives the bytes of `quantize --calib --equalize`; a file measured
+/// one way is refused by a run quantizing the other way (and by a merge with the other way),
+/// naming the file.
+#[test]
+fn statistics_remember_whether_the_model_was_equalized() {
+    let dir = scratch();
+    let (model, calib) = (fixture("mbnet/dwnet.onnx"), fixture("mbnet/calib.npy"));
+    let (equalized, plain) = (dir.path().join("eq.json"), dir.path().join("plain.json"));
+    calibrate(&model, &calib, &equalized, &["--equalize"]);
+    calibrate(&model, &calib, &plain, &[]);
+    let (direct, from) = (dir.path().join("direct.onnx"), dir.path().join("from.onnx"));
+    quantize_ok(&model, &calib, &direct, &["--equalize"]);
+    let o = quantize_from(&model, &equalized, &from, &["--equalize"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(&direct).unwrap(),
+        std::fs::read(&from).unwrap()
+    );
+    for (stats, extra) in [(&plain, &["--equalize"][..]), (&equalized, &[])] {
+        let out = dir.path().join("refused.onnx");
+        let o = quantize_from(&model, stats, &out, extra);
+        assert_eq!(code(&o), 4, "{}", stderr(&o));
+        let e = stderr(&o);
+        assert!(
+            e.contains(s(stats)) && e.contains("calibrate with the same `--equalize`"),
+            "{e}"
+        );
+        assert!(!out.exists());
+    }
+    let merged = dir.path().join("merged.json");
+    let o = run(["merge-stats", s(&equalized), s(&plain), "-o", s(&merged)]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("not equalized"), "{}", stderr(&o));
+    assert!(!merged.exists());
+}
+
 #[test]
 fn merged_shards_equal_one_run() {
     let dir = scratch();
