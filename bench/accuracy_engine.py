@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Accuracy-engine benchmark: cross-layer equalization, bias correction and GPTQ rounding, alone
-and together, on every trained fixture, next to ONNX Runtime's quantize_static; and what they
-cost on the ResNet-18-shaped model of ../shared/peers at 128 samples.
+"""Accuracy-engine benchmark: cross-layer equalization, high-bias absorption, bias correction and
+GPTQ rounding, alone and together, on every trained fixture, next to ONNX Runtime's
+quantize_static; and what they cost on the ResNet-18-shaped model of ../shared/peers at 128
+samples.
 
 usage: python bench/accuracy_engine.py [--bin target/release/onnx-quant] [--work /tmp/onnx-quant-engine]
          [--peers ../shared/peers] [--quark] [--only FIXTURE,...] [--skip-cost] [--repeat 3]
@@ -9,10 +10,12 @@ usage: python bench/accuracy_engine.py [--bin target/release/onnx-quant] [--work
 1. Accuracy. Fixtures: the digits CNN and the digits ViT (fixtures/digits data: 64 calibration
    images, 360 held out), mbnet (MobileNet/EfficientNet-Lite-style, ReLU6) and dwnet (the same
    network trained with ReLU, its channels spread as BatchNorm-trained networks' are), both on
-   fixtures/mbnet's 64 calibration and 256 held-out images. Weights: int8 per channel, int8
-   per tensor, int4 per channel, int4 in blocks of 32 (int4: the tensorrt target only). Each
-   variant (plain: --rounding nearest; --equalize, --bias-correction, each with nearest rounding;
-   --rounding gptq; all three) is quantized with
+   fixtures/mbnet's 64 calibration and 256 held-out images, and high_bias (a block whose first
+   layer has channels on a high BatchNorm bias, fixtures/models; 32 + 32 samples, no labels: top-1
+   is agreement with fp32). Weights: int8 per channel, int8 per tensor, int4 per channel, int4 in
+   blocks of 32 (int4: the tensorrt target only). Each variant (plain: --rounding nearest;
+   --equalize without absorption; --bias-absorption; --equalize, which brings absorption;
+   --bias-correction, each with nearest rounding; --rounding gptq; all) is quantized with
    the release binary (wall and peak RSS of the process) and run in ONNX Runtime with graph
    optimizations off (exact Q/DQ semantics) and on: top-1 on the held-out labels and output
    SQNR against the fp32 model. ONNX Runtime's quantize_static (QDQ, MinMax, per tensor and per
@@ -39,27 +42,43 @@ sys.path.insert(0, HERE)
 from calibration import ensure_data, measured, median_run  # noqa: E402
 
 FIX = os.path.join(ROOT, "fixtures")
-FIXTURES = [  # (name, model, data dir, targets)
-    ("digits CNN", "digits/digits_cnn.onnx", "digits"),
-    ("digits ViT", "vit/vit.onnx", "digits"),
-    ("mbnet", "mbnet/mbnet.onnx", "mbnet"),
-    ("dwnet", "mbnet/dwnet.onnx", "mbnet"),
+FIXTURES = [  # (name, model, calibration samples, held-out samples, their labels or None)
+    ("digits CNN", "digits/digits_cnn.onnx", "digits/calib.npy", "digits/eval_x.npy", "digits/eval_y.npy"),
+    ("digits ViT", "vit/vit.onnx", "digits/calib.npy", "digits/eval_x.npy", "digits/eval_y.npy"),
+    ("mbnet", "mbnet/mbnet.onnx", "mbnet/calib.npy", "mbnet/eval_x.npy", "mbnet/eval_y.npy"),
+    ("dwnet", "mbnet/dwnet.onnx", "mbnet/calib.npy", "mbnet/eval_x.npy", "mbnet/eval_y.npy"),
+    # no labels: top-1 is agreement with fp32
+    ("high_bias", "models/high_bias.onnx", "models/high_bias_calib.npy", "models/high_bias_eval.npy", None),
 ]
-ALL = ["--equalize", "--bias-correction", "--rounding", "gptq"]
+ALL = ["--equalize", "--bias-correction", "--rounding", "gptq"]  # --equalize brings absorption
 NEAREST = ["--rounding", "nearest"]  # the default (auto) already takes GPTQ for 4-bit weights
-VARIANTS = [("plain", NEAREST), ("equalize", ["--equalize", *NEAREST]),
+NO_ABSORPTION = "bias_absorption: off\n"  # a variant's settings, added to the weights' own
+VARIANTS = [("plain", NEAREST), ("equalize", ["--equalize", NO_ABSORPTION, *NEAREST]),
+            ("absorption", ["--bias-absorption", *NEAREST]),
+            ("equalize + absorption", ["--equalize", *NEAREST]),
             ("bias correction", ["--bias-correction", *NEAREST]), ("gptq", ["--rounding", "gptq"]),
-            ("all three", ALL)]
+            ("all", ALL)]
 
 
-def weights(work):
-    per_tensor = os.path.join(work, "per_tensor.yaml")
-    with open(per_tensor, "w") as fh:
-        fh.write("weights:\n  per_channel: false\n")
-    return [("int8", [], ["tensorrt", "ort"]),
-            ("int8 per tensor", ["--config", per_tensor], ["tensorrt", "ort"]),
-            ("int4", ["--weight-type", "int4"], ["tensorrt"]),
-            ("int4 blocks of 32", ["--weight-type", "int4", "--block-size", "32"], ["tensorrt"])]
+def weights():
+    """(name, flags, settings file text, targets) of each weight setting."""
+    return [("int8", [], "", ["tensorrt", "ort"]),
+            ("int8 per tensor", [], "weights:\n  per_channel: false\n", ["tensorrt", "ort"]),
+            ("int4", ["--weight-type", "int4"], "", ["tensorrt"]),
+            ("int4 blocks of 32", ["--weight-type", "int4", "--block-size", "32"], "", ["tensorrt"])]
+
+
+def flags_with_settings(work, flags, settings):
+    """`flags` with the settings text (and any a variant adds: its lines ending in a newline)
+    written to one --config file."""
+    settings += "".join(f for f in flags if f.endswith("\n"))
+    flags = [f for f in flags if not f.endswith("\n")]
+    if not settings:
+        return flags
+    path = os.path.join(work, f"settings-{abs(hash(settings))}.yaml")
+    with open(path, "w") as fh:
+        fh.write(settings)
+    return [*flags, "--config", path]
 
 
 def cpu_flags():
@@ -123,23 +142,24 @@ def quark(peers, model, calib, out, tool):
 
 def accuracy(a, rows):
     only = set(filter(None, a.only.split(",")))
-    for name, model, data in FIXTURES:
+    for name, model, calib, eval_x, eval_y in FIXTURES:
         if only and name not in only:
             continue
         model = os.path.join(FIX, model)
-        calib = os.path.join(FIX, data, "calib.npy")
-        x = np.load(os.path.join(FIX, data, "eval_x.npy"))
-        y = np.load(os.path.join(FIX, data, "eval_y.npy"))
+        calib = os.path.join(FIX, calib)
+        x = np.load(os.path.join(FIX, eval_x))
         ref = outputs(model, x, True)
+        y = np.load(os.path.join(FIX, eval_y)) if eval_y else ref.argmax(1)
         fp32 = 100 * float((ref.argmax(1) == y).mean())
         rows.append(dict(fixture=name, weights="fp32", target="-", variant="-", exact_top1=fp32,
                          ort_top1=fp32, exact_sqnr=float("inf"), ort_sqnr=float("inf")))
-        for wname, wflags, targets in weights(a.work):
+        for wname, wflags, settings, targets in weights():
             for target in targets:
                 for vname, vflags in VARIANTS:
+                    vflags = flags_with_settings(a.work, [*wflags, *vflags], settings)
                     out = os.path.join(a.work, f"{os.path.basename(model)}-{wname}-{target}-{vname}.onnx".replace(" ", "_"))
                     st, _, err = measured([a.bin, model, out, "--calib", calib, "--target", target, "-q",
-                                           *wflags, *vflags])
+                                           *vflags])
                     row = dict(fixture=name, weights=wname, target=target, variant=vname,
                                wall=st["wall"], peak_mb=st["peak_mb"])
                     if st["rc"] != 0:
@@ -173,9 +193,9 @@ def accuracy(a, rows):
 def cost(a):
     model, calib = ensure_data(argparse.Namespace(work=a.work, peers=a.peers, samples=[128]), sys.executable)
     out = []
-    for name, flags in [("plain min/max", NEAREST), ("--equalize", ["--equalize"]),
+    for name, flags in [("plain min/max", NEAREST), ("--equalize (with absorption)", ["--equalize"]),
                         ("--bias-correction", ["--bias-correction"]), ("--rounding gptq", ["--rounding", "gptq"]),
-                        ("all three", ALL)]:
+                        ("all", ALL)]:
         report = os.path.join(a.work, "cost-report.json")
         st, _, err = median_run([a.bin, model, os.path.join(a.work, "cost.onnx"), "--calib", calib,
                                  "--max-samples", "128", "-q", "--report", report, *flags], a.repeat)
