@@ -86,7 +86,6 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
     // still runs versions of the model)
     let engine = job.mixed.is_some().then_some(engine);
     let mut built = build(&written, &job.input, plan, &stats, config, &source, subs)?;
-    built.plan.notes.splice(0..0, smooth_notes);
     clock.lap("rewrite");
 
     let labels = match (&job.labels, &labels) {
@@ -117,6 +116,8 @@ pub fn quantize(job: &QuantizeJob, warn: &dyn Fn(&str)) -> Result<Report, Error>
         clock.lap("mixed-precision");
     }
     drop(engine);
+    // what SmoothQuant and equalization did, before the plan's notes (of the version chosen)
+    built.plan.notes.splice(0..0, smooth_notes);
     finish(
         job,
         model,

@@ -227,6 +227,33 @@ fn bias_absorption_narrows_the_activation_after_high_bias_channels() {
     }
 }
 
+/// Mixed precision rebuilds the model from the equalized and absorbed one: the report still
+/// says what equalization and absorption did, next to what mixed precision chose.
+#[test]
+fn mixed_precision_keeps_the_notes_of_equalization_and_absorption() {
+    let dir = scratch();
+    let report = dir.path().join("r.json");
+    quantized(
+        "models/high_bias.onnx",
+        "models/high_bias_calib.npy",
+        &[
+            "--equalize",
+            "--target-sqnr",
+            "45",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+    );
+    let notes = json(&report)["notes"].to_string();
+    for want in [
+        "equalize: 2 pair(s)",
+        "bias absorption: 1 of 2 pair(s)",
+        "mixed precision",
+    ] {
+        assert!(notes.contains(want), "{want}: {notes}");
+    }
+}
+
 /// int4 weights on the digits ViT, per channel and in blocks of 32: GPTQ (what `auto` does for
 /// 4-bit weights) gains output SQNR over nearest rounding and keeps top-1 within a point of
 /// fp32 in ONNX Runtime and OpenVINO; TensorRT-RTX builds the per-channel one (blocks with int8
