@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::equalize::{Layer, Values, drop_unread_bounds, layer, own_float};
+use super::equalize::{Layer, Values, drop_unread_bounds, layer, own_float, relu_then_min};
 use crate::ir::{self, Index, NodeId, Patch};
 use crate::onnx::tensor::{f32_data, f32_tensor};
 use crate::params::Rows;
@@ -365,36 +365,9 @@ pub fn absorb(
                         }
                         _ => 2,
                     };
-                    let mut dims = vec![site.channels];
-                    dims.resize(rank - 1, 1);
                     let bound: Vec<f32> = a.iter().map(|&s| (f64::from(*hi) - s) as f32).collect();
-                    let base = clip.name().to_string();
-                    let (relu_out, bound_name) = (
-                        names.fresh(&format!("{}_relu", clip.output[0])),
-                        names.fresh(&format!("{base}_bound")),
-                    );
-                    patch
-                        .add_initializers
-                        .push(f32_tensor(&bound_name, &dims, &bound));
-                    let relu = NodeProto {
-                        op_type: Some("Relu".into()),
-                        input: vec![clip.input[0].clone()],
-                        output: vec![relu_out.clone()],
-                        attribute: Vec::new(),
-                        ..clip.clone()
-                    };
-                    let min = NodeProto {
-                        name: Some(names.fresh(&format!("{base}_min"))),
-                        op_type: Some("Min".into()),
-                        input: vec![relu_out, bound_name],
-                        output: vec![clip.output[0].clone()],
-                        ..Default::default()
-                    };
-                    patch.replace.push((*id, relu));
+                    relu_then_min((*id, clip), &bound, rank, &mut names, &mut patch);
                     replaced.push(*id);
-                    patch
-                        .nodes
-                        .push((ir::Placement::After(clip.input[0].clone()), min));
                 }
                 Step::Relu | Step::MaxPool => {}
             }

@@ -282,6 +282,45 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// The Clip from 0 `clip` (node `id`) rewritten by `patch` as a Relu then a Min with `bound`,
+/// one value per channel of an activation of `rank` (channels on axis 1).
+pub(super) fn relu_then_min(
+    (id, clip): (NodeId, &NodeProto),
+    bound: &[f32],
+    rank: usize,
+    names: &mut ir::Names,
+    patch: &mut Patch,
+) {
+    let mut dims = vec![bound.len()];
+    dims.resize(rank - 1, 1);
+    let base = clip.name().to_string();
+    let (relu_out, bound_name) = (
+        names.fresh(&format!("{}_relu", clip.output[0])),
+        names.fresh(&format!("{base}_bound")),
+    );
+    patch
+        .add_initializers
+        .push(f32_tensor(&bound_name, &dims, bound));
+    let relu = NodeProto {
+        op_type: Some("Relu".into()),
+        input: vec![clip.input[0].clone()],
+        output: vec![relu_out.clone()],
+        attribute: Vec::new(),
+        ..clip.clone()
+    };
+    let min = NodeProto {
+        name: Some(names.fresh(&format!("{base}_min"))),
+        op_type: Some("Min".into()),
+        input: vec![relu_out, bound_name],
+        output: vec![clip.output[0].clone()],
+        ..Default::default()
+    };
+    patch.replace.push((id, relu));
+    patch
+        .nodes
+        .push((ir::Placement::After(clip.input[0].clone()), min));
+}
+
 /// The bounds of the Clips in `replaced` (now Relus) that nothing else reads, removed by `patch`.
 pub(super) fn drop_unread_bounds(index: &Index, replaced: &[NodeId], patch: &mut Patch) {
     for &c in replaced {
@@ -407,13 +446,13 @@ pub fn equalize(model: &mut ModelProto, clip_mode: ClipMode) -> Result<Equalized
             let clip = &graph.node[c];
             report.clips.push(labels(c));
             replaced.push(c);
-            let relu = NodeProto {
-                op_type: Some("Relu".into()),
-                input: vec![clip.input[0].clone()],
-                attribute: Vec::new(),
-                ..clip.clone()
-            };
             if clip_mode != ClipMode::Bound {
+                let relu = NodeProto {
+                    op_type: Some("Relu".into()),
+                    input: vec![clip.input[0].clone()],
+                    attribute: Vec::new(),
+                    ..clip.clone()
+                };
                 patch.replace.push((c, relu));
                 continue;
             }
@@ -423,38 +462,11 @@ pub fn equalize(model: &mut ModelProto, clip_mode: ClipMode) -> Result<Equalized
                 unreachable!("only bounded Clips are recorded")
             };
             let bound: Vec<f32> = s.iter().map(|&f| (f64::from(hi) / f) as f32).collect();
-            let dims = match a.layout {
-                Rows::Conv { .. } => {
-                    let rank = values[&a.weight].dims.len();
-                    let mut d = vec![bound.len()];
-                    d.resize(rank - 1, 1);
-                    d
-                }
-                Rows::Transposed | Rows::Matrix => vec![bound.len()],
+            let rank = match a.layout {
+                Rows::Conv { .. } => values[&a.weight].dims.len(),
+                Rows::Transposed | Rows::Matrix => 2,
             };
-            let base = clip.name().to_string();
-            let (relu_out, bound_name) = (
-                names.fresh(&format!("{}_relu", clip.output[0])),
-                names.fresh(&format!("{base}_bound")),
-            );
-            patch
-                .add_initializers
-                .push(f32_tensor(&bound_name, &dims, &bound));
-            let relu = NodeProto {
-                output: vec![relu_out.clone()],
-                ..relu
-            };
-            let min = NodeProto {
-                name: Some(names.fresh(&format!("{base}_min"))),
-                op_type: Some("Min".into()),
-                input: vec![relu_out, bound_name],
-                output: vec![clip.output[0].clone()],
-                ..Default::default()
-            };
-            patch.replace.push((c, relu));
-            patch
-                .nodes
-                .push((ir::Placement::After(clip.input[0].clone()), min));
+            relu_then_min((c, clip), &bound, rank, &mut names, &mut patch);
         }
     }
     drop_unread_bounds(&index, &replaced, &mut patch);

@@ -17,30 +17,40 @@ fn drop(r: &Value, runtime: &str) -> f64 {
     100.0 * (m["ref_top1"].as_f64().unwrap() - m["top1"].as_f64().unwrap())
 }
 
-/// `check.py` on `q` against `model` with the labelled held-out set of fixture folder `eval`
-/// (`EVAL/eval_x.npy`, `EVAL/eval_y.npy`): ONNX Runtime (optimized and exact), OpenVINO.
-fn labelled(q: &std::path::Path, model: &str, eval: &str, extra: &[&str]) -> Value {
+/// `check.py` on `q` against the fixture `model` on the held-out fixture samples `x` (and
+/// labels `y`): ONNX Runtime (optimized and exact), OpenVINO, and what `extra` adds.
+fn runtimes(
+    q: &std::path::Path,
+    model: &str,
+    (x, y): (&str, Option<&str>),
+    extra: &[&str],
+) -> Value {
     let f = |p: &str| fixture(p).to_string_lossy().into_owned();
-    let (model, x, y) = (
-        f(model),
-        f(&format!("{eval}/eval_x.npy")),
-        f(&format!("{eval}/eval_y.npy")),
-    );
+    let (model, x) = (f(model), f(x));
     let mut args = vec![
         "--ref",
         &model,
         "--x",
         &x,
-        "--y",
-        &y,
         "--ort",
         "--ort-exact",
         "--openvino",
     ];
+    let y = y.map(f);
+    if let Some(y) = &y {
+        args.extend(["--y", y]);
+    }
     args.extend_from_slice(extra);
     let r = check(q, &args);
     assert_checker(&r);
     r
+}
+
+/// [`runtimes`] with the labelled held-out set of fixture folder `eval` (`EVAL/eval_x.npy`,
+/// `EVAL/eval_y.npy`).
+fn labelled(q: &std::path::Path, model: &str, eval: &str, extra: &[&str]) -> Value {
+    let (x, y) = (format!("{eval}/eval_x.npy"), format!("{eval}/eval_y.npy"));
+    runtimes(q, model, (&x, Some(&y)), extra)
 }
 
 /// dwnet: the depthwise network whose channels are spread as BatchNorm-trained networks' are.
@@ -171,22 +181,8 @@ fn bias_absorption_narrows_the_activation_after_high_bias_channels() {
     const MODEL: &str = "models/high_bias.onnx";
     const CALIB: &str = "models/high_bias_calib.npy";
     let dir = scratch();
-    let f = |p: &str| fixture(p).to_string_lossy().into_owned();
     let runtimes = |q: &std::path::Path, extra: &[&str]| {
-        let (model, x) = (f(MODEL), f("models/high_bias_eval.npy"));
-        let mut args = vec![
-            "--ref",
-            &model,
-            "--x",
-            &x,
-            "--ort",
-            "--ort-exact",
-            "--openvino",
-        ];
-        args.extend_from_slice(extra);
-        let r = check(q, &args);
-        assert_checker(&r);
-        r
+        runtimes(q, MODEL, ("models/high_bias_eval.npy", None), extra)
     };
     let sqnr = |r: &Value, runtime: &str| r[runtime]["sqnr_db"].as_f64().unwrap();
     let float = settings_file(
