@@ -417,6 +417,17 @@ pub enum ClipMode {
     Skip,
 }
 
+impl ClipMode {
+    /// Its `equalize_clip` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClipMode::Bound => "bound",
+            ClipMode::Relu => "relu",
+            ClipMode::Skip => "skip",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,7 +193,9 @@ pub fn gptq(
         let signal = quadratic(&weights, &h, n, len);
         before.signal += signal;
         after.signal += signal;
-        before.error += quadratic(&delta, &h, n, len);
+        // each row's nearest-rounding error, then the smallest found
+        let mut best_error = row_errors(&delta, &h, n, len);
+        before.error += best_error.iter().sum::<f64>();
         // two orders of the entries: as they come, and by decreasing H diagonal (GPTQ's
         // act-order: the entries the output depends on most are rounded while the rest can
         // still absorb their error); each row keeps the levels of the order that leaves it the
@@ -211,7 +213,6 @@ pub fn gptq(
             .collect::<Result<Vec<_>, _>>()?;
         // round-to-nearest's levels, where neither order does better (damping can make it so)
         let mut best_levels: Vec<i32> = at.iter().map(|&i| i32::from(q.values[i])).collect();
-        let mut best_error = row_errors(&delta, &h, n, len);
         for (order, u) in orders.iter().zip(&factors) {
             let (mut levels, mut d) = (vec![0i32; n * len], vec![0f64; n * len]);
             for r in 0..n {
@@ -232,15 +233,14 @@ pub fn gptq(
                 if e < best_error[r] {
                     best_error[r] = e;
                     let row = r * len..(r + 1) * len;
-                    best_levels[row.clone()].copy_from_slice(&levels[row.clone()]);
-                    delta[row.clone()].copy_from_slice(&d[row]);
+                    best_levels[row.clone()].copy_from_slice(&levels[row]);
                 }
             }
         }
         for (&i, &lv) in at.iter().zip(&best_levels) {
             q.values[i] = lv as i8;
         }
-        after.error += quadratic(&delta, &h, n, len);
+        after.error += best_error.iter().sum::<f64>();
     }
     Ok((before, after))
 }

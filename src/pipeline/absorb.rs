@@ -2,15 +2,13 @@
 //! channel (smallest, largest, mean, spread), over the first calibration samples; then
 //! `rewrite::absorb` moves the shifts into layer 2.
 
-use crate::calib::{Collect, Dataset, Floats, Runner, Sample, run_models};
-use crate::error::Error;
-use crate::rewrite::absorb::{self, Measured};
-use crate::stats::ChannelMoments;
-
 use std::path::Path;
 
-use crate::calib::InputSpec;
+use crate::calib::{Collect, Dataset, Floats, InputSpec, Runner, Sample, run_models};
+use crate::error::Error;
 use crate::proto::ModelProto;
+use crate::rewrite::absorb::{self, Measured};
+use crate::stats::ChannelMoments;
 
 use super::DataSource;
 

@@ -105,12 +105,7 @@ pub fn file_sha256(path: &Path) -> Result<String, ModelError> {
 
 /// The `equalized` record of statistics measured under `config` (`StatsFile::equalized`).
 pub(super) fn equalized_record(config: &Config) -> Option<String> {
-    config.equalize.map(|m| {
-        serde_json::to_value(m)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-    })
+    config.equalize.map(|m| m.name().to_string())
 }
 
 /// Loads statistics from a stats file or a TensorRT calibration cache; a stats file must have
@@ -158,10 +153,9 @@ pub(super) fn load_stats(
         return Err(CalibError::BadFile {
             path: path.to_path_buf(),
             reason: format!(
-                "holds the activations of the model {}, and this run quantizes it {}: calibrate with the same `--equalize` (and `equalize_clip`) as quantize",
+                "holds the activations of the model {}, and this run quantizes the model {}: calibrate with the same `--equalize` (and `equalize_clip`) as quantize",
                 stats::equalized_as(file.equalized.as_deref()),
                 stats::equalized_as(wanted.as_deref())
-                    .replace("as it is (not equalized)", "not equalized")
             ),
         }
         .into());

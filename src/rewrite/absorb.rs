@@ -23,8 +23,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
-
 use super::equalize::{Layer, Values, drop_unread_bounds, layer, own_float, relu_then_min};
 use crate::ir::{self, Index, NodeId, Patch};
 use crate::onnx::tensor::{f32_data, f32_tensor};
@@ -56,6 +54,8 @@ pub struct Site {
     /// (channels on axis 1).
     pub pre: String,
     pub channels: usize,
+    /// The pre-activation's rank (a Conv's weight rank, a Gemm's 2).
+    rank: usize,
     /// Layer 1 and layer 2, by node label.
     pub labels: (String, String),
     steps: Vec<Step>,
@@ -73,7 +73,7 @@ pub struct Measured {
 }
 
 /// What absorption did.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default)]
 pub struct Absorbed {
     /// Pairs whose layer 2 took some shift: (layer 1, layer 2) by label.
     pub pairs: Vec<(String, String)>,
@@ -223,6 +223,7 @@ pub fn sites(model: &ModelProto) -> Vec<Site> {
             second,
             pre: pre.clone(),
             channels,
+            rank,
             steps,
             bias2,
         });
@@ -358,15 +359,8 @@ pub fn absorb(
                 Step::Clip(id, hi) => {
                     let clip = index.node(*id);
                     report.clips.push(ir::node_label(clip, *id));
-                    let rank = match site.first.layout {
-                        Rows::Conv { .. } => {
-                            let w1 = index.initializer(&site.first.weight).ok_or("checked")?;
-                            w1.dims.len()
-                        }
-                        _ => 2,
-                    };
                     let bound: Vec<f32> = a.iter().map(|&s| (f64::from(*hi) - s) as f32).collect();
-                    relu_then_min((*id, clip), &bound, rank, &mut names, &mut patch);
+                    relu_then_min((*id, clip), &bound, site.rank, &mut names, &mut patch);
                     replaced.push(*id);
                 }
                 Step::Relu | Step::MaxPool => {}
